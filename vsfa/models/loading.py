@@ -1,0 +1,273 @@
+"""Load a VLM (base, base + LoRA adapter, or merged) with its processor and registry entry.
+
+``load_vlm`` is the one way the toolkit opens a model: tiny test models, the demo models and 7B checkpoints
+go through the same code. Family quirks come from :mod:`vsfa.models.registry`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from vsfa.env import guard_torchvision_autoinstall, torchvision_available
+from vsfa.errors import ModelLoadError
+from vsfa.io import model_fingerprint
+from vsfa.models.qwen_inputs import STAND_IN_MARKER, QwenStandInProcessor
+from vsfa.models.registry import Family, family_for_config
+
+_DTYPES = {
+    "float32": torch.float32,
+    "fp32": torch.float32,
+    "bfloat16": torch.bfloat16,
+    "bf16": torch.bfloat16,
+}
+_DTYPES |= {"float16": torch.float16, "fp16": torch.float16}
+
+Message = dict[str, Any]
+
+
+@dataclass
+class LoadedVLM:
+    """A loaded VLM: the HF (or peft) model, its processor/tokenizer, and its family entry."""
+
+    model: Any
+    processor: Any
+    family: Family
+    source: str
+    adapter: str | None = None
+    merged: bool = False
+    info: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def tokenizer(self):
+        return getattr(self.processor, "tokenizer", self.processor)
+
+    @property
+    def hf_model(self):
+        """The underlying transformers model (inside a peft wrapper if an adapter is attached unmerged)."""
+        from peft import PeftModel
+
+        return self.model.get_base_model() if isinstance(self.model, PeftModel) else self.model
+
+    @property
+    def config(self):
+        return self.hf_model.config
+
+    @property
+    def text_config(self):
+        return getattr(self.config, "text_config", self.config)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.hf_model.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.hf_model.parameters()).dtype
+
+    @property
+    def image_token_id(self) -> int:
+        return int(self.config.image_token_id)
+
+    @property
+    def text_model(self):
+        """The language-model decoder module (has ``layers``, ``norm``, ``embed_tokens``)."""
+        return self.hf_model.get_submodule(self.family.text_model_path)
+
+    @property
+    def layers(self) -> Sequence[torch.nn.Module]:
+        return self.hf_model.get_submodule(self.family.layers_path)
+
+    @property
+    def n_layers(self) -> int:
+        return len(self.layers)
+
+    @property
+    def d_model(self) -> int:
+        return int(self.text_config.hidden_size)
+
+    def render(self, messages: list[Message], add_generation_prompt: bool = True) -> str:
+        """Render chat messages (content parts ``{"type": "image"}`` / ``{"type": "text"}``) to prompt text."""
+        return self.processor.apply_chat_template(
+            messages, add_generation_prompt=add_generation_prompt, tokenize=False
+        )
+
+    def encode(self, texts: Sequence[str], images: Sequence[Sequence[Any]] | None = None, **kwargs):
+        """Tokenize a batch (left padding) with its images, on the model's device.
+
+        ``images[i]`` lists the images of ``texts[i]``; pass ``None`` for a text-only batch.
+        """
+        self.tokenizer.padding_side = "left"
+        has_images = images is not None and any(len(group) for group in images)
+        if has_images and not all(len(group) for group in images):
+            raise ModelLoadError("a batch must be all text-only or all with images")
+        if has_images:
+            batch = self.processor(
+                text=list(texts),
+                images=[list(g) for g in images],
+                padding=True,
+                return_tensors="pt",
+                **kwargs,
+            )
+        else:
+            batch = self.tokenizer(list(texts), padding=True, return_tensors="pt", **kwargs)
+            if "mm_token_type_ids" in self.family.extra_input_keys:
+                batch["mm_token_type_ids"] = torch.zeros_like(batch["input_ids"])
+            if "token_type_ids" in self.family.extra_input_keys:
+                batch["token_type_ids"] = torch.zeros_like(batch["input_ids"])
+        if "token_type_ids" not in self.family.extra_input_keys:
+            batch.pop("token_type_ids", None)
+        return batch.to(self.device)
+
+
+def resolve_dtype(dtype: str | torch.dtype | None, device: str) -> torch.dtype:
+    """Default: float32 on CPU, bfloat16 on CUDA."""
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype is None or dtype == "auto":
+        return torch.bfloat16 if str(device).startswith("cuda") else torch.float32
+    if dtype not in _DTYPES:
+        raise ModelLoadError(f"unknown dtype {dtype!r}; choose one of: {', '.join(_DTYPES)}")
+    return _DTYPES[dtype]
+
+
+def _check_model_folder(path: str) -> Path:
+    folder = Path(path).expanduser()
+    if not folder.exists():
+        hint = (
+            ""
+            if os.environ.get("HF_HUB_OFFLINE") != "1"
+            else " (hub access is off: pass a local model folder)"
+        )
+        raise ModelLoadError(f"{path}: model folder not found{hint}")
+    if not folder.is_dir():
+        raise ModelLoadError(f"{path}: not a folder")
+    if not (folder / "config.json").is_file():
+        raise ModelLoadError(f"{path}: no config.json in the model folder")
+    return folder
+
+
+def read_family(path: str | Path) -> Family:
+    """Detect the family of a model folder from its config.json without loading weights."""
+    from transformers import AutoConfig
+
+    folder = _check_model_folder(str(path))
+    try:
+        config = AutoConfig.from_pretrained(folder)
+    except Exception as e:  # unknown model_type etc.
+        raise ModelLoadError(
+            f"{folder / 'config.json'}: cannot read config ({type(e).__name__}: {e})"
+        ) from None
+    return family_for_config(config, source=str(folder / "config.json"))
+
+
+def load_processor(folder: Path, family: Family):
+    """The folder's processor; the Qwen stand-in where the real one needs the missing torchvision."""
+    from transformers import AutoProcessor
+
+    if (folder / STAND_IN_MARKER).is_file() or (
+        family.processor_needs_torchvision and not torchvision_available()
+    ):
+        try:
+            return QwenStandInProcessor.from_pretrained(folder)
+        except Exception as e:
+            raise ModelLoadError(
+                f"{folder}: cannot build the tokenizer/processor offline ({type(e).__name__}: {e})"
+            ) from None
+    try:
+        processor = AutoProcessor.from_pretrained(folder)
+    except Exception as e:
+        raise ModelLoadError(
+            f"{folder}: cannot build the tokenizer/processor offline ({type(e).__name__}: {e})"
+        ) from None
+    tokenizer = getattr(processor, "tokenizer", None)
+    if tokenizer is None:
+        raise ModelLoadError(f"{folder}: the processor has no tokenizer (need a multimodal processor folder)")
+    tokenizer.padding_side = "left"
+    return processor
+
+
+def _check_adapter(adapter: Path, base_folder: Path, family: Family) -> None:
+    if not adapter.is_dir():
+        raise ModelLoadError(f"{adapter}: adapter folder not found")
+    cfg_file = adapter / "adapter_config.json"
+    if not cfg_file.is_file():
+        raise ModelLoadError(f"{adapter}: no adapter_config.json (not a peft adapter folder)")
+    trained_on = json.loads(cfg_file.read_text()).get("auto_mapping", {}) or {}
+    trained_class = trained_on.get("base_model_class")
+    if trained_class and trained_class not in family.architectures and trained_class != family.hf_class:
+        raise ModelLoadError(
+            f"{adapter}: adapter was trained on a {trained_class}, not a {family.hf_class} ({base_folder})"
+        )
+    manifest_file = adapter / "manifest.json"
+    if manifest_file.is_file():
+        manifest = json.loads(manifest_file.read_text())
+        expected = manifest.get("base_model_fingerprint")
+        if expected and expected != model_fingerprint(base_folder):
+            raise ModelLoadError(
+                f"{adapter}: adapter was trained on another base model "
+                f"({manifest.get('base_model', '?')}), not {base_folder}"
+            )
+
+
+def load_vlm(
+    path_or_id: str | Path,
+    adapter: str | Path | None = None,
+    merge: bool = False,
+    dtype: str | torch.dtype | None = None,
+    device: str = "cpu",
+    attn_implementation: str | None = None,
+) -> LoadedVLM:
+    """Load a VLM from a local folder, optionally with a peft LoRA adapter (attached, or merged if ``merge``).
+
+    The family is detected from ``config.json``'s ``architectures``. Errors (missing folder, no config,
+    unknown architecture, adapter of another base or shape, processor not buildable offline) are
+    :class:`~vsfa.errors.ModelLoadError` with a one-line message naming the path.
+    """
+    guard_torchvision_autoinstall()
+    folder = _check_model_folder(str(path_or_id))
+    family = read_family(folder)
+    torch_dtype = resolve_dtype(dtype, device)
+    processor = load_processor(folder, family)
+    kwargs: dict[str, Any] = {"dtype": torch_dtype}
+    if attn_implementation:
+        kwargs["attn_implementation"] = attn_implementation
+    try:
+        model = family.model_class().from_pretrained(folder, **kwargs)
+    except Exception as e:
+        raise ModelLoadError(
+            f"{folder}: cannot load weights ({type(e).__name__}: {str(e).splitlines()[0]})"
+        ) from None
+    model.to(device).eval()
+    info: dict[str, Any] = {"dtype": str(torch_dtype).removeprefix("torch."), "device": device}
+    adapter_path = None
+    if adapter is not None:
+        from peft import PeftModel
+
+        adapter_path = Path(adapter).expanduser()
+        _check_adapter(adapter_path, folder, family)
+        try:
+            model = PeftModel.from_pretrained(model, adapter_path, is_trainable=False)
+        except Exception as e:
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise ModelLoadError(
+                f"{adapter_path}: adapter does not fit the base model {folder} ({first})"
+            ) from None
+        model.to(device).eval()
+        if merge:
+            model = model.merge_and_unload()
+    return LoadedVLM(
+        model=model,
+        processor=processor,
+        family=family,
+        source=str(folder),
+        adapter=str(adapter_path) if adapter_path else None,
+        merged=bool(adapter_path and merge),
+        info=info,
+    )
