@@ -125,6 +125,68 @@ class LoadedVLM:
             batch.pop("token_type_ids", None)
         return batch.to(self.device)
 
+    def _token_ids(self, text: str, images: Sequence[Any]) -> list[int]:
+        return self.encode([text], [list(images)] if images else None)["input_ids"][0].tolist()
+
+    def encode_chat(
+        self,
+        conversations: Sequence[list[Message]],
+        images: Sequence[Sequence[Any]] | None = None,
+        train_on: str = "last",
+    ):
+        """Tokenize whole conversations (teacher forcing) with labels on assistant tokens only.
+
+        Each conversation ends with an assistant message. ``train_on="last"`` marks the final assistant turn,
+        ``"all"`` every assistant turn. Returns the left-padded batch plus ``labels`` (token ids on marked
+        assistant tokens, -100 elsewhere) and ``response_mask`` (bool, same positions). Turn boundaries come
+        from rendering each prefix with the chat template, so template tokens such as end-of-turn markers
+        are part of the response exactly as the template writes them.
+        """
+        if train_on not in ("last", "all"):
+            raise ModelLoadError(f"train_on must be 'last' or 'all', not {train_on!r}")
+        groups = [list(g) for g in images] if images is not None else [[] for _ in conversations]
+        texts, spans = [], []
+        for conv, imgs in zip(conversations, groups, strict=True):
+            if not conv or conv[-1]["role"] != "assistant":
+                raise ModelLoadError("each conversation must end with an assistant message")
+            texts.append(self.render(conv, add_generation_prompt=False))
+            turns = [i for i, m in enumerate(conv) if m["role"] == "assistant"]
+            marked = turns if train_on == "all" else turns[-1:]
+            item_spans = []
+            for i in marked:
+                n_img = sum(_count_images(m) for m in conv[:i])
+                before = self._token_ids(self.render(conv[:i], add_generation_prompt=True), imgs[:n_img])
+                through = self._token_ids(
+                    self.render(conv[: i + 1], add_generation_prompt=False), imgs[:n_img]
+                )
+                item_spans.append((before, through))
+            spans.append(item_spans)
+        batch = self.encode(texts, groups if any(groups) else None)
+        ids = batch["input_ids"]
+        lengths = batch["attention_mask"].sum(1).tolist()
+        mask = torch.zeros_like(ids, dtype=torch.bool)
+        for row, (length, item_spans) in enumerate(zip(lengths, spans, strict=True)):
+            offset = ids.shape[1] - int(length)  # left padding
+            full = ids[row, offset:].tolist()
+            for before, through in item_spans:
+                start, end = len(before), len(through)
+                if not (start < end <= length and full[:start] == before and full[:end] == through):
+                    raise ModelLoadError(
+                        f"conversation {row}: the chat template does not tokenize turn by turn as a prefix "
+                        "of the whole conversation; cannot locate the assistant tokens"
+                    )
+                mask[row, offset + start : offset + end] = True
+        batch["labels"] = torch.where(mask, ids, torch.full_like(ids, -100))
+        batch["response_mask"] = mask
+        return batch
+
+
+def _count_images(message: Message) -> int:
+    content = message.get("content")
+    if isinstance(content, str):
+        return 0
+    return sum(1 for part in content if part.get("type") == "image")
+
 
 def resolve_dtype(dtype: str | torch.dtype | None, device: str) -> torch.dtype:
     """Default: float32 on CPU, bfloat16 on CUDA."""
