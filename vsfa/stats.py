@@ -1,0 +1,145 @@
+"""Small-sample statistics shared by every stage: bootstrap CIs, correlations, effect sizes.
+
+Every effect the toolkit reports carries a 95% interval from here. Resampling is seeded, so reports are
+reproducible.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+ArrayLike = Sequence[float] | np.ndarray
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """A point estimate with a confidence interval and the sample size behind it."""
+
+    value: float
+    lo: float
+    hi: float
+    n: int
+
+    def as_dict(self, prefix: str = "") -> dict[str, float | int]:
+        """``{"value", "lo", "hi", "n"}``, keys optionally prefixed (``prefix + "lo"``)."""
+        fields = {"value": self.value, "lo": self.lo, "hi": self.hi, "n": self.n}
+        return {f"{prefix}{k}": v for k, v in fields.items()}
+
+    def __str__(self) -> str:
+        return f"{self.value:+.3f} [{self.lo:+.3f}, {self.hi:+.3f}] (n={self.n})"
+
+
+def _clean(x: ArrayLike) -> np.ndarray:
+    a = np.asarray(x, dtype=float).ravel()
+    return a[np.isfinite(a)]
+
+
+def bootstrap(
+    values: ArrayLike,
+    stat: Callable[[np.ndarray], float] = np.mean,
+    n_boot: int = 2000,
+    level: float = 0.95,
+    seed: int = 0,
+) -> Estimate:
+    """Percentile bootstrap CI of ``stat`` over one sample (NaNs dropped; n<2 gives a degenerate interval)."""
+    a = _clean(values)
+    if a.size == 0:
+        return Estimate(float("nan"), float("nan"), float("nan"), 0)
+    value = float(stat(a))
+    if a.size < 2:
+        return Estimate(value, value, value, int(a.size))
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, a.size, size=(n_boot, a.size))
+    boots = np.array([stat(a[i]) for i in idx])
+    lo, hi = np.nanquantile(boots, [(1 - level) / 2, 1 - (1 - level) / 2])
+    return Estimate(value, float(lo), float(hi), int(a.size))
+
+
+def bootstrap_diff(
+    a: ArrayLike,
+    b: ArrayLike,
+    stat: Callable[[np.ndarray], float] = np.mean,
+    n_boot: int = 2000,
+    seed: int = 0,
+) -> Estimate:
+    """CI of ``stat(a) - stat(b)`` for two independent samples (each resampled on its own)."""
+    x, y = _clean(a), _clean(b)
+    if x.size == 0 or y.size == 0:
+        return Estimate(float("nan"), float("nan"), float("nan"), 0)
+    value = float(stat(x) - stat(y))
+    rng = np.random.default_rng(seed)
+    boots = np.array(
+        [
+            stat(x[rng.integers(0, x.size, x.size)]) - stat(y[rng.integers(0, y.size, y.size)])
+            for _ in range(n_boot)
+        ]
+    )
+    lo, hi = np.nanquantile(boots, [0.025, 0.975])
+    return Estimate(value, float(lo), float(hi), int(min(x.size, y.size)))
+
+
+def paired_diff(a: ArrayLike, b: ArrayLike, n_boot: int = 2000, seed: int = 0) -> Estimate:
+    """CI of the mean of ``a - b`` over paired items (same inputs under two models)."""
+    x, y = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    if x.shape != y.shape:
+        raise ValueError(f"paired samples differ in shape: {x.shape} vs {y.shape}")
+    return bootstrap(x - y, n_boot=n_boot, seed=seed)
+
+
+def pearson(x: np.ndarray, y: np.ndarray) -> float:
+    if x.size < 2 or np.std(x) == 0 or np.std(y) == 0:
+        return float("nan")
+    return float(np.corrcoef(x, y)[0, 1])
+
+
+def spearman(x: np.ndarray, y: np.ndarray) -> float:
+    from scipy.stats import rankdata
+
+    return pearson(rankdata(x), rankdata(y))
+
+
+def correlation(
+    x: ArrayLike, y: ArrayLike, method: str = "spearman", n_boot: int = 2000, seed: int = 0
+) -> Estimate:
+    """Pearson or Spearman correlation with a pairs-bootstrap CI (undefined resamples are skipped)."""
+    fn = {"pearson": pearson, "spearman": spearman}[method]
+    xa, ya = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    ok = np.isfinite(xa) & np.isfinite(ya)
+    xa, ya = xa[ok], ya[ok]
+    value = fn(xa, ya)
+    if xa.size < 3:
+        return Estimate(value, -1.0, 1.0, int(xa.size))  # too few points for any interval: say so
+    rng = np.random.default_rng(seed)
+    boots = []
+    for _ in range(n_boot):
+        i = rng.integers(0, xa.size, xa.size)
+        r = fn(xa[i], ya[i])
+        if np.isfinite(r):
+            boots.append(r)
+    if not boots:
+        return Estimate(value, -1.0, 1.0, int(xa.size))
+    lo, hi = np.quantile(boots, [0.025, 0.975])
+    return Estimate(value, float(lo), float(hi), int(xa.size))
+
+
+def cohens_d(a: ArrayLike, b: ArrayLike) -> float:
+    """Standardised mean difference (pooled SD) of ``a`` over ``b``."""
+    x, y = _clean(a), _clean(b)
+    if x.size < 2 or y.size < 2:
+        return float("nan")
+    pooled = np.sqrt(((x.size - 1) * x.var(ddof=1) + (y.size - 1) * y.var(ddof=1)) / (x.size + y.size - 2))
+    return float((x.mean() - y.mean()) / pooled) if pooled > 0 else float("nan")
+
+
+def wilson(successes: int, n: int, z: float = 1.96) -> Estimate:
+    """Wilson score interval for a proportion (well-behaved at 0 and 1 and small n)."""
+    if n == 0:
+        return Estimate(float("nan"), float("nan"), float("nan"), 0)
+    p = successes / n
+    denom = 1 + z**2 / n
+    centre = (p + z**2 / (2 * n)) / denom
+    half = z * np.sqrt(p * (1 - p) / n + z**2 / (4 * n**2)) / denom
+    return Estimate(float(p), float(max(0.0, centre - half)), float(min(1.0, centre + half)), n)
