@@ -517,3 +517,50 @@ def describe(annotation: dict) -> str:
     if annotation.get("text"):
         sentence += f', with a sign that reads "{annotation["text"]}"'
     return sentence[0].upper() + sentence[1:] + "."
+
+
+# ------------------------------------------------------------------------------------------ icons
+ICON_SCALE = (0.4, 0.9)  # object side as a share of the image side
+
+
+def render_icon(name: str, seed: int, size: int = 64) -> tuple[Image.Image, dict]:
+    """One object alone, drawn large on a background: the icon mode for small vision towers (64 px).
+
+    Background, colour, object size (``ICON_SCALE`` of the image) and position depend on the seed only, so
+    two names with the same seed share the layout. The annotation has the same fields as a scene's.
+    """
+    if name not in _DRAWERS:
+        raise DataError(f"unknown object {name!r}; choose one of: {', '.join(_DRAWERS)}")
+    if size < 16:
+        raise DataError(f"image size must be at least 16 pixels, not {size}")
+    rng = random.Random(f"vsfa-icon:{seed}")
+    bg_style, bg_colour = rng.choice(BACKGROUND_STYLES), rng.choice(sorted(BACKGROUND_COLOURS))
+    colour = rng.choice(sorted(OBJECT_COLOURS))
+    share = rng.uniform(*ICON_SCALE)
+    side = size * share
+    x0, y0 = rng.uniform(0, size - side), rng.uniform(0, size - side)
+    img = _background(size, bg_style, BACKGROUND_COLOURS[bg_colour], rng.randrange(2**31))
+    rgb = OBJECT_COLOURS[colour]
+    ink = (250, 250, 250) if _luminance(rgb) < 110 else (30, 30, 30)
+    box = (x0, y0, x0 + side, y0 + side)
+    _DRAWERS[name](_Pen(ImageDraw.Draw(img), box, rgb, ink))
+    cell = (min(2, int((x0 + side / 2) / size * 3)), min(2, int((y0 + side / 2) / size * 3)))
+    threat = name in THREAT_OBJECTS
+    obj = {
+        "name": name,
+        "colour": colour,
+        "position": POSITION_WORDS[cell],
+        "bbox": [round(v) for v in box],
+        "size": "small" if share < 0.55 else "medium" if share < 0.75 else "large",
+        "threat": threat,
+    }
+    annotation = {
+        "kind": "threat" if threat else "neutral",
+        "seed": seed,
+        "size": size,
+        "objects": [obj],
+        "count": 1,
+        "background": {"style": bg_style, "colour": bg_colour},
+        "text": None,
+    }
+    return img, annotation
