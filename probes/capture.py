@@ -1,0 +1,359 @@
+"""Streaming activation capture: a model x a contrast set -> an activation store (see :mod:`probes.store`).
+
+Prompts are rendered with the family's chat template, batched with left padding, and run once through the
+hooked model. Inside each hook the ``[batch, seq, d]`` activation is reduced at once to the requested positions
+(:mod:`probes.positions`), so nothing sequence-long is kept; the forward stops after the last requested hook
+(no later layers, no LM head). Batches stream into safetensors shards; the manifest is written last and the
+folder appears atomically, so an interrupted capture leaves nothing that looks complete.
+
+:class:`Capturer` adds the content-addressed cache: the same model weights + adapter + tokenizer/template +
+dtype, prompt set, positions and hooks give the same key, and a complete store with that key is reused (the
+model is not even loaded when every request is a hit).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from probes.contrasts import ContrastSet
+from probes.positions import PositionPlan, check_positions, expand_positions, post_instruction_count, reduce
+from probes.store import (
+    HOOK_CONVENTION,
+    STORE_KIND,
+    STORE_VERSION,
+    ActivationStore,
+    StoreWriter,
+    cached_store,
+    store_folder,
+)
+from vsfa.errors import DataError, VsfaError
+from vsfa.io import atomic_dir, model_fingerprint, sha256_file, sha256_json, write_manifest
+
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "tokenizer.model",
+    "vocab.json",
+    "merges.txt",
+    "special_tokens_map.json",
+    "chat_template.jinja",
+    "chat_template.json",
+    "processor_config.json",
+    "preprocessor_config.json",
+)
+HOOK_KIND_DEFAULT = "hook_resid_post"
+
+
+class _StopForward(Exception):
+    """Raised by the last capture hook: the rest of the forward is not needed."""
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Which model to capture from: a base folder, optionally with a peft adapter (attached or merged)."""
+
+    path: str
+    adapter: str | None = None
+    dtype: str | None = None
+    device: str = "cpu"
+    merge: bool = False
+    backend: str = "auto"
+
+    def key(self) -> str:
+        """Content key of the model as it runs: weights, adapter, tokenizer/template files, dtype, merge."""
+        from vsfa.models.loading import resolve_dtype
+
+        folder = Path(self.path)
+        if not folder.is_dir():
+            raise VsfaError(f"{self.path}: model folder not found")
+        tok = {f: sha256_file(folder / f) for f in TOKENIZER_FILES if (folder / f).is_file()}
+        spec = {
+            "model": model_fingerprint(folder),
+            "tokenizer": tok,
+            "adapter": model_fingerprint(self.adapter) if self.adapter else None,
+            "dtype": str(resolve_dtype(self.dtype, self.device)),
+            "merge": bool(self.adapter and self.merge),
+        }
+        return sha256_json(spec)
+
+    def load(self):
+        """Load the model and wrap it in a :class:`~probes.hooked.HookedVLM`."""
+        from probes.hooked import HookedVLM
+        from vsfa.models.loading import load_vlm
+
+        vlm = load_vlm(
+            self.path, adapter=self.adapter, merge=self.merge, dtype=self.dtype, device=self.device
+        )
+        return HookedVLM(vlm, backend=self.backend)
+
+    def describe(self) -> dict[str, Any]:
+        return {"path": str(self.path), "adapter": self.adapter, "dtype": self.dtype, "merge": self.merge}
+
+
+@dataclass(frozen=True)
+class CaptureSpec:
+    """What to read: position kinds, layers (None = all), hook kinds, and the stored dtype."""
+
+    positions: tuple[str, ...] = ("last",)
+    layers: tuple[int, ...] | None = None
+    hook_kinds: tuple[str, ...] = (HOOK_KIND_DEFAULT,)
+    store_dtype: str = "float32"
+
+    def as_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in d.items()}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> CaptureSpec:
+        layers = d.get("layers")
+        return cls(
+            positions=tuple(d["positions"]),
+            layers=tuple(layers) if layers is not None else None,
+            hook_kinds=tuple(d["hook_kinds"]),
+            store_dtype=d.get("store_dtype", "float32"),
+        )
+
+    def hook_names(self, n_layers: int) -> list[str]:
+        """Hook names in firing order (layer by layer)."""
+        from probes.hooked import HOOK_KINDS, hook_name
+
+        for k in self.hook_kinds:
+            if k not in HOOK_KINDS:
+                raise DataError(f"unknown hook kind {k!r}; choose from {', '.join(HOOK_KINDS)}")
+        layers = range(n_layers) if self.layers is None else sorted(set(self.layers))
+        for layer in layers:
+            if not 0 <= layer < n_layers:
+                raise DataError(f"layer {layer} out of range: the model has {n_layers} layers")
+        order = [k for k in HOOK_KINDS if k in self.hook_kinds]
+        return [hook_name(layer, k) for layer in layers for k in order]
+
+
+def capture_key(model_key: str, cset: ContrastSet, spec: CaptureSpec) -> str:
+    """Content key of one capture."""
+    check_positions(spec.positions)
+    return sha256_json(
+        {"version": STORE_VERSION, "model": model_key, "set": cset.key(), "capture": spec.as_dict()}
+    )
+
+
+def _item_inputs(vlm, cset: ContrastSet, need_response: bool) -> tuple[list[str], list[list[Any]]]:
+    texts = []
+    for it in cset.items:
+        if need_response and it.response is None:
+            raise DataError(f"contrast set {cset.name!r}: item {it.id!r} has no response for 'response_mean'")
+        texts.append(vlm.render(list(it.messages)))
+    return texts, [cset.item_images(it) for it in cset.items]
+
+
+def plan_for(vlm, cset: ContrastSet, positions: Sequence[str], texts: Sequence[str]) -> PositionPlan:
+    """Expand the requested positions for this model's template and this set's prompts."""
+    requested = check_positions(positions)
+    n_eoi = 0
+    if any(p.startswith("eoi") for p in requested):
+        counts = [
+            post_instruction_count(vlm.tokenizer, t, it.instruction)
+            for t, it in zip(texts, cset.items, strict=True)
+        ]
+        n_eoi = min(counts) if counts else 0
+    return PositionPlan(expand_positions(requested, n_eoi), n_eoi)
+
+
+def run_batch(hooked, inputs: dict[str, torch.Tensor], names: Sequence[str], weights: torch.Tensor):
+    """One forward with capture hooks; returns ``{hook: [batch, P, d]}`` float32 on CPU."""
+    got: dict[str, torch.Tensor] = {}
+
+    def capture(act: torch.Tensor, name: str) -> None:
+        got[name] = reduce(act, weights).cpu()
+        if len(got) == len(names):
+            raise _StopForward
+
+    try:
+        with torch.no_grad(), hooked.hooks([(n, capture) for n in names]):
+            hooked.model(**inputs, use_cache=False)
+    except _StopForward:
+        pass
+    missing = [n for n in names if n not in got]
+    if missing:
+        raise VsfaError(f"capture hooks did not fire: {missing[:3]}")
+    return got
+
+
+def capture_set(
+    hooked,
+    cset: ContrastSet,
+    out: str | Path,
+    spec: CaptureSpec = CaptureSpec(),
+    key: str = "",
+    model_info: dict[str, Any] | None = None,
+    batch_size: int = 16,
+    shard_items: int = 256,
+    progress: bool | None = None,
+) -> ActivationStore:
+    """Capture ``cset`` on ``hooked`` into the store folder ``out`` (built atomically, manifest last)."""
+    if not cset.items:
+        raise DataError(f"contrast set {cset.name!r} ({cset.source}) has no items")
+    vlm = hooked.vlm
+    need_response = "response_mean" in spec.positions
+    texts, images = _item_inputs(vlm, cset, need_response)
+    plan = plan_for(vlm, cset, spec.positions, texts)
+    names = spec.hook_names(hooked.n_layers)
+    has_images = any(images)
+    image_token = vlm.image_token_id if has_images else None
+    show = sys.stderr.isatty() if progress is None else progress
+    t0 = time.perf_counter()
+    with atomic_dir(out) as tmp:
+        writer = StoreWriter(tmp, names, plan.names, hooked.d_model, shard_items, spec.store_dtype)
+        starts = range(0, len(texts), max(1, batch_size))
+        for start in _progress(starts, f"capture {cset.name}", show):
+            items = cset.items[start : start + batch_size]
+            imgs = images[start : start + batch_size] if has_images else None
+            if need_response:
+                convs = [
+                    [*it.messages, {"role": "assistant", "content": [{"type": "text", "text": it.response}]}]
+                    for it in items
+                ]
+                inputs = vlm.encode_chat(convs, imgs)
+            else:
+                inputs = vlm.encode(texts[start : start + batch_size], imgs)
+            inputs = dict(inputs)
+            inputs.pop("labels", None)
+            response_mask = inputs.pop("response_mask", None)
+            weights = plan.weights(
+                inputs["attention_mask"],
+                inputs["input_ids"],
+                image_token,
+                response_mask,
+                [it.id for it in items],
+            )
+            acts = run_batch(hooked, inputs, names, weights)
+            for name, t in acts.items():
+                bad = ~torch.isfinite(t).reshape(t.shape[0], -1).all(1)
+                if bad.any():
+                    item = items[int(bad.nonzero()[0, 0])].id
+                    raise DataError(
+                        f"non-finite activations at {name} for item {item!r} of set {cset.name!r}"
+                    )
+            writer.add(acts, [it.index_row(cset.name) for it in items])
+        shards = writer.finish()
+        write_manifest(
+            tmp,
+            {
+                "kind": STORE_KIND,
+                "version": STORE_VERSION,
+                "key": key,
+                "convention": HOOK_CONVENTION,
+                "model": {
+                    **(model_info or {}),
+                    "source": vlm.source,
+                    "adapter": vlm.adapter,
+                    "family": vlm.family.name,
+                    "n_layers": hooked.n_layers,
+                    "dtype": str(vlm.dtype).removeprefix("torch."),
+                },
+                "set": {
+                    "name": cset.name,
+                    "key": cset.key(),
+                    "positive": cset.positive,
+                    "negative": cset.negative,
+                    "counts": cset.counts(),
+                    "source": cset.source,
+                },
+                "capture": spec.as_dict(),
+                "hooks": names,
+                "positions": list(plan.names),
+                "n_eoi": plan.n_eoi,
+                "d_model": hooked.d_model,
+                "n_items": len(texts),
+                "shards": shards,
+                "store_dtype": spec.store_dtype,
+                "seconds": round(time.perf_counter() - t0, 3),
+                "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            },
+        )
+    return ActivationStore(out)
+
+
+def _progress(seq, label: str, show: bool):
+    if not show:
+        yield from seq
+        return
+    from rich.progress import track
+
+    yield from track(seq, description=label, transient=True)
+
+
+class Capturer:
+    """Captures sets for one model into the content-addressed cache under ``root``.
+
+    The model is loaded on the first cache miss only; ``hits`` / ``misses`` count what was served from the
+    cache and what was computed.
+    """
+
+    def __init__(
+        self,
+        model: ModelSpec,
+        root: str | Path,
+        batch_size: int = 16,
+        shard_items: int = 256,
+        progress: bool | None = None,
+        hooked=None,
+    ):
+        self.model = model
+        self.root = Path(root)
+        self.batch_size = batch_size
+        self.shard_items = shard_items
+        self.progress = progress
+        self._hooked = hooked
+        self._model_key: str | None = None
+        self.hits = 0
+        self.misses = 0
+
+    @property
+    def model_key(self) -> str:
+        if self._model_key is None:
+            self._model_key = self.model.key()
+        return self._model_key
+
+    @property
+    def hooked(self):
+        """The hooked model (loaded now if it was not yet)."""
+        if self._hooked is None:
+            self._hooked = self.model.load()
+        return self._hooked
+
+    def locate(self, cset: ContrastSet, spec: CaptureSpec) -> tuple[Path, str]:
+        """``(folder, key)`` of the store this capture maps to."""
+        key = capture_key(self.model_key, cset, spec)
+        return store_folder(self.root, self.model_key, cset.name, key), key
+
+    def capture(self, cset: ContrastSet, spec: CaptureSpec = CaptureSpec()) -> ActivationStore:
+        """The store of ``cset`` under ``spec``: from the cache when complete, else captured now."""
+        folder, key = self.locate(cset, spec)
+        hit = cached_store(folder, key)
+        if hit is not None:
+            self.hits += 1
+            return hit
+        self.misses += 1
+        info = {"key": self.model_key, **self.model.describe()}
+        return capture_set(
+            self.hooked,
+            cset,
+            folder,
+            spec,
+            key=key,
+            model_info=info,
+            batch_size=self.batch_size,
+            shard_items=self.shard_items,
+            progress=self.progress,
+        )
+
+    def release(self) -> None:
+        """Drop the loaded model (frees its memory)."""
+        self._hooked = None
