@@ -1,0 +1,331 @@
+"""``vsfa eval``: benchmarks x checkpoints -> responses, judged rows, metrics, one folder each.
+
+Output layout (a folder is complete only when its ``manifest.json`` exists; it is written last)::
+
+    <eval_dir>/<checkpoint>/<benchmark>/responses.jsonl   answers keyed by item id (resumable)
+                                       judged.jsonl       one row per (item, judge), naming the judge
+                                       metrics.json       per judge, with bootstrap 95% CIs
+                                       manifest.json      model/adapter fingerprints, items key, config, judges
+    <eval_dir>/table.csv                                  headline metrics across checkpoints
+
+With ``--run RUN`` the checkpoints are ``RUN/checkpoints/step-NNNNNN/`` (peft adapter + manifest.json; step 0
+is the base model) and ``eval_dir`` defaults to ``RUN/eval``. A rerun skips what is finished with the same
+content key, resumes an interrupted generation, judges only the judges that are missing, and recomputes
+whatever changed.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from vsfa.errors import ArtifactError, ConfigError
+from vsfa.eval.benchmarks import load_benchmark
+from vsfa.eval.generation import (
+    GenerationConfig,
+    generate_responses,
+    generate_responses_server,
+    generation_key,
+)
+from vsfa.eval.items import BenchItem
+from vsfa.eval.judges import Judge, judge_key
+from vsfa.eval.metrics import compute_metrics, write_table
+from vsfa.eval.modelio import HookContext
+from vsfa.io import (
+    is_complete,
+    model_fingerprint,
+    read_jsonl,
+    read_manifest,
+    sha256_file,
+    write_json_atomic,
+    write_jsonl_atomic,
+    write_manifest,
+)
+
+BASE_NAME = "step-000000"
+
+
+@dataclass
+class BenchSpec:
+    """One benchmark to run: name, local path (None for ``builtin``), loader options."""
+
+    name: str
+    path: str | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def parse(cls, text: str) -> BenchSpec:
+        """``NAME`` or ``NAME=PATH``."""
+        name, sep, path = text.partition("=")
+        if not name.strip():
+            raise ConfigError(f"--bench {text!r}: expected NAME=PATH")
+        return cls(name.strip(), path.strip() if sep else None)
+
+    def load(self, limit: int | None = None) -> list[BenchItem]:
+        items = load_benchmark(self.name, self.path, **self.options)
+        return items[:limit] if limit else items
+
+
+@dataclass
+class Checkpoint:
+    """A model to evaluate: its name in the eval folder and the adapter folder (None: the base model)."""
+
+    name: str
+    adapter: Path | None = None
+
+
+def run_checkpoints(run: str | Path) -> tuple[list[Checkpoint], str | None]:
+    """Complete checkpoints of a run (step 0 = base model first) and the base model recorded in them."""
+    run = Path(run)
+    folder = run / "checkpoints"
+    if not folder.is_dir():
+        raise ArtifactError(f"{folder}: run has no checkpoints folder")
+    ckpts, base = [Checkpoint(BASE_NAME, None)], None
+    for path in sorted(folder.glob("step-*")):
+        if not path.is_dir():
+            continue
+        if not is_complete(path):
+            print(f"note: {path} has no manifest.json (incomplete); skipped", file=sys.stderr)
+            continue
+        manifest = read_manifest(path)
+        base = base or manifest.get("base_model")
+        if path.name == BASE_NAME or not (path / "adapter_config.json").is_file():
+            if path.name != BASE_NAME:
+                raise ArtifactError(
+                    f"{path}: checkpoint without adapter_config.json (only step 0 may be the base)"
+                )
+            continue
+        ckpts.append(Checkpoint(path.name, path))
+    return ckpts, base
+
+
+def _judged_for(rows: list[dict[str, Any]], judge: Judge, ids: set[str]) -> list[dict[str, Any]] | None:
+    key = judge_key(judge)
+    mine = [r for r in rows if r["judge"] == judge.name]
+    if (
+        mine
+        and all(
+            r["judge_version"] == key["judge_version"] and r["prompt_hash"] == key["prompt_hash"]
+            for r in mine
+        )
+        and {r["id"] for r in mine} == ids
+        and len(mine) == len(ids)
+    ):
+        return mine
+    return None
+
+
+def run_judges(
+    responses: list[dict[str, Any]],
+    judges: Sequence[Judge],
+    previous: list[dict[str, Any]] | None = None,
+    image_for: Callable[[str], Any] | None = None,
+) -> list[dict[str, Any]]:
+    """Judged rows for every judge (reusing ``previous`` rows of an identical judge); all-or-nothing per judge."""
+    ids = {r["id"] for r in responses}
+    previous = previous or []
+    names = {j.name for j in judges}
+    kept = [r for r in previous if r["judge"] not in names]  # other judges' rows stay, each names its judge
+    kept = [r for r in kept if r["id"] in ids]
+    out = []
+    for judge in judges:
+        reuse = _judged_for(previous, judge, ids)
+        if reuse is not None:
+            out += reuse
+            continue
+        if hasattr(judge, "templates"):
+            decisions = judge.judge(responses, image_for=image_for)
+        else:
+            decisions = judge.judge(responses)
+        key = judge_key(judge)
+        for rec, d in zip(responses, decisions, strict=True):
+            out.append(
+                {
+                    "id": rec["id"],
+                    **key,
+                    "refused": d.refused,
+                    "unsafe": d.unsafe,
+                    "score": d.score,
+                    "raw": d.raw,
+                    "detail": d.detail,
+                }
+            )
+    return kept + out
+
+
+def evaluate_items(
+    items: list[BenchItem],
+    bench_dir: str | Path,
+    config: GenerationConfig,
+    judges: Sequence[Judge],
+    vlm=None,
+    client=None,
+    key: dict[str, Any] | None = None,
+    context: dict[str, Any] | None = None,
+    hook_context: HookContext = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> dict[str, Any]:
+    """Generate (or resume), judge and score one benchmark for one model; returns the metrics."""
+    bench_dir = Path(bench_dir)
+    gen_key = generation_key(items, config, key if client is None else {**(key or {}), "server": True})
+    previous: list[dict[str, Any]] = []
+    if is_complete(bench_dir):
+        old = read_manifest(bench_dir)
+        if old.get("generation_key") == gen_key and (bench_dir / "judged.jsonl").is_file():
+            previous = read_jsonl(bench_dir / "judged.jsonl")
+        (bench_dir / "manifest.json").unlink()  # the folder is incomplete until the new manifest is written
+    if client is not None:
+        responses = generate_responses_server(
+            client, items, bench_dir / "responses.jsonl", config, key, progress
+        )
+    else:
+        if vlm is None:
+            raise ConfigError("evaluate_items needs a loaded model (vlm) or a server client")
+        responses = generate_responses(
+            vlm, items, bench_dir / "responses.jsonl", config, hook_context, key, progress
+        )
+    by_id = {it.item_id: it for it in items}
+    judged = run_judges(responses, judges, previous, image_for=lambda i: by_id[i].load_image())
+    write_jsonl_atomic(bench_dir / "judged.jsonl", judged)
+    metrics = compute_metrics(responses, judged, context)
+    write_json_atomic(bench_dir / "metrics.json", metrics)
+    write_manifest(
+        bench_dir,
+        {
+            **(context or {}),
+            **(key or {}),
+            "generation_key": gen_key,
+            "generation": asdict(config),
+            "n_items": len(items),
+            "judges": sorted({(r["judge"], r["judge_version"], r["prompt_hash"]) for r in judged}),
+            "files": {
+                n: sha256_file(bench_dir / n) for n in ("responses.jsonl", "judged.jsonl", "metrics.json")
+            },
+        },
+    )
+    return metrics
+
+
+def _progress_printer(label: str, quiet: bool) -> Callable[[int, int], None] | None:
+    if quiet:
+        return None
+    state = {"last": -1}
+
+    def show(done: int, total: int) -> None:
+        pct = int(100 * done / max(total, 1))
+        if pct // 10 != state["last"] // 10 or done == total:
+            print(f"  {label}: {done}/{total}", file=sys.stderr, flush=True)
+            state["last"] = pct
+
+    return show
+
+
+def run_eval(
+    benches: Sequence[BenchSpec],
+    judges: Sequence[Judge],
+    config: GenerationConfig,
+    model: str | Path | None = None,
+    checkpoint: str | Path | None = None,
+    run: str | Path | None = None,
+    out: str | Path | None = None,
+    limit: int | None = None,
+    device: str = "cpu",
+    dtype: str | None = None,
+    client=None,
+    quiet: bool = False,
+) -> Path:
+    """Evaluate the base model and/or checkpoints on every benchmark; returns the eval folder."""
+    from vsfa.models.loading import load_vlm
+
+    if checkpoint is not None and run is not None:
+        raise ConfigError("give --checkpoint or --run, not both")
+    if not judges:
+        raise ConfigError("no judge given (e.g. --judge keyword)")
+    if run is not None:
+        ckpts, recorded_base = run_checkpoints(run)
+        model = model or recorded_base
+        eval_dir = Path(out) if out else Path(run) / "eval"
+    elif checkpoint is not None:
+        cpath = Path(checkpoint)
+        if not cpath.is_dir():
+            raise ArtifactError(f"{cpath}: checkpoint folder not found")
+        if model is None and is_complete(cpath):
+            model = read_manifest(cpath).get("base_model")
+        ckpts = [Checkpoint(cpath.name, cpath if (cpath / "adapter_config.json").is_file() else None)]
+        if out is None and cpath.parent.name == "checkpoints":
+            out = cpath.parent.parent / "eval"
+        if out is None:
+            raise ConfigError("--out is required when the checkpoint is not inside RUN/checkpoints/")
+        eval_dir = Path(out)
+    else:
+        if out is None:
+            raise ConfigError("--out is required with --model alone")
+        ckpts, eval_dir = [Checkpoint("base", None)], Path(out)
+    if model is None and client is None:
+        raise ConfigError("no base model: pass --model (the checkpoint manifests do not name one)")
+    loaded = {spec.name: spec.load(limit) for spec in benches}
+    names = [s.name for s in benches]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"benchmark given twice: {sorted({n for n in names if names.count(n) > 1})[0]}")
+    base_fp = model_fingerprint(model) if model is not None and Path(model).is_dir() else None
+    for ck in ckpts:
+        vlm = None
+        if client is None:
+            vlm = load_vlm(model, adapter=ck.adapter, device=device, dtype=dtype)
+        key = {
+            "model": str(model) if model else None,
+            "model_fingerprint": base_fp,
+            "adapter": str(ck.adapter) if ck.adapter else None,
+            "adapter_fingerprint": model_fingerprint(ck.adapter) if ck.adapter else None,
+        }
+        for spec in benches:
+            items = loaded[spec.name]
+            context = {
+                "checkpoint": ck.name,
+                "benchmark": spec.name,
+                "bench_path": spec.path,
+                "bench_options": spec.options,
+                "limit": limit,
+            }
+            if not quiet:
+                print(f"{ck.name} / {spec.name}: {len(items)} items", file=sys.stderr, flush=True)
+            evaluate_items(
+                items,
+                eval_dir / ck.name / spec.name,
+                config,
+                judges,
+                vlm=vlm,
+                client=client,
+                key=key,
+                context=context,
+                progress=_progress_printer(f"{ck.name}/{spec.name}", quiet),
+            )
+        del vlm
+    write_table(eval_dir)
+    return eval_dir
+
+
+def read_metrics(bench_dir: str | Path) -> dict[str, Any]:
+    """The metrics of a complete (checkpoint, benchmark) folder."""
+    bench_dir = Path(bench_dir)
+    read_manifest(bench_dir)
+    return json.loads((bench_dir / "metrics.json").read_text())
+
+
+def build_specs(benches: Sequence[str], options: Sequence[str] = ()) -> list[BenchSpec]:
+    """``--bench NAME[=PATH]`` and ``--bench-opt NAME.KEY=VALUE`` -> benchmark specs."""
+    specs = [BenchSpec.parse(b) for b in benches]
+    by_name = {s.name: s for s in specs}
+    for opt in options:
+        target, sep, value = opt.partition("=")
+        name, dot, key = target.partition(".")
+        if not sep or not dot or not key:
+            raise ConfigError(f"--bench-opt {opt!r}: expected NAME.KEY=VALUE")
+        if name not in by_name:
+            raise ConfigError(f"--bench-opt {opt!r}: benchmark {name!r} is not among the --bench given")
+        by_name[name].options[key] = value
+    return specs
