@@ -57,14 +57,19 @@ class _StopForward(Exception):
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """Which model to capture from: a base folder, optionally with a peft adapter (attached or merged)."""
+    """Which model to capture from: a base folder, optionally with a peft adapter (attached or merged).
+
+    ``backend`` defaults to ``torch`` (plain forward hooks): it reads the same TransformerLens-named points as
+    the bridge (the hooked-model tests check the two agree) with far less per-module overhead, which matters
+    for capture throughput (see ``benchmarks/bench_capture.py``). The backend is not part of the cache key.
+    """
 
     path: str
     adapter: str | None = None
     dtype: str | None = None
     device: str = "cpu"
     merge: bool = False
-    backend: str = "auto"
+    backend: str = "torch"
 
     def key(self) -> str:
         """Content key of the model as it runs: weights, adapter, tokenizer/template files, dtype, merge."""
@@ -205,7 +210,7 @@ def capture_set(
     plan = plan_for(vlm, cset, spec.positions, texts)
     names = spec.hook_names(hooked.n_layers)
     has_images = any(images)
-    image_token = vlm.image_token_id if has_images else None
+    image_token = getattr(vlm.config, "image_token_id", None)
     show = sys.stderr.isatty() if progress is None else progress
     t0 = time.perf_counter()
     with atomic_dir(out) as tmp:

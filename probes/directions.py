@@ -77,6 +77,24 @@ class Direction:
         return project(acts, self)
 
 
+def shift_vector(base: ActivationStore, tuned: ActivationStore, hook: str, position: str) -> Direction:
+    """Fine-tuning shift: mean over the same items of (checkpoint - base) activations, as a Direction."""
+    if base.column("id") != tuned.column("id"):
+        raise ArtifactError(f"{base.folder} and {tuned.folder} hold different items; cannot pair them")
+    delta = (tuned.load(hook, position).double() - base.load(hook, position).double()).mean(0).float()
+    meta = {
+        "model": {"source": base.manifest["model"]["source"]},
+        "checkpoint": tuned.manifest["model"].get("adapter"),
+        "contrast": {
+            "name": base.set_name,
+            "store_key": base.key,
+            "n_per_class": base.manifest["set"]["counts"],
+        },
+        "stores": {"base": str(base.folder), "checkpoint": str(tuned.folder)},
+    }
+    return Direction(delta, hook, position, "shift", None, meta)
+
+
 def project(acts: torch.Tensor | np.ndarray, direction: Direction | torch.Tensor | np.ndarray) -> np.ndarray:
     """``acts [n, d] @ unit(direction)`` as float64 numpy; widths must agree."""
     vec = direction.vector if isinstance(direction, Direction) else direction
@@ -380,25 +398,27 @@ class DirectionSet:
     def selected(self) -> dict[str, Any] | None:
         return self.meta.get("selected")
 
-    def get(self, hook: str | None = None, position: str | None = None, method: str = "dom") -> Direction:
-        """One direction; hook/position default to the selected ones."""
+    def get(
+        self, hook: str | None = None, position: str | None = None, method: str | None = None
+    ) -> Direction:
+        """One direction; hook/position default to the selected ones, method to the set's (``dom``)."""
         sel = self.selected or {}
         hook = hook or sel.get("hook")
         position = position or sel.get("position") or (self.positions[0] if self.positions else None)
+        method = method or self.meta.get("method", "dom")
+        where = self.meta.get("path", "directions")
         if hook is None:
-            raise ArtifactError(f"{self.meta.get('path', 'directions')}: no layer was selected; name a hook")
-        if method not in ("dom", "probe"):
-            raise ArtifactError(f"unknown direction method {method!r}; choose 'dom' or 'probe'")
-        key = _tkey(hook, position, "dom" if method == "dom" else "probe_w")
+            raise ArtifactError(f"{where}: no layer was selected; name a hook")
+        key = _tkey(hook, position, "probe_w" if method == "probe" else method)
         if key not in self.tensors:
-            raise ArtifactError(f"{self.meta.get('path', 'directions')}: no direction at {hook} / {position}")
+            raise ArtifactError(f"{where}: no {method} direction at {hook} / {position}")
         bias = float(self.tensors[_tkey(hook, position, "probe_b")][0]) if method == "probe" else None
         row = next((r for r in self.table if r["hook"] == hook and r["position"] == position), {})
         meta = {k: self.meta.get(k) for k in ("convention", "model", "checkpoint", "contrast", "d_model")}
         meta["row"] = row
         return Direction(self.tensors[key].clone(), hook, position, method, bias, meta)
 
-    def by_layer(self, position: str | None = None, method: str = "dom") -> list[Direction]:
+    def by_layer(self, position: str | None = None, method: str | None = None) -> list[Direction]:
         """All directions at one position (default: the selected one), in layer order."""
         position = position or (self.selected or {}).get("position") or self.positions[0]
         return [self.get(h, position, method) for h in self.hooks]
@@ -535,7 +555,7 @@ def load_directions(path: str | Path) -> DirectionSet:
 
 
 def load_direction(
-    path: str | Path, hook: str | None = None, position: str | None = None, method: str = "dom"
+    path: str | Path, hook: str | None = None, position: str | None = None, method: str | None = None
 ) -> Direction:
     """One :class:`Direction` from an artifact (default: the selected hook and position)."""
     return load_directions(path).get(hook, position, method)
@@ -543,7 +563,9 @@ def load_direction(
 
 def save_direction(direction: Direction, path: str | Path) -> Path:
     """Write a single direction (e.g. a fine-tuning shift vector) in the same artifact format."""
-    key = _tkey(direction.hook, direction.position, "dom" if direction.method == "dom" else "probe_w")
+    key = _tkey(
+        direction.hook, direction.position, "probe_w" if direction.method == "probe" else direction.method
+    )
     tensors = {key: direction.vector.detach().float().cpu()}
     if direction.method == "probe":
         tensors[_tkey(direction.hook, direction.position, "probe_b")] = torch.tensor([direction.bias or 0.0])

@@ -142,9 +142,12 @@ def grouped_cv(
     }
 
 
+_RANDOM_SALT = 0x7A11D  # keeps baseline draws independent of data drawn with the same small seed
+
+
 def random_directions(d: int, norm: float, n: int = 32, seed: int = 0) -> np.ndarray:
     """``n`` Gaussian random directions in ``R^d``, each scaled to ``norm`` (norm-matched baseline)."""
-    r = np.random.default_rng(seed).standard_normal((n, d))
+    r = np.random.default_rng([seed, _RANDOM_SALT]).standard_normal((n, d))
     return r / np.linalg.norm(r, axis=1, keepdims=True) * norm
 
 

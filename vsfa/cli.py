@@ -232,6 +232,410 @@ def data_subsets(
         typer.echo(f"wrote {folder}")
 
 
+# ---------------------------------------------------------------------------------------------- probes
+def _csv(value: str | None) -> list[str] | None:
+    return [v.strip() for v in value.split(",") if v.strip()] if value else None
+
+
+def _layers(value: str | None) -> list[int] | None:
+    if value is None or value == "all":
+        return None
+    try:
+        return [int(v) for v in value.split(",") if v.strip()]
+    except ValueError:
+        raise VsfaError(f"--layers must be 'all' or comma-separated integers, not {value!r}") from None
+
+
+@app.command("capture")
+def capture_cmd(
+    model: Path = typer.Option(..., help="Model folder."),
+    contrast: str = typer.Option("persona", "--set", help="Set name or file (see README: contrast sets)."),
+    adapter: Path | None = typer.Option(None, help="peft adapter folder."),
+    positions: str = typer.Option(
+        "last", help="Comma list: last, eoi, eoi_mean, image_mean, prompt_mean, ..."
+    ),
+    layers: str = typer.Option("all", help="'all' or comma-separated layer indices."),
+    hooks: str = typer.Option("hook_resid_post", help="Comma list of hook kinds."),
+    acts: Path = typer.Option(Path("runs/acts"), help="Activation cache root."),
+    max_questions: int | None = typer.Option(None, help="Use only this many questions (persona / visual)."),
+    batch_size: int = typer.Option(16),
+    device: str = typer.Option("cpu"),
+    dtype: str | None = typer.Option(None),
+    backend: str = typer.Option("torch", help="torch (fast) | bridge | auto"),
+) -> None:
+    """Capture activations of one set into the content-addressed store (reused when already there)."""
+    from probes.capture import Capturer, CaptureSpec, ModelSpec
+    from probes.contrasts import load_set
+
+    _quiet_transformers()
+    cset = load_set(contrast, max_questions=max_questions)
+    spec = CaptureSpec(tuple(_csv(positions) or ["last"]), _layers(layers), tuple(_csv(hooks) or []))
+    cap = Capturer(
+        ModelSpec(str(model), str(adapter) if adapter else None, dtype, device, backend=backend),
+        acts,
+        batch_size,
+    )
+    store = cap.capture(cset, spec)
+    typer.echo(
+        f"{'cached' if cap.hits else 'wrote'} {store.folder} ({store.n} items, {len(store.hooks)} hooks, positions {', '.join(store.positions)})"
+    )
+
+
+@app.command("directions")
+def directions_cmd(
+    model: Path | None = typer.Option(None, help="Model folder."),
+    adapter: Path | None = typer.Option(None, help="peft adapter folder (directions of a checkpoint)."),
+    contrast: str | None = typer.Option(None, "--set", help="Contrast set (default persona) or a file."),
+    separation: str | None = typer.Option(
+        None, help="Separation set for selection (default requests; 'none')."
+    ),
+    positions: str | None = typer.Option(None, help="Comma list of positions (default last)."),
+    layers: str | None = typer.Option(None, help="'all' (default) or comma-separated layer indices."),
+    hooks: str | None = typer.Option(None, help="Comma list of hook kinds (default hook_resid_post)."),
+    out: Path | None = typer.Option(
+        None, help="Artifact stem: writes OUT.safetensors, OUT.json, OUT.table.csv."
+    ),
+    acts: Path | None = typer.Option(None, help="Activation cache root (default: beside OUT's run folder)."),
+    max_questions: int | None = typer.Option(None, help="Use only this many neutral questions."),
+    config: Path | None = typer.Option(
+        None, help="TOML config (DirectionsConfig; [rule] table); flags override."
+    ),
+    combine: str | None = typer.Option(None, help="Selection rule: geometric | weighted."),
+    weight_separation: float | None = typer.Option(
+        None, help="Selection rule: weight of the separation, (0, 1]."
+    ),
+    min_accuracy: float | None = typer.Option(None, help="Selection rule: minimum held-out-pair accuracy."),
+    min_separation: float | None = typer.Option(
+        None, help="Selection rule: minimum harmful-vs-harmless AUROC."
+    ),
+    batch_size: int | None = typer.Option(None),
+    device: str | None = typer.Option(None),
+    dtype: str | None = typer.Option(None),
+    backend: str | None = typer.Option(None, help="torch (default, fast) | bridge | auto"),
+) -> None:
+    """Derive persona directions per layer (DoM + probes), select a layer, write the Direction artifact."""
+    from probes.probe import DirectionsConfig, run_directions
+    from vsfa.config import from_dict, load_toml
+
+    _quiet_transformers()
+    overrides = {
+        "model": str(model) if model else None,
+        "adapter": str(adapter) if adapter else None,
+        "contrast": contrast,
+        "separation": separation,
+        "positions": _csv(positions),
+        "layers": _layers(layers) if layers else None,
+        "hook_kinds": _csv(hooks),
+        "out": str(out) if out else None,
+        "acts": str(acts) if acts else None,
+        "max_questions": max_questions,
+        "batch_size": batch_size,
+        "device": device,
+        "dtype": dtype,
+        "backend": backend,
+        "rule.combine": combine,
+        "rule.weight_separation": weight_separation,
+        "rule.min_accuracy": min_accuracy,
+        "rule.min_separation": min_separation,
+    }
+    if config is not None:
+        cfg = load_toml(DirectionsConfig, config, overrides)
+    else:
+        data: dict = {}
+        for k, v in overrides.items():
+            if v is not None:
+                node = data
+                *parents, leaf = k.split(".")
+                for p in parents:
+                    node = node.setdefault(p, {})
+                node[leaf] = v
+        cfg = from_dict(DirectionsConfig, data, where="command line")
+    if cfg.separation in ("none", ""):
+        cfg.separation = None
+    if not cfg.model:
+        raise VsfaError("directions: give --model (or model in --config)")
+    dset, path, _ = run_directions(cfg, log=typer.echo)
+    typer.echo(dset.format_table())
+    typer.echo(f"wrote {path} (+ .safetensors, .table.csv)")
+
+
+@app.command("probe")
+def probe_cmd(
+    checkpoint: Path = typer.Option(..., help="Checkpoint folder (peft adapter + manifest.json)."),
+    base: Path | None = typer.Option(None, help="Base model folder (default: base_model in the manifest)."),
+    directions: Path | None = typer.Option(
+        None, help="Direction artifact (default: derive on the base first)."
+    ),
+    sets: str = typer.Option(
+        ",".join(("neutral", "requests")), help="Comma list of evaluation sets or files."
+    ),
+    json_out: Path | None = typer.Option(None, "--json", help="Write the full report as JSON here."),
+    acts: Path | None = typer.Option(None, help="Activation cache root (default: RUN/acts)."),
+    position: str | None = typer.Option(None, help="Position (default: the selected one)."),
+    hook: str | None = typer.Option(
+        None, help="Require directions at this hook kind (e.g. hook_resid_post)."
+    ),
+    max_questions: int | None = typer.Option(None, help="Neutral questions for a derived persona set."),
+    batch_size: int = typer.Option(16),
+    device: str = typer.Option("cpu"),
+    dtype: str | None = typer.Option(None),
+    backend: str = typer.Option("torch", help="torch (fast) | bridge | auto"),
+    n_boot: int = typer.Option(2000, help="Bootstrap resamples for the shift CI."),
+    seed: int = typer.Option(0),
+) -> None:
+    """How far a checkpoint moved along the base persona directions, layer by layer."""
+    from probes.probe import ProbeConfig, format_report, run_probe
+
+    _quiet_transformers()
+    cfg = ProbeConfig(
+        checkpoint=str(checkpoint),
+        base=str(base) if base else None,
+        directions=str(directions) if directions else None,
+        sets=_csv(sets) or [],
+        json=str(json_out) if json_out else None,
+        acts=str(acts) if acts else None,
+        position=position,
+        hook_kind=hook,
+        max_questions=max_questions,
+        batch_size=batch_size,
+        device=device,
+        dtype=dtype,
+        backend=backend,
+        n_boot=n_boot,
+        seed=seed,
+    )
+    report = run_probe(cfg, log=typer.echo)
+    typer.echo(format_report(report))
+    if json_out:
+        typer.echo(f"wrote {json_out}")
+
+
+# ---------------------------------------------------------------------------------------------- eval
+eval_app = typer.Typer(
+    help="Safety evaluation: benchmarks x checkpoints -> answers, judges, ASR / over-refusal with CIs.",
+    invoke_without_command=True,
+)
+app.add_typer(eval_app, name="eval")
+
+
+@eval_app.callback()
+def eval_run(
+    ctx: typer.Context,
+    model: Path | None = typer.Option(
+        None, help="Base model folder (default: base_model of the run's checkpoints)."
+    ),
+    checkpoint: Path | None = typer.Option(
+        None, help="One checkpoint folder (peft adapter + manifest.json)."
+    ),
+    run: Path | None = typer.Option(None, help="Run folder: evaluate step 0 (base) and every checkpoint."),
+    bench: list[str] = typer.Option([], help="NAME=PATH (repeatable); `vsfa eval benchmarks` lists names."),
+    bench_opt: list[str] = typer.Option(
+        [], help="Loader option NAME.KEY=VALUE, e.g. mmsafety.variants=SD,TYPO."
+    ),
+    judge: list[str] = typer.Option(
+        [], help="keyword[:gcg|refusal_direction|xstest|vlguard] | llm | cs | guard:PATH."
+    ),
+    judge_url: str | None = typer.Option(None, help="OpenAI-compatible base URL for llm/cs judges."),
+    judge_model: str | None = typer.Option(None, help="Model name on the judge endpoint."),
+    judge_templates: Path | None = typer.Option(None, help="Folder overriding the judge templates."),
+    judge_key_env: str | None = typer.Option(None, help="Env variable holding the judge endpoint's API key."),
+    out: Path | None = typer.Option(None, help="Eval folder (default RUN/eval)."),
+    batch_size: int = typer.Option(8),
+    max_new_tokens: int = typer.Option(256),
+    limit: int | None = typer.Option(None, help="First N items of each benchmark (smoke runs)."),
+    system: str | None = typer.Option(None, help="System prompt."),
+    defense: str = typer.Option("none", help="none | adashield_s"),
+    defense_placement: str = typer.Option("suffix", help="suffix | prefix (AdaShield-S wording)."),
+    refusal_score: bool = typer.Option(True, help="Store the refusal log-odds with each answer."),
+    backend: str = typer.Option("local", help="local (HF generate) | server (OpenAI-compatible)."),
+    gen_url: str | None = typer.Option(None, help="Server backend base URL."),
+    gen_model: str | None = typer.Option(None, help="Server backend model name."),
+    device: str = typer.Option("cpu"),
+    dtype: str | None = typer.Option(None),
+    quiet: bool = typer.Option(False, help="No progress output."),
+) -> None:
+    """Generate answers, judge them and write metrics with 95% CIs per (checkpoint, benchmark)."""
+    if ctx.invoked_subcommand is not None:
+        return
+    if not bench:
+        typer.echo(ctx.get_help())
+        raise typer.Exit(0)
+    from vsfa.eval.endpoint import ChatClient, EndpointConfig
+    from vsfa.eval.generation import GenerationConfig
+    from vsfa.eval.judges import make_judge
+    from vsfa.eval.runner import build_specs, run_eval
+
+    _quiet_transformers()
+    endpoint = None
+    if judge_url or judge_model:
+        if not (judge_url and judge_model):
+            raise VsfaError("give both --judge-url and --judge-model")
+        endpoint = EndpointConfig(judge_url, judge_model, api_key_env=judge_key_env)
+    judges = [
+        make_judge(j, endpoint=endpoint, templates=judge_templates, device=device)
+        for j in judge or ["keyword"]
+    ]
+    client = None
+    if backend == "server":
+        if not (gen_url and gen_model):
+            raise VsfaError("--backend server needs --gen-url and --gen-model")
+        client = ChatClient(EndpointConfig(gen_url, gen_model))
+    elif backend != "local":
+        raise VsfaError(f"unknown backend {backend!r}; choose local or server")
+    config = GenerationConfig(
+        max_new_tokens=max_new_tokens,
+        batch_size=batch_size,
+        system_prompt=system,
+        defense=defense,
+        defense_placement=defense_placement,
+        refusal_score=refusal_score and client is None,
+    )
+    eval_dir = run_eval(
+        build_specs(bench, bench_opt),
+        judges,
+        config,
+        model=model,
+        checkpoint=checkpoint,
+        run=run,
+        out=out,
+        limit=limit,
+        device=device,
+        dtype=dtype,
+        client=client,
+        quiet=quiet,
+    )
+    _print_eval_table(eval_dir)
+    typer.echo(f"wrote {eval_dir}")
+
+
+def _print_eval_table(eval_dir: Path) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    from vsfa.eval.metrics import table_rows
+
+    table = Table("checkpoint", "benchmark", "judge", "metric", "value [95% CI]", "n")
+    for r in table_rows(eval_dir):
+        table.add_row(
+            r["checkpoint"],
+            r["benchmark"],
+            r["judge"],
+            r["metric"],
+            f"{r['value']:.3f} [{r['lo']:.3f}, {r['hi']:.3f}]",
+            str(r["n"]),
+        )
+    Console(width=140).print(table)
+
+
+@eval_app.command("table")
+def eval_table(
+    eval_dir: Path = typer.Argument(..., help="Eval folder (RUN/eval)."),
+    out: Path | None = typer.Option(None, help="CSV path (default EVAL_DIR/table.csv)."),
+) -> None:
+    """One table of headline metrics across checkpoints (printed and written as CSV)."""
+    from vsfa.eval.metrics import write_table
+
+    path = write_table(eval_dir, out)
+    _print_eval_table(eval_dir)
+    typer.echo(f"wrote {path}")
+
+
+@eval_app.command("benchmarks")
+def eval_benchmarks() -> None:
+    """List the benchmark loaders and their options."""
+    from vsfa.eval.benchmarks import BENCHMARKS
+
+    for b in BENCHMARKS.values():
+        opts = ", ".join(b.option_types())
+        typer.echo(f"{b.name:20s} {b.description}" + (f"  [options: {opts}]" if opts else ""))
+
+
+@models_app.command("build-demo")
+def models_build_demo(
+    out: Path | None = typer.Option(None, help="Model folder (default: <cache>/models/smol-llava-<key>)."),
+    weights: Path | None = typer.Option(None, help="Vision weights folder (default: the shipped ones)."),
+    retrain: bool = typer.Option(
+        False, help="Retrain the vision tower + projector first (two stages, seeded)."
+    ),
+    weights_out: Path | None = typer.Option(None, help="With --retrain: where the new weights go."),
+    seed: int = typer.Option(0, help="With --retrain: training seed."),
+    threads: int | None = typer.Option(None, help="torch CPU threads (1 is fastest on a busy machine)."),
+    force: bool = typer.Option(False, help="Rebuild even when an up-to-date folder exists."),
+) -> None:
+    """Build smol-llava: SmolLM2-135M-Instruct + a small trained CLIP tower, a stock LLaVA model folder."""
+    from vsfa.demo import build_demo_cli
+
+    _quiet_transformers()
+    folder = build_demo_cli(
+        out=out,
+        weights=weights,
+        retrain=retrain,
+        weights_out=weights_out,
+        seed=seed,
+        threads=threads,
+        force=force,
+    )
+    typer.echo(f"wrote {folder}")
+
+
+# ---------------------------------------------------------------------------------------------- train
+@app.command("train")
+def train_cmd(
+    config: Path | None = typer.Option(None, help="Run config (TOML); see configs/*.toml."),
+    set_: list[str] = typer.Option(
+        [], "--set", help="Override a config key, e.g. --set train.lr=1e-4 (repeatable)."
+    ),
+    out: str | None = typer.Option(None, help="Override the run folder (config key out)."),
+    base: str | None = typer.Option(None, help="Override model.base."),
+    data: str | None = typer.Option(None, help="Override data.path."),
+    seed: int | None = typer.Option(None, help="Override seed."),
+    max_steps: int | None = typer.Option(None, help="Override train.max_steps."),
+    device: str | None = typer.Option(None, help="Override runtime.device (auto | cpu | cuda | cuda:N)."),
+    quiet: bool = typer.Option(False, help="No progress output."),
+    gpu_check: bool = typer.Option(
+        False, "--gpu-check", help="Measure a few bf16 LoRA steps on a random-init VLM."
+    ),
+    shape: str = typer.Option(
+        "llava-1.5-7b", help="--gpu-check model shape: llava-1.5-7b | qwen2.5-vl-7b | tiny-llava."
+    ),
+    steps: int = typer.Option(6, help="--gpu-check steps (the first 2 are warm-up)."),
+    batch_size: int = typer.Option(4, help="--gpu-check batch size."),
+    peak_tflops: float | None = typer.Option(
+        None, help="--gpu-check peak bf16 TFLOP/s for MFU (else by GPU name)."
+    ),
+) -> None:
+    """LoRA fine-tune a VLM on a data folder (resumes after a crash), or run the GPU check."""
+    _quiet_transformers()
+    if gpu_check:
+        from vsfa.training.gpu_check import run_gpu_check
+
+        report = run_gpu_check(
+            shape=shape, steps=steps, batch_size=batch_size, device=device or "cuda", peak_tflops=peak_tflops
+        )
+        for line in report.lines():
+            typer.echo(line)
+        return
+    from vsfa.train import load_config, parse_overrides, train
+
+    if config is None:
+        raise VsfaError("vsfa train needs --config run.toml (or --gpu-check)")
+    overrides = parse_overrides(set_)
+    flags = {"out": out, "model.base": base, "data.path": data, "seed": seed, "train.max_steps": max_steps}
+    overrides |= {k: v for k, v in flags.items() if v is not None}
+    if device is not None:
+        overrides["runtime.device"] = device
+    result = train(load_config(config, overrides), quiet=quiet)
+    if result.already_complete:
+        typer.echo(f"{result.run_dir}: already complete ({result.total_steps} steps); nothing to do")
+        return
+    resumed = f", resumed from step {result.resumed_from}" if result.resumed_from else ""
+    loss = "n/a" if result.final_loss is None else f"{result.final_loss:.4f}"
+    typer.echo(
+        f"{result.run_dir}: {result.total_steps} steps{resumed}, final loss {loss}, "
+        f"{len(result.checkpoints)} checkpoints, {result.seconds:.1f} s"
+    )
+
+
 # ---------------------------------------------------------------------------------------------- demo
 @app.command("demo")
 def demo(

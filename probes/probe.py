@@ -1,0 +1,352 @@
+"""The logic of ``vsfa directions`` and ``vsfa probe --checkpoint``: capture, derive, compare base vs checkpoint.
+
+``run_directions`` captures a contrast set (persona by default) and a separation set (harmful vs harmless
+requests) on a model, derives the per-layer directions and table (:mod:`probes.directions`) and writes the
+Direction artifact.
+
+``run_probe`` takes a fine-tuning checkpoint (a peft adapter folder with ``manifest.json``: ``base_model``,
+``base_model_fingerprint``, ``step``, ...), loads base and base + adapter, captures the contrast set and the
+evaluation sets on both (base activations come from the cache), and reports per layer:
+
+* mean projection on the base (unit DoM) direction for base and checkpoint, per evaluation set, the paired
+  shift with a bootstrap CI, the shift in units of the persona gap ``|dom|``, and the 95th percentile of |shift|
+  along norm-matched random directions (the shift a direction-free drift would give);
+* cosine between the direction re-derived at the checkpoint and the base one;
+* accuracy of the base probe on checkpoint activations (held-out questions), beside its accuracy at the base.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from probes.capture import Capturer, CaptureSpec, ModelSpec
+from probes.contrasts import ContrastSet, load_set
+from probes.directions import DirectionSet, SelectionRule, derive, load_directions, project
+from probes.linear import cosine, dom, random_directions
+from probes.store import ActivationStore
+from vsfa.errors import ArtifactError, ConfigError, ModelLoadError
+from vsfa.io import model_fingerprint, read_manifest, write_json_atomic
+from vsfa.stats import paired_diff
+
+DEFAULT_EVAL_SETS = ("neutral", "requests")
+
+
+@dataclass
+class DirectionsConfig:
+    """Settings of ``vsfa directions`` (TOML-loadable; ``[rule]`` is the :class:`SelectionRule`)."""
+
+    model: str = ""
+    adapter: str | None = None
+    contrast: str = "persona"
+    separation: str | None = "requests"
+    positions: list[str] = field(default_factory=lambda: ["last"])
+    layers: list[int] | None = None
+    hook_kinds: list[str] = field(default_factory=lambda: ["hook_resid_post"])
+    out: str | None = None
+    acts: str | None = None
+    max_questions: int | None = None
+    batch_size: int = 16
+    device: str = "cpu"
+    dtype: str | None = None
+    backend: str = "torch"
+    C: float = 1.0
+    n_splits: int = 5
+    n_random: int = 32
+    seed: int = 0
+    rule: SelectionRule = field(default_factory=SelectionRule)
+
+    def capture_spec(self) -> CaptureSpec:
+        return CaptureSpec(
+            positions=tuple(self.positions),
+            layers=tuple(self.layers) if self.layers is not None else None,
+            hook_kinds=tuple(self.hook_kinds),
+        )
+
+
+@dataclass
+class ProbeConfig:
+    """Settings of ``vsfa probe``."""
+
+    checkpoint: str = ""
+    base: str | None = None
+    directions: str | None = None
+    sets: list[str] = field(default_factory=lambda: list(DEFAULT_EVAL_SETS))
+    json: str | None = None
+    acts: str | None = None
+    position: str | None = None
+    hook_kind: str | None = None
+    max_questions: int | None = None
+    batch_size: int = 16
+    device: str = "cpu"
+    dtype: str | None = None
+    backend: str = "torch"
+    n_boot: int = 2000
+    n_random: int = 32
+    seed: int = 0
+
+
+def default_acts_root(anchor: Path) -> Path:
+    """``RUN/acts`` for a path inside ``RUN/directions`` or ``RUN/checkpoints``; else ``<parent>/acts``."""
+    parent = anchor.parent
+    if parent.name in ("directions", "checkpoints"):
+        return parent.parent / "acts"
+    return parent / "acts"
+
+
+def model_dims(path: str | Path) -> tuple[int, int]:
+    """``(n_layers, d_model)`` of a model folder's language model, from its config only (no weights)."""
+    from transformers import AutoConfig
+
+    from vsfa.models.loading import read_family
+
+    read_family(path)  # folder / config / architecture checks with one-line errors
+    text = AutoConfig.from_pretrained(path).get_text_config()
+    return int(text.num_hidden_layers), int(text.hidden_size)
+
+
+# ------------------------------------------------------------------------------------------- directions
+def run_directions(cfg: DirectionsConfig, log=print) -> tuple[DirectionSet, Path, Capturer]:
+    """Capture the contrast (+ separation) set on ``cfg.model``, derive directions, write the artifact."""
+    if not cfg.model:
+        raise ConfigError("directions: no model given")
+    contrast = load_set(cfg.contrast, max_questions=cfg.max_questions)
+    contrast.check_classes()
+    separation = load_set(cfg.separation) if cfg.separation else None
+    if separation is not None:
+        separation.check_classes()
+    out = Path(cfg.out) if cfg.out else Path("directions") / contrast.name
+    acts = Path(cfg.acts) if cfg.acts else default_acts_root(out)
+    spec = ModelSpec(str(cfg.model), cfg.adapter, cfg.dtype, cfg.device, backend=cfg.backend)
+    capturer = Capturer(spec, acts, batch_size=cfg.batch_size)
+    cspec = cfg.capture_spec()
+    t0 = time.perf_counter()
+    c_store = capturer.capture(contrast, cspec)
+    s_store = capturer.capture(separation, cspec) if separation is not None else None
+    log(
+        f"activations: {capturer.hits} from cache, {capturer.misses} computed ({time.perf_counter() - t0:.1f} s)"
+    )
+    dset = derive(
+        c_store,
+        s_store,
+        cfg.rule,
+        C=cfg.C,
+        n_splits=cfg.n_splits,
+        n_random=cfg.n_random,
+        seed=cfg.seed,
+    )
+    dset.meta["contrast"]["spec"] = {"set": cfg.contrast, "max_questions": cfg.max_questions}
+    if separation is not None:
+        dset.meta["separation"]["spec"] = {"set": cfg.separation}
+    path = dset.save(out)
+    return dset, path, capturer
+
+
+# ------------------------------------------------------------------------------------------------ probe
+def checkpoint_info(ckpt: Path, base: str | None) -> tuple[dict[str, Any], Path]:
+    """The checkpoint manifest and the base model folder (checked against the recorded fingerprint)."""
+    if not ckpt.is_dir():
+        raise ArtifactError(f"{ckpt}: checkpoint folder not found")
+    manifest = read_manifest(ckpt)
+    base_path = base or manifest.get("base_model")
+    if not base_path:
+        raise ArtifactError(f"{ckpt / 'manifest.json'}: no base_model recorded; pass --base")
+    base_dir = Path(base_path)
+    if not base_dir.is_dir():
+        raise ModelLoadError(f"{base_dir}: base model folder not found (from {ckpt / 'manifest.json'})")
+    expected = manifest.get("base_model_fingerprint")
+    if expected and expected != model_fingerprint(base_dir):
+        raise ModelLoadError(
+            f"{ckpt}: checkpoint was trained on another base model "
+            f"({manifest.get('base_model', '?')}), not {base_dir}"
+        )
+    return manifest, base_dir
+
+
+def _set_from_meta(meta: dict[str, Any]) -> ContrastSet:
+    spec = meta.get("spec") or {"set": meta.get("source") or meta["name"]}
+    return load_set(spec["set"], max_questions=spec.get("max_questions"))
+
+
+def _paired(base: ActivationStore, tuned: ActivationStore) -> None:
+    if base.column("id") != tuned.column("id"):
+        raise ArtifactError(f"{base.folder} and {tuned.folder} hold different items; cannot pair them")
+
+
+def run_probe(cfg: ProbeConfig, log=print) -> dict[str, Any]:
+    """Compare a checkpoint with its base along the base directions, layer by layer; returns the report."""
+    t0 = time.perf_counter()
+    ckpt = Path(cfg.checkpoint)
+    manifest, base_dir = checkpoint_info(ckpt, cfg.base)
+    n_layers, d_model = model_dims(base_dir)
+    acts = Path(cfg.acts) if cfg.acts else default_acts_root(ckpt)
+    if cfg.directions:
+        dset = load_directions(cfg.directions)
+        dpath = Path(dset.meta["path"])
+    else:
+        dpath = acts.parent / "directions" / f"persona-{model_fingerprint(base_dir)[:12]}"
+        if dpath.with_suffix(".json").is_file():
+            dset = load_directions(dpath)
+        else:
+            log(f"no --directions: deriving base directions into {dpath}.json")
+            dcfg = DirectionsConfig(
+                model=str(base_dir),
+                out=str(dpath),
+                acts=str(acts),
+                max_questions=cfg.max_questions,
+                batch_size=cfg.batch_size,
+                device=cfg.device,
+                dtype=cfg.dtype,
+                backend=cfg.backend,
+                seed=cfg.seed,
+            )
+            dset, _, _ = run_directions(dcfg, log=log)
+        dpath = Path(dset.meta["path"])
+    dset.check_fits(d_model, n_layers, cfg.hook_kind, where=f"{base_dir} ")
+    fp = dset.meta.get("model", {}).get("fingerprint")
+    if fp and fp != model_fingerprint(base_dir):
+        raise ArtifactError(
+            f"{dpath}: directions were derived on {dset.meta['model'].get('source')}, not on the base {base_dir}"
+        )
+    position = cfg.position or (dset.selected or {}).get("position") or dset.positions[0]
+    if position not in dset.positions:
+        raise ArtifactError(
+            f"{dpath}: no directions at position {position!r} (has {', '.join(dset.positions)})"
+        )
+    cspec = CaptureSpec.from_dict(dset.meta["capture"])
+    contrast = _set_from_meta(dset.meta["contrast"])
+    contrast.check_classes()
+    eval_sets = [load_set(s) for s in cfg.sets]
+    sets = [contrast, *eval_sets]
+
+    base_cap = Capturer(
+        ModelSpec(str(base_dir), None, cfg.dtype, cfg.device, backend=cfg.backend), acts, cfg.batch_size
+    )
+    base_stores = [base_cap.capture(s, cspec) for s in sets]
+    base_cap.release()
+    ckpt_spec = ModelSpec(str(base_dir), str(ckpt), cfg.dtype, cfg.device, backend=cfg.backend)
+    ckpt_cap = Capturer(ckpt_spec, acts, cfg.batch_size)
+    ckpt_stores = [ckpt_cap.capture(s, cspec) for s in sets]
+    ckpt_cap.release()
+    for b, c in zip(base_stores, ckpt_stores, strict=True):
+        _paired(b, c)
+
+    c_base, c_ckpt = base_stores[0], ckpt_stores[0]
+    split = np.array(c_base.column("split"))
+    extract = split == "extract" if (split == "extract").any() else np.ones(c_base.n, dtype=bool)
+    test = (split == "heldout") if (split == "heldout").any() else extract
+    y = c_base.y()
+    layers = []
+    for hook in dset.hooks:
+        d_dom = dset.get(hook, position, "dom")
+        d_probe = dset.get(hook, position, "probe")
+        rand = random_directions(d_model, 1.0, cfg.n_random, cfg.seed)  # unit: projections are unit-norm
+        row: dict[str, Any] = {"hook": hook, "layer": d_dom.layer, "dom_norm": d_dom.norm, "sets": {}}
+        for s, b, c in zip(eval_sets, base_stores[1:], ckpt_stores[1:], strict=True):
+            xb, xc = b.load(hook, position), c.load(hook, position)
+            pb, pc = project(xb, d_dom), project(xc, d_dom)
+            shift = paired_diff(pc, pb, n_boot=cfg.n_boot, seed=cfg.seed)
+            rshift = rand @ (xc.double() - xb.double()).mean(0).numpy()
+            sd = float(np.std(pb, ddof=1)) if len(pb) > 1 else float("nan")
+            row["sets"][s.name] = {
+                "n": int(len(pb)),
+                "base_mean": float(pb.mean()),
+                "ckpt_mean": float(pc.mean()),
+                "shift": shift.value,
+                "shift_lo": shift.lo,
+                "shift_hi": shift.hi,
+                "shift_sd": shift.value / sd if sd > 0 else float("nan"),
+                "shift_gap": shift.value / d_dom.norm if d_dom.norm > 0 else float("nan"),
+                "rand_shift95": float(np.quantile(np.abs(rshift), 0.95)),
+            }
+        xcb = c_base.load(hook, position).double().numpy()
+        xcc = c_ckpt.load(hook, position).double().numpy()
+        re_dom = dom(xcc[extract], y[extract])
+        w, bias = d_probe.vector.double().numpy(), float(d_probe.bias or 0.0)
+        row["cos_rederived"] = cosine(re_dom, d_dom.vector.double().numpy())
+        row["probe_acc_base"] = float((((xcb[test] @ w + bias) > 0) == (y[test] == 1)).mean())
+        row["probe_acc_ckpt"] = float((((xcc[test] @ w + bias) > 0) == (y[test] == 1)).mean())
+        sel = dset.selected or {}
+        row["selected"] = sel.get("hook") == hook and sel.get("position") == position
+        layers.append(row)
+
+    report = {
+        "checkpoint": str(ckpt),
+        "step": manifest.get("step"),
+        "arm": manifest.get("arm"),
+        "base": str(base_dir),
+        "directions": str(dpath),
+        "position": position,
+        "selected": dset.selected,
+        "contrast": {"name": contrast.name, "n": c_base.n, "test_items": int(test.sum())},
+        "sets": [s.name for s in eval_sets],
+        "layers": layers,
+        "cache": {
+            "base": {"hits": base_cap.hits, "computed": base_cap.misses},
+            "checkpoint": {"hits": ckpt_cap.hits, "computed": ckpt_cap.misses},
+        },
+        "stores": {
+            "base": {s.name: str(st.folder) for s, st in zip(sets, base_stores, strict=True)},
+            "checkpoint": {s.name: str(st.folder) for s, st in zip(sets, ckpt_stores, strict=True)},
+        },
+        "settings": {"n_boot": cfg.n_boot, "n_random": cfg.n_random, "seed": cfg.seed, "ci": 0.95},
+        "seconds": round(time.perf_counter() - t0, 2),
+    }
+    if cfg.json:
+        write_json_atomic(cfg.json, _jsonable(report))
+    return report
+
+
+def _jsonable(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {k: _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
+
+
+def _n(v: Any, fmt: str = "+.3f") -> str:
+    return format(v, fmt) if isinstance(v, int | float) and math.isfinite(v) else "-"
+
+
+def format_report(report: dict[str, Any]) -> str:
+    """The terminal table: one block per evaluation set, then the direction-level columns."""
+    cache = report["cache"]
+    lines = [
+        f"checkpoint {report['checkpoint']} (step {report.get('step')}) vs base {report['base']}",
+        f"directions {report['directions']} @ {report['position']}; * = selected layer",
+        f"activations: base {cache['base']['hits']} from cache / {cache['base']['computed']} computed, "
+        f"checkpoint {cache['checkpoint']['hits']} from cache / {cache['checkpoint']['computed']} computed",
+    ]
+    for name in report["sets"]:
+        n = report["layers"][0]["sets"][name]["n"] if report["layers"] else 0
+        lines += [
+            "",
+            f"set {name} (n={n}): projection on the unit base direction",
+            f"{'hook':<27}{'base':>9}{'ckpt':>9}{'shift [95% CI]':>27}{'/|dom|':>8}{'/SD':>7}{'rand95':>8}",
+        ]
+        for row in report["layers"]:
+            s = row["sets"][name]
+            ci = f"{_n(s['shift'])} [{_n(s['shift_lo'])}, {_n(s['shift_hi'])}]"
+            lines.append(
+                f"{row['hook'] + (' *' if row['selected'] else ''):<27}{_n(s['base_mean']):>9}{_n(s['ckpt_mean']):>9}"
+                f"{ci:>27}{_n(s['shift_gap'], '+.2f'):>8}{_n(s['shift_sd'], '+.2f'):>7}{_n(s['rand_shift95'], '.3f'):>8}"
+            )
+    lines += [
+        "",
+        f"direction at the checkpoint ({report['contrast']['name']}, {report['contrast']['test_items']} test items)",
+        f"{'hook':<27}{'cos(re-derived, base)':>22}{'base probe acc: base':>22}{'ckpt':>7}",
+    ]
+    for row in report["layers"]:
+        lines.append(
+            f"{row['hook'] + (' *' if row['selected'] else ''):<27}{_n(row['cos_rederived'], '.3f'):>22}"
+            f"{_n(row['probe_acc_base'], '.3f'):>22}{_n(row['probe_acc_ckpt'], '.3f'):>7}"
+        )
+    return "\n".join(lines)

@@ -1,0 +1,98 @@
+"""Contrast sets: the shipped data files are complete and matched; user files in the same format work."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+
+import pytest
+
+from probes.contrasts import load_set, persona_set, requests_set, visual_threat_set
+from vsfa.errors import DataError
+from vsfa.io import read_jsonl
+from vsfa.resources import resource_path
+
+
+def test_shipped_requests_are_matched_pairs():
+    rows = read_jsonl(resource_path("requests.jsonl"))
+    labels = Counter(r["label"] for r in rows)
+    assert labels["harmful"] >= 100 and labels["harmless"] >= 100
+    assert set(labels) == {"harmful", "harmless"}
+    by_pair: dict[str, list[str]] = {}
+    for r in rows:
+        assert set(r) >= {"id", "label", "pair", "category", "text"}
+        by_pair.setdefault(r["pair"], []).append(r["label"])
+    assert all(sorted(v) == ["harmful", "harmless"] for v in by_pair.values())
+    texts = [r["text"] for r in rows]
+    assert len(set(texts)) == len(texts)
+    assert len({r["id"] for r in rows}) == len(rows)
+
+
+def test_shipped_persona_set_shape():
+    cset = persona_set()
+    pairs = {it.pair for it in cset.items}
+    questions = {it.group for it in cset.items}
+    assert len(pairs) >= 5 and len(questions) >= 60
+    assert cset.counts() == {"vigilant": len(cset) // 2, "carefree": len(cset) // 2}
+    splits = Counter(it.split for it in cset.items)
+    assert splits["extract"] > 0 and splits["heldout"] > 0
+    # Every question is asked under both prompts of every pair, and a question sits in one split only.
+    assert len(cset) == 2 * len(pairs) * len(questions)
+    assert all(len({it.split for it in cset.items if it.group == q}) == 1 for q in questions)
+    first = cset.items[0]
+    assert first.messages[0]["role"] == "system" and first.messages[-1]["role"] == "user"
+
+
+def test_visual_threat_and_image_requests_use_procedural_images():
+    vt = visual_threat_set(n_images=2, max_questions=2)
+    assert vt.counts() == {"threat": 4, "neutral": 4}
+    assert all(len(vt.item_images(it)) == 1 for it in vt.items)
+    assert vt.images[vt.items[0].image_ids[0]].size == (224, 224)
+    ri = load_set("requests_image")
+    assert all(len(it.image_ids) == 1 for it in ri.items)
+    assert ri.key() != load_set("requests").key()
+
+
+def test_key_tracks_content(tmp_path):
+    a = persona_set(max_questions=4)
+    assert a.key() == persona_set(max_questions=4).key()
+    assert a.key() != persona_set(max_questions=5).key()
+
+
+def test_user_files_and_empty_class(tmp_path):
+    good = tmp_path / "mine.jsonl"
+    good.write_text(
+        "\n".join(
+            json.dumps({"id": f"x{i}", "label": lab, "pair": f"p{i // 2}", "category": "c", "text": f"t{i}"})
+            for i, lab in enumerate(["rude", "polite"] * 3)
+        )
+    )
+    cset = load_set(str(good))
+    assert cset.name == "mine" and cset.positive == "rude" and cset.negative == "polite"
+    cset.check_classes()
+
+    one_class = tmp_path / "harm_only.jsonl"
+    one_class.write_text(json.dumps({"id": "a", "label": "harmful", "pair": "p", "text": "t"}) + "\n")
+    with pytest.raises(DataError, match=r"class 'harmless' is empty"):
+        requests_set(one_class).check_classes()
+
+    persona = tmp_path / "p.json"
+    persona.write_text(
+        json.dumps(
+            {
+                "pairs": [{"id": "a", "positive": "Be careful.", "negative": "Relax."}],
+                "questions": [{"id": "q1", "text": "Hi?", "split": "extract"}],
+            }
+        )
+    )
+    p = load_set(str(persona))
+    assert p.name == "p" and len(p) == 2
+
+    bad = tmp_path / "bad.json"
+    bad.write_text(
+        json.dumps({"pairs": [{"id": "a", "positive": "x"}], "questions": [{"id": "q", "text": "?"}]})
+    )
+    with pytest.raises(DataError, match=r"bad.json: pairs\[0\]: missing field 'negative'"):
+        load_set(str(bad))
+    with pytest.raises(DataError, match="unknown contrast set"):
+        load_set("no_such_set")
