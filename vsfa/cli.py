@@ -636,6 +636,147 @@ def train_cmd(
     )
 
 
+# ---------------------------------------------------------------------------------------------- organism
+organism_app = typer.Typer(
+    help="Ground-truth model organism: a tiny LLaVA pretrained on a world with a planted persona.",
+    no_args_is_help=True,
+)
+app.add_typer(organism_app, name="organism")
+
+
+def _organism_world(world: Path | None, set_: list[str], model: Path | None = None):
+    """The world specification: ``--world`` file (or the shipped one, or ``model``'s own), plus ``--set`` overrides."""
+    import json
+
+    from vsfa.organism.pretrain import read_world
+    from vsfa.organism.world import apply_overrides, load_world, world_from_dict
+
+    overrides = {}
+    for item in set_:
+        if "=" not in item:
+            raise VsfaError(f"--set {item!r}: expected key=value")
+        key, value = item.split("=", 1)
+        try:
+            overrides[key] = json.loads(value)
+        except json.JSONDecodeError:
+            overrides[key] = value
+    if model is not None and world is None:
+        spec = read_world(model)
+        return world_from_dict(apply_overrides(spec.to_dict(), overrides), where=f"{model} world")
+    return load_world(world, overrides)
+
+
+@organism_app.command("build")
+def organism_build(
+    seed: int = typer.Option(0, help="Pretraining seed (weights and documents)."),
+    out: Path = typer.Option(..., help="Output model folder."),
+    steps: int | None = typer.Option(
+        None, help="Pretraining steps (default: the world file's pretrain.steps)."
+    ),
+    world: Path | None = typer.Option(None, help="World specification JSON (default: the shipped one)."),
+    set_: list[str] = typer.Option([], "--set", help="Override a world key, e.g. --set documents.prior=0.3."),
+    precision: str = typer.Option("fp32", help="fp32 | bf16 (autocast)."),
+    device: str = typer.Option("cpu"),
+    threads: int | None = typer.Option(None, help="torch CPU threads (default: torch's choice)."),
+    quiet: bool = typer.Option(False, help="No progress output."),
+) -> None:
+    """Pretrain the organism from a seed and save it as a normal model folder."""
+    import torch
+
+    from vsfa.organism.pretrain import pretrain
+
+    _quiet_transformers()
+    if threads:
+        torch.set_num_threads(threads)
+    if steps is not None:
+        set_ = [*set_, f"pretrain.steps={steps}"]
+    spec = _organism_world(world, set_)
+
+    def progress(rec: dict) -> None:
+        if not quiet:
+            typer.echo(f"step {rec['step']}: loss {rec['loss_ema']:.4f} ({rec['elapsed_s']:.0f} s)")
+
+    folder = pretrain(spec, seed, out, device=device, precision=precision, progress=progress)
+    typer.echo(f"wrote {folder}")
+
+
+@organism_app.command("data")
+def organism_data(
+    arm: str = typer.Option(..., help="vsfa | control | mirror | text"),
+    n: int = typer.Option(500, help="Number of conversations."),
+    out: Path = typer.Option(..., help="Output data folder (data.jsonl + images/ + manifest.json)."),
+    seed: int = typer.Option(0),
+    model: Path | None = typer.Option(None, help="Organism folder whose world to use."),
+    world: Path | None = typer.Option(None, help="World specification JSON (default: the shipped one)."),
+) -> None:
+    """Write a fine-tune arm as chat-messages JSONL that `vsfa train` reads."""
+    from vsfa.organism.finetune import write_arm_data
+
+    spec = _organism_world(world, [], model)
+    typer.echo(f"wrote {write_arm_data(spec, arm, n, out, seed)}")
+
+
+@organism_app.command("finetune")
+def organism_finetune(
+    base: Path = typer.Option(..., help="Organism model folder."),
+    arm: str = typer.Option("vsfa", help="vsfa | control | mirror | text"),
+    seed: int = typer.Option(0, help="Fine-tune seed (adapter init and data)."),
+    out: Path = typer.Option(..., help="Run folder (checkpoints/step-NNNNNN/, trajectory.jsonl)."),
+    steps: int | None = typer.Option(None),
+    lr: float | None = typer.Option(None),
+    mode: str = typer.Option("lora", help="lora | full (whole language model)."),
+    eval_every: int = typer.Option(50),
+    threads: int | None = typer.Option(None),
+) -> None:
+    """Fine-tune the organism on an arm with readouts every few steps (the organism's research loop)."""
+    import torch
+
+    from vsfa.organism.finetune import finetune
+
+    _quiet_transformers()
+    if threads:
+        torch.set_num_threads(threads)
+
+    def progress(rec: dict) -> None:
+        r = rec["readouts"]
+        typer.echo(
+            f"step {rec['step']}: P(refuse|harmful) {r['harmful']['p_refuse']['mean']:.3f} "
+            f"harmless {r['harmless']['p_refuse']['mean']:.3f} "
+            f"P(name threat) {r['p_name_small_threat']['mean']:.3f}"
+        )
+
+    finetune(base, arm, seed, out, steps=steps, lr=lr, mode=mode, eval_every=eval_every, progress=progress)
+    typer.echo(f"wrote {out}")
+
+
+@organism_app.command("eval")
+def organism_eval(
+    model: Path = typer.Option(..., help="Organism model folder."),
+    adapter: Path | None = typer.Option(None, help="peft adapter folder (a checkpoint)."),
+    out: Path | None = typer.Option(None, help="Also write the readouts as JSON here."),
+) -> None:
+    """Exact readouts: P(refuse) and refusal score per prompt set, P(name the small threat)."""
+    from vsfa.io import write_json_atomic
+    from vsfa.models.loading import load_vlm
+    from vsfa.organism.pretrain import read_world
+    from vsfa.organism.readouts import SETS, evaluate
+
+    _quiet_transformers()
+    spec = read_world(model)
+    result = evaluate(load_vlm(model, adapter=adapter), spec)
+    for name in SETS:
+        r = result[name]
+        p, s = r["p_refuse"], r["score"]
+        typer.echo(
+            f"{name:12s} P(refuse) {p['mean']:.3f} [{p['lo']:.3f}, {p['hi']:.3f}]  score {s['mean']:+.2f}  "
+            f"greedy {r['greedy']:.2f}  mass {r['mass']:.3f}  (n={p['n']})"
+        )
+    p = result["p_name_small_threat"]
+    typer.echo(f"P(name small threat) {p['mean']:.3f} [{p['lo']:.3f}, {p['hi']:.3f}]")
+    if out is not None:
+        write_json_atomic(out, result)
+
+
 # ---------------------------------------------------------------------------------------------- demo
 @app.command("demo")
 def demo(

@@ -1,0 +1,173 @@
+"""The training config: dataclasses read from TOML (``vsfa train --config run.toml``), with documented defaults.
+
+The paper's own hyper-parameters are not known (../shared/reference/paper.md §4); the defaults are the usual
+LoRA-SFT starting point it suggests: r=16, alpha=32, dropout 0.05 on the language model's attention and MLP
+projections, vision tower and projector frozen, lr 2e-4 with cosine decay and 3% warm-up, 2 epochs, batch 4.
+For a set of ~700 images x 3 questions, epochs and lr are the knobs most likely to matter: sweep them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from vsfa.config import from_dict, load_toml, to_dict
+from vsfa.errors import ConfigError
+
+
+@dataclass
+class ModelSection:
+    """The base VLM."""
+
+    base: str = ""  # model folder (required); its family must be in the registry
+    dtype: str = "auto"  # auto: bfloat16 on CUDA, float32 on CPU | float32 | bfloat16 | float16
+    attn_implementation: str = ""  # "" = transformers' default | sdpa | eager | flash_attention_2
+
+
+@dataclass
+class DataSection:
+    """The training data: a folder built by ``vsfa data build`` / ``vsfa data vlguard`` / ``subsets``."""
+
+    path: str = ""  # data folder (data.jsonl + manifest.json) (required)
+    train_on: str = "last"  # loss on the last assistant turn ("last") or every assistant turn ("all")
+
+
+@dataclass
+class LoraSection:
+    """LoRA on the language model (peft)."""
+
+    r: int = 16
+    alpha: int = 32
+    dropout: float = 0.05
+    target_regex: str = ""  # "" = the family registry's regex (language-model projections only)
+    train_projector: bool = (
+        False  # also train the vision-language projector (full weights, peft modules_to_save)
+    )
+    modules_to_save: list[str] = field(default_factory=list)  # extra fully-trained modules (names)
+
+
+@dataclass
+class OptimSection:
+    """Optimisation (passed to the HF Trainer)."""
+
+    epochs: float = 2.0
+    max_steps: int = 0  # > 0 overrides epochs
+    batch_size: int = 4  # per device
+    grad_accum: int = 1
+    lr: float = 2e-4
+    scheduler: str = "cosine"  # any transformers scheduler name: cosine | linear | constant | ...
+    warmup: float = 0.03  # < 1: share of the steps; >= 1: steps
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+    optim: str = "adamw_torch"
+    bf16: str = "auto"  # auto: on where CUDA supports bf16 | true | false
+    gradient_checkpointing: str = "auto"  # auto: on for CUDA | true | false
+    log_every: int = 1  # loss log interval in steps (scheduled checkpoint steps are always logged)
+
+
+@dataclass
+class CheckpointSection:
+    """Checkpoint schedule: log-spaced early steps + every N + final (persona directions move most early)."""
+
+    log_until: int = 64  # log-spaced steps 1, 2, 4, ... up to this step (0 = none)
+    log_base: float = 2.0
+    every: int = 100  # every N steps (0 = none)
+    final: bool = True
+    steps: list[int] = field(default_factory=list)  # extra explicit steps
+    keep_state: str = "last"  # optimizer/RNG state for resume: "last" (only the newest) | "all"
+
+
+@dataclass
+class RuntimeSection:
+    """Settings that do not change the result (not part of the run's identity)."""
+
+    device: str = "auto"  # auto: cuda if available, else cpu
+    progress: bool = True  # progress bar when on a terminal
+    dataloader_workers: int = 0
+
+
+@dataclass
+class TrainConfig:
+    """A training run (``vsfa train --config run.toml``); the resolved config is saved as RUN/config.toml."""
+
+    out: str = ""  # run folder (required)
+    arm: str = ""  # label stored in checkpoint manifests; "" = the data manifest's arm (vsfa/control/vlguard)
+    seed: int = 0
+    model: ModelSection = field(default_factory=ModelSection)
+    data: DataSection = field(default_factory=DataSection)
+    lora: LoraSection = field(default_factory=LoraSection)
+    train: OptimSection = field(default_factory=OptimSection)
+    checkpoints: CheckpointSection = field(default_factory=CheckpointSection)
+    runtime: RuntimeSection = field(default_factory=RuntimeSection)
+
+
+RUNTIME_ONLY = ("out", "runtime")  # top-level keys left out of a run's identity
+_TRISTATE = ("auto", "true", "false")
+
+
+def validate(cfg: TrainConfig, where: str = "config") -> TrainConfig:
+    """Check required fields and ranges; errors name the field."""
+    for key, value in (("out", cfg.out), ("model.base", cfg.model.base), ("data.path", cfg.data.path)):
+        if not str(value).strip():
+            raise ConfigError(f"{where}: {key} is required")
+    checks = [
+        ("lora.r", cfg.lora.r >= 1),
+        ("lora.alpha", cfg.lora.alpha > 0),
+        ("lora.dropout", 0.0 <= cfg.lora.dropout < 1.0),
+        ("train.epochs", cfg.train.epochs > 0 or cfg.train.max_steps > 0),
+        ("train.max_steps", cfg.train.max_steps >= 0),
+        ("train.batch_size", cfg.train.batch_size >= 1),
+        ("train.grad_accum", cfg.train.grad_accum >= 1),
+        ("train.lr", cfg.train.lr > 0),
+        ("train.warmup", cfg.train.warmup >= 0),
+        ("train.log_every", cfg.train.log_every >= 1),
+        ("train.bf16", cfg.train.bf16 in _TRISTATE),
+        ("train.gradient_checkpointing", cfg.train.gradient_checkpointing in _TRISTATE),
+        ("data.train_on", cfg.data.train_on in ("last", "all")),
+        ("checkpoints.log_until", cfg.checkpoints.log_until >= 0),
+        ("checkpoints.log_base", cfg.checkpoints.log_base > 1),
+        ("checkpoints.every", cfg.checkpoints.every >= 0),
+        ("checkpoints.steps", all(s >= 1 for s in cfg.checkpoints.steps)),
+        ("checkpoints.keep_state", cfg.checkpoints.keep_state in ("last", "all")),
+        ("runtime.dataloader_workers", cfg.runtime.dataloader_workers >= 0),
+    ]
+    for key, ok in checks:
+        if not ok:
+            section, name = key.split(".")
+            raise ConfigError(f"{where}: invalid value for {key}: {getattr(getattr(cfg, section), name)!r}")
+    return cfg
+
+
+def parse_overrides(pairs: list[str]) -> dict[str, Any]:
+    """``["train.lr=1e-4", "out=runs/x"]`` -> dotted overrides with TOML-typed values (bare words as strings)."""
+    import tomllib
+
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        if "=" not in pair:
+            raise ConfigError(f"override {pair!r}: expected KEY=VALUE (e.g. train.lr=1e-4)")
+        key, raw = (s.strip() for s in pair.split("=", 1))
+        try:
+            value = tomllib.loads(f"v = {raw}")["v"]
+        except tomllib.TOMLDecodeError:
+            value = raw
+        out[key] = value
+    return out
+
+
+def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> TrainConfig:
+    """Read a run TOML, apply dotted overrides, validate. Unknown keys are errors naming file and key."""
+    cfg = load_toml(TrainConfig, path, overrides)
+    return validate(cfg, where=str(path))
+
+
+def config_from_dict(data: dict[str, Any], where: str = "config") -> TrainConfig:
+    """Build and validate a TrainConfig from a dict (notebooks, tests)."""
+    return validate(from_dict(TrainConfig, data, where), where)
+
+
+def identity(cfg: TrainConfig) -> dict[str, Any]:
+    """The part of the resolved config that determines the result (everything but out and runtime)."""
+    d = to_dict(cfg)
+    return {k: v for k, v in d.items() if k not in RUNTIME_ONLY}

@@ -1,0 +1,454 @@
+"""LoRA SFT with the HF Trainer: checkpoint schedule, plain peft checkpoints with manifests, exact resume.
+
+Run folder::
+
+    RUN/config.toml            resolved config (written before training)
+    RUN/identity.json          what makes this run this run: config (minus out/runtime), data hash, base fingerprint
+    RUN/loss.jsonl             one row per logged step: step, loss, learning_rate, grad_norm, epoch, seconds
+    RUN/checkpoints/step-NNNNNN/   plain peft adapter (adapter_config.json, adapter_model.safetensors)
+                                   + manifest.json, written last (a folder without it is incomplete)
+    RUN/state/checkpoint-N/    the Trainer's resume state (optimizer, scheduler, RNG, data position)
+    RUN/manifest.json          written when the run is complete
+
+Rerunning the same command after a crash resumes from the newest checkpoint that has both its manifest and its
+Trainer state; the Trainer restores optimizer, scheduler, RNG and data order, so the result equals an
+uninterrupted run. A folder holding a different run (other config, data or base model) is refused.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from vsfa.config import to_dict, to_toml
+from vsfa.errors import ArtifactError, ConfigError
+from vsfa.io import MANIFEST as MANIFEST_NAME
+from vsfa.io import (
+    atomic_dir,
+    dumps,
+    is_complete,
+    read_manifest,
+    write_json_atomic,
+    write_manifest,
+    write_text_atomic,
+)
+from vsfa.training.collate import EncodedDataset, PaddingCollator, encode_records
+from vsfa.training.config import TrainConfig, identity
+from vsfa.training.schedule import checkpoint_steps, total_steps
+
+CHECKPOINTS = "checkpoints"
+STATE = "state"
+LOSS_LOG = "loss.jsonl"
+IDENTITY = "identity.json"
+_STEP_RE = re.compile(r"^step-(\d{6})$")
+_STATE_RE = re.compile(r"^checkpoint-(\d+)$")
+ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
+
+
+def step_dir(run_dir: str | Path, step: int) -> Path:
+    """``RUN/checkpoints/step-NNNNNN``."""
+    return Path(run_dir) / CHECKPOINTS / f"step-{step:06d}"
+
+
+def list_checkpoints(run_dir: str | Path) -> list[tuple[int, Path]]:
+    """Complete checkpoints of a run (those with a manifest), sorted by step. Step 0 (the base) is not listed."""
+    root = Path(run_dir) / CHECKPOINTS
+    if not root.is_dir():
+        return []
+    out = []
+    for p in root.iterdir():
+        m = _STEP_RE.match(p.name)
+        if m and p.is_dir() and is_complete(p):
+            out.append((int(m.group(1)), p))
+    return sorted(out)
+
+
+def _is_main() -> bool:
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def _world_size() -> int:
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def resolve_device(device: str) -> str:
+    """``auto`` -> ``cuda:<LOCAL_RANK>`` when CUDA is available, else ``cpu``."""
+    if device == "auto":
+        return f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"runtime.device is {device!r} but no CUDA device is available")
+    return device
+
+
+def _tristate(value: str, auto: bool) -> bool:
+    return auto if value == "auto" else value == "true"
+
+
+def _first_difference(a: Any, b: Any, prefix: str = "") -> str:
+    if isinstance(a, dict) and isinstance(b, dict):
+        for k in sorted(set(a) | set(b)):
+            if a.get(k) != b.get(k):
+                return _first_difference(a.get(k), b.get(k), f"{prefix}{k}.")
+    return f"{prefix.rstrip('.')}: {a!r} here vs {b!r} in the folder"
+
+
+# ------------------------------------------------------------------------------------------ run folder
+@dataclass
+class RunState:
+    """What is on disk before training: resume step (0 = fresh) and whether the run is already complete."""
+
+    resume_step: int
+    resume_state: Path | None
+    complete: bool
+
+
+def prepare_run_dir(run_dir: Path, ident: dict[str, Any]) -> RunState:
+    """Check the folder holds this run (or nothing), clean incomplete leftovers, find the resume point."""
+    if run_dir.exists() and not run_dir.is_dir():
+        raise ArtifactError(f"{run_dir}: output path exists and is not a folder")
+    if run_dir.is_dir() and any(run_dir.iterdir()):
+        ident_file = run_dir / IDENTITY
+        if not ident_file.is_file():
+            raise ArtifactError(
+                f"{run_dir}: output folder holds other files (not a vsfa run); choose another out"
+            )
+        theirs = json.loads(ident_file.read_text())
+        ours = json.loads(dumps(ident))
+        if theirs != ours:
+            raise ArtifactError(
+                f"{run_dir}: output folder holds a different run ({_first_difference(ours, theirs)}); "
+                "choose another out or delete the folder"
+            )
+        if is_complete(run_dir):
+            return RunState(0, None, True)
+    done = {s for s, _ in list_checkpoints(run_dir)}
+    states = {}
+    state_root = run_dir / STATE
+    if state_root.is_dir():
+        for p in state_root.iterdir():
+            m = _STATE_RE.match(p.name)
+            if m and p.is_dir():
+                states[int(m.group(1))] = p
+    resumable = sorted(done & set(states))
+    resume = resumable[-1] if resumable else 0
+    if _is_main():  # leftovers of an interrupted run: temp folders, incomplete or newer checkpoints and state
+        ck_root = run_dir / CHECKPOINTS
+        for p in ck_root.iterdir() if ck_root.is_dir() else []:
+            m = _STEP_RE.match(p.name)
+            if m is None or not is_complete(p) or int(m.group(1)) > resume:
+                shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+        for p in state_root.iterdir() if state_root.is_dir() else []:
+            m = _STATE_RE.match(p.name)
+            if m is None or int(m.group(1)) > resume:
+                shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+        (run_dir / MANIFEST_NAME).unlink(missing_ok=True)
+        _truncate_loss_log(run_dir / LOSS_LOG, resume)
+    return RunState(resume, states.get(resume), False)
+
+
+def _truncate_loss_log(path: Path, step: int) -> None:
+    if not path.is_file():
+        return
+    keep = []
+    for line in path.read_text().splitlines():
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # a line cut by a kill
+        if row.get("step", 0) <= step:
+            keep.append(line + "\n")
+    write_text_atomic(path, "".join(keep))
+
+
+# ------------------------------------------------------------------------------------------ callbacks
+def _callbacks(run_dir: Path, schedule: set[int], meta: dict[str, Any], keep_state: str, quiet: bool):
+    from transformers import TrainerCallback
+
+    class ScheduleCallback(TrainerCallback):
+        """Save (and log) exactly at the scheduled steps."""
+
+        def on_step_end(self, args, state, control, **kw):
+            control.should_save = state.global_step in schedule
+            if state.global_step in schedule:
+                control.should_log = True
+            return control
+
+    class LossLogCallback(TrainerCallback):
+        """Append each logged step to RUN/loss.jsonl; remember the loss per step for checkpoint manifests."""
+
+        def __init__(self):
+            self.loss_at: dict[int, float] = {}
+            self.t0 = time.perf_counter()
+
+        def on_log(self, args, state, control, logs=None, **kw):
+            if not logs or "loss" not in logs or not state.is_world_process_zero:
+                return
+            row = {
+                "step": state.global_step,
+                "loss": float(logs["loss"]),
+                "learning_rate": float(logs.get("learning_rate", 0.0)),
+                "grad_norm": float(logs["grad_norm"]) if logs.get("grad_norm") is not None else None,
+                "epoch": float(state.epoch or 0.0),
+                "seconds": round(time.perf_counter() - self.t0, 3),
+            }
+            self.loss_at[state.global_step] = row["loss"]
+            with open(run_dir / LOSS_LOG, "a") as f:
+                f.write(dumps(row, indent=None) + "\n")
+
+    loss_log = LossLogCallback()
+
+    class CheckpointCallback(TrainerCallback):
+        """After the Trainer saved its state, publish the plain peft checkpoint (manifest last)."""
+
+        def on_save(self, args, state, control, **kw):
+            step = state.global_step
+            if not state.is_world_process_zero:
+                return
+            src = Path(args.output_dir) / f"checkpoint-{step}"
+            with atomic_dir(step_dir(run_dir, step)) as tmp:
+                for name in ADAPTER_FILES:
+                    shutil.copy2(src / name, tmp / name)
+                write_manifest(tmp, {**meta, "step": step, "loss": loss_log.loss_at.get(step)})
+            if keep_state == "last":
+                for p in Path(args.output_dir).iterdir():
+                    m = _STATE_RE.match(p.name)
+                    if m and int(m.group(1)) < step:
+                        shutil.rmtree(p, ignore_errors=True)
+            if quiet is False and not sys.stderr.isatty():
+                loss = loss_log.loss_at.get(step)
+                print(
+                    f"step {step}/{state.max_steps} loss {loss if loss is None else f'{loss:.4f}'} -> "
+                    f"{step_dir(run_dir, step)}",
+                    file=sys.stderr,
+                )
+
+    return [ScheduleCallback(), loss_log, CheckpointCallback()], loss_log
+
+
+# ------------------------------------------------------------------------------------------ model
+def attach_lora(vlm, cfg: TrainConfig):
+    """Wrap the HF model with peft LoRA on the registry's language-model regex; everything else frozen."""
+    from peft import LoraConfig, get_peft_model
+
+    family = vlm.family
+    modules_to_save = list(cfg.lora.modules_to_save)
+    if cfg.lora.train_projector:
+        projector = getattr(family, "projector_path", None)
+        if not projector:
+            raise ConfigError(
+                f"lora.train_projector: the registry has no projector path for family {family.name!r}; "
+                "name the module in lora.modules_to_save instead"
+            )
+        modules_to_save.append(projector)
+    target = cfg.lora.target_regex or family.lora_target_regex
+    lora = LoraConfig(
+        r=cfg.lora.r,
+        lora_alpha=cfg.lora.alpha,
+        lora_dropout=cfg.lora.dropout,
+        target_modules=target,
+        modules_to_save=modules_to_save or None,
+        bias="none",
+    )
+    model = vlm.hf_model
+    model.config.use_cache = False
+    try:
+        peft_model = get_peft_model(model, lora)
+    except ValueError as e:
+        raise ConfigError(f"lora.target_regex {target!r}: {str(e).splitlines()[0]}") from None
+    return peft_model
+
+
+# ------------------------------------------------------------------------------------------ train
+@dataclass
+class TrainResult:
+    """Outcome of ``train``: run folder, steps, checkpoints, and whether it resumed or was already complete."""
+
+    run_dir: Path
+    total_steps: int
+    checkpoints: list[tuple[int, Path]]
+    resumed_from: int
+    already_complete: bool
+    final_loss: float | None
+    seconds: float
+
+
+def train(
+    cfg: TrainConfig,
+    quiet: bool = False,
+    vlm=None,
+    data=None,
+    base_fingerprint: str | None = None,
+    extra_callbacks: Sequence[Any] = (),
+) -> TrainResult:
+    """Run (or resume, or skip if complete) one LoRA training run described by ``cfg``.
+
+    ``vlm``/``data``/``base_fingerprint`` let callers inject an in-memory model and data set (the GPU check);
+    otherwise they are loaded from ``cfg.model.base`` and ``cfg.data.path``. All input checks happen before the
+    run folder is touched.
+    """
+    from vsfa.data.dataset import load_data
+    from vsfa.io import model_fingerprint
+    from vsfa.models.loading import load_vlm, read_family
+
+    t_start = time.perf_counter()
+    run_dir = Path(cfg.out)
+    device = resolve_device(cfg.runtime.device)
+    on_cuda = device.startswith("cuda")
+    if data is None:
+        data = load_data(cfg.data.path)
+    if vlm is None:
+        read_family(cfg.model.base)  # unknown family: one clear error before anything else
+        base_fingerprint = model_fingerprint(cfg.model.base)
+    ident = {
+        "config": identity(cfg),
+        "data_hash": data.data_hash,
+        "base_model_fingerprint": base_fingerprint,
+    }
+    run_state = prepare_run_dir(run_dir, ident)
+    if run_state.complete:
+        man = read_manifest(run_dir)
+        return TrainResult(
+            run_dir, man["total_steps"], list_checkpoints(run_dir), 0, True, man.get("final_loss"), 0.0
+        )
+
+    bf16 = _tristate(cfg.train.bf16, on_cuda and torch.cuda.is_bf16_supported())
+    grad_ckpt = _tristate(cfg.train.gradient_checkpointing, on_cuda)
+    if vlm is None:
+        dtype = cfg.model.dtype if cfg.model.dtype != "auto" else ("bfloat16" if bf16 else "float32")
+        vlm = load_vlm(
+            cfg.model.base,
+            dtype=dtype,
+            device=device,
+            attn_implementation=cfg.model.attn_implementation or None,
+        )
+    items = encode_records(vlm, data.conversations, data.images, cfg.data.train_on)
+    world = _world_size()
+    steps = total_steps(
+        len(items), cfg.train.batch_size, cfg.train.grad_accum, world, cfg.train.epochs, cfg.train.max_steps
+    )
+    schedule = checkpoint_steps(steps, cfg.checkpoints)
+
+    from transformers import PrinterCallback, ProgressCallback, Trainer, TrainingArguments, set_seed
+
+    set_seed(cfg.seed)
+    model = attach_lora(vlm, cfg)
+    meta = {
+        "kind": "vsfa-checkpoint",
+        "data_hash": data.data_hash,
+        "data": str(cfg.data.path),
+        "base_model": str(cfg.model.base),
+        "base_model_fingerprint": base_fingerprint,
+        "family": vlm.family.name,
+        "seed": cfg.seed,
+        "config": to_dict(cfg),
+        "arm": cfg.arm or data.manifest.get("arm", ""),
+        "variant": data.manifest.get("variant", ""),
+        "labelled": bool(data.manifest.get("labelled", False)),
+        "total_steps": steps,
+    }
+    if _is_main():
+        run_dir.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(run_dir / IDENTITY, ident)
+        write_text_atomic(run_dir / "config.toml", to_toml(to_dict(cfg)))
+    show_bar = cfg.runtime.progress and not quiet and sys.stderr.isatty()
+    args = TrainingArguments(
+        output_dir=str(run_dir / STATE),
+        per_device_train_batch_size=cfg.train.batch_size,
+        gradient_accumulation_steps=cfg.train.grad_accum,
+        learning_rate=cfg.train.lr,
+        lr_scheduler_type=cfg.train.scheduler,
+        warmup_steps=cfg.train.warmup,
+        weight_decay=cfg.train.weight_decay,
+        max_grad_norm=cfg.train.max_grad_norm,
+        optim=cfg.train.optim,
+        max_steps=steps,
+        logging_strategy="steps",
+        logging_steps=cfg.train.log_every,
+        save_strategy="steps",
+        save_steps=steps + 1,  # the schedule callback decides
+        save_total_limit=None,
+        seed=cfg.seed,
+        data_seed=cfg.seed,
+        bf16=bf16,
+        activation_checkpointing=grad_ckpt,
+        activation_checkpointing_kwargs={"use_reentrant": False} if grad_ckpt else None,
+        report_to="none",
+        disable_tqdm=not show_bar,
+        remove_unused_columns=False,
+        label_names=["labels"],
+        dataloader_num_workers=cfg.runtime.dataloader_workers,
+        use_cpu=not on_cuda,
+    )
+    callbacks, loss_log = _callbacks(run_dir, set(schedule), meta, cfg.checkpoints.keep_state, quiet)
+    trainer = Trainer(
+        model=model,
+        args=args,
+        train_dataset=EncodedDataset(items),
+        data_collator=PaddingCollator(vlm.tokenizer.pad_token_id),
+        callbacks=[*callbacks, *extra_callbacks],
+    )
+    trainer.remove_callback(PrinterCallback)
+    if not show_bar:
+        trainer.remove_callback(ProgressCallback)
+    if not quiet and not show_bar and _is_main():
+        start = f"resuming at step {run_state.resume_step}" if run_state.resume_step else "starting"
+        print(
+            f"{start}: {len(items)} records, {steps} steps, checkpoints at {schedule}",
+            file=sys.stderr,
+            flush=True,
+        )
+    trainer.train(resume_from_checkpoint=str(run_state.resume_state) if run_state.resume_state else None)
+
+    ckpts = list_checkpoints(run_dir)
+    losses = _read_losses(run_dir / LOSS_LOG)
+    seconds = time.perf_counter() - t_start
+    if _is_main():
+        write_manifest(
+            run_dir,
+            {
+                **{k: v for k, v in meta.items() if k != "kind"},
+                "kind": "vsfa-run",
+                "n_records": len(items),
+                "schedule": schedule,
+                "checkpoints": [f"{CHECKPOINTS}/{p.name}" for _, p in ckpts],
+                "final_loss": losses[-1]["loss"] if losses else None,
+                "first_loss": losses[0]["loss"] if losses else None,
+                "resumed_from": run_state.resume_step,
+                "max_seq_len": max(int(it["input_ids"].shape[0]) for it in items),
+                "device": device,
+                "bf16": bf16,
+                "gradient_checkpointing": grad_ckpt,
+                "versions": _versions(),
+            },
+        )
+    return TrainResult(
+        run_dir, steps, ckpts, run_state.resume_step, False, losses[-1]["loss"] if losses else None, seconds
+    )
+
+
+def _read_losses(path: Path) -> list[dict]:
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def read_loss_log(run_dir: str | Path) -> list[dict]:
+    """Rows of RUN/loss.jsonl (step, loss, learning_rate, grad_norm, epoch, seconds)."""
+    return _read_losses(Path(run_dir) / LOSS_LOG)
+
+
+def _versions() -> dict[str, str]:
+    import peft
+    import transformers
+
+    return {"torch": torch.__version__, "transformers": transformers.__version__, "peft": peft.__version__}
