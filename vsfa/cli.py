@@ -677,17 +677,15 @@ def organism_build(
     set_: list[str] = typer.Option([], "--set", help="Override a world key, e.g. --set documents.prior=0.3."),
     precision: str = typer.Option("fp32", help="fp32 | bf16 (autocast)."),
     device: str = typer.Option("cpu"),
-    threads: int | None = typer.Option(None, help="torch CPU threads (default: torch's choice)."),
+    threads: int | None = typer.Option(
+        None, help="torch CPU threads (default: torch's choice; 1 on a busy machine)."
+    ),
     quiet: bool = typer.Option(False, help="No progress output."),
 ) -> None:
     """Pretrain the organism from a seed and save it as a normal model folder."""
-    import torch
-
     from vsfa.organism.pretrain import pretrain
 
     _quiet_transformers()
-    if threads:
-        torch.set_num_threads(threads)
     if steps is not None:
         set_ = [*set_, f"pretrain.steps={steps}"]
     spec = _organism_world(world, set_)
@@ -696,7 +694,7 @@ def organism_build(
         if not quiet:
             typer.echo(f"step {rec['step']}: loss {rec['loss_ema']:.4f} ({rec['elapsed_s']:.0f} s)")
 
-    folder = pretrain(spec, seed, out, device=device, precision=precision, progress=progress)
+    folder = pretrain(spec, seed, out, device=device, precision=precision, progress=progress, threads=threads)
     typer.echo(f"wrote {folder}")
 
 
@@ -729,13 +727,9 @@ def organism_finetune(
     threads: int | None = typer.Option(None),
 ) -> None:
     """Fine-tune the organism on an arm with readouts every few steps (the organism's research loop)."""
-    import torch
-
     from vsfa.organism.finetune import finetune
 
     _quiet_transformers()
-    if threads:
-        torch.set_num_threads(threads)
 
     def progress(rec: dict) -> None:
         r = rec["readouts"]
@@ -745,7 +739,18 @@ def organism_finetune(
             f"P(name threat) {r['p_name_small_threat']['mean']:.3f}"
         )
 
-    finetune(base, arm, seed, out, steps=steps, lr=lr, mode=mode, eval_every=eval_every, progress=progress)
+    finetune(
+        base,
+        arm,
+        seed,
+        out,
+        steps=steps,
+        lr=lr,
+        mode=mode,
+        eval_every=eval_every,
+        progress=progress,
+        threads=threads,
+    )
     typer.echo(f"wrote {out}")
 
 

@@ -1,0 +1,166 @@
+"""Pretrain the organism from scratch on documents of its world, and save it as a normal model folder.
+
+The folder holds ``config.json`` + weights (a stock ``LlavaForConditionalGeneration``), the processor files,
+``organism_world.json`` (the exact specification it was trained on), ``pretrain_log.jsonl`` and, written last,
+``manifest.json`` (seed, steps, loss, world digest, wall time, readouts of the finished model).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import random
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from vsfa.errors import ArtifactError, ConfigError
+from vsfa.io import atomic_dir, dumps, write_manifest
+from vsfa.organism.documents import sample_document
+from vsfa.organism.model import Codec, lm_loss, new_model
+from vsfa.organism.world import WorldSpec
+
+WORLD_FILE = "organism_world.json"
+LOG_FILE = "pretrain_log.jsonl"
+
+Progress = Callable[[dict[str, Any]], None]
+
+
+def lr_at(step: int, spec: WorldSpec) -> float:
+    """Linear warm-up over ``warmup`` steps, then cosine decay to ``min_lr_ratio`` x lr at the last step."""
+    p = spec.pretrain
+    if step < p.warmup:
+        return p.lr * (step + 1) / p.warmup
+    t = (step - p.warmup) / max(1, p.steps - p.warmup)
+    return p.lr * (p.min_lr_ratio + (1 - p.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, t))))
+
+
+@contextlib.contextmanager
+def torch_threads(n: int | None):
+    """Use ``n`` torch CPU threads inside the block (``None``: leave the setting alone)."""
+    before = torch.get_num_threads()
+    if n:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def autocast(device: str, precision: str):
+    """bf16 autocast context (or a no-op for ``fp32``)."""
+    if precision not in ("fp32", "bf16"):
+        raise ConfigError(f"precision must be fp32 or bf16, not {precision!r}")
+    kind = "cuda" if str(device).startswith("cuda") else "cpu"
+    return torch.autocast(kind, dtype=torch.bfloat16, enabled=precision == "bf16")
+
+
+def pretrain(
+    spec: WorldSpec,
+    seed: int,
+    out: str | Path,
+    device: str = "cpu",
+    precision: str = "fp32",
+    progress: Progress | None = None,
+    readouts: bool = True,
+    threads: int | None = None,
+) -> Path:
+    """Pretrain an organism for ``spec.pretrain.steps`` steps and save it to ``out`` (atomically).
+
+    Documents are generated on the fly from ``random.Random(seed)``; the weights are initialised from
+    ``torch.manual_seed(seed)``. ``progress`` receives each log record (step, loss, lr, elapsed seconds).
+    ``threads`` sets torch's CPU threads for the run (1 is fastest for this model size on a busy machine).
+    """
+    with torch_threads(threads):
+        return _pretrain(spec, seed, Path(out), device, precision, progress, readouts)
+
+
+def _pretrain(spec, seed, out, device, precision, progress, readouts) -> Path:
+    if out.exists() and not (out / "manifest.json").is_file() and any(out.iterdir()):
+        raise ArtifactError(f"{out}: folder exists and is not a finished organism; remove it or pick another")
+    p = spec.pretrain
+    model, processor = new_model(spec, seed)
+    model.to(device).train()
+    codec = Codec(spec, processor.tokenizer)
+    decay = [q for n, q in model.named_parameters() if q.ndim >= 2]
+    no_decay = [q for n, q in model.named_parameters() if q.ndim < 2]
+    opt = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": p.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=p.lr,
+        betas=tuple(p.betas),
+    )
+    rng = random.Random(f"organism-data:{seed}")
+    log: list[dict[str, Any]] = []
+    t0 = time.time()
+    running = None
+    for step in range(p.steps):
+        for group in opt.param_groups:
+            group["lr"] = lr_at(step, spec)
+        docs = [sample_document(spec, rng) for _ in range(p.batch_size)]
+        batch = codec.batch(docs)
+        inputs = {k: v.to(device) for k, v in batch.inputs().items()}
+        with autocast(device, precision):
+            logits = model(**inputs).logits
+        loss = lm_loss(logits, batch.labels.to(device))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), p.grad_clip)
+        opt.step()
+        value = float(loss.detach())
+        running = value if running is None else 0.9 * running + 0.1 * value
+        if (step + 1) % p.log_every == 0 or step + 1 == p.steps:
+            rec = {
+                "step": step + 1,
+                "loss": round(value, 5),
+                "loss_ema": round(running, 5),
+                "lr": lr_at(step, spec),
+                "elapsed_s": round(time.time() - t0, 1),
+            }
+            log.append(rec)
+            if progress:
+                progress(rec)
+    wall = time.time() - t0
+    model.eval()
+    with atomic_dir(out) as tmp:
+        model.save_pretrained(tmp)
+        processor.save_pretrained(tmp)
+        (tmp / WORLD_FILE).write_text(dumps(spec.to_dict()) + "\n")
+        (tmp / LOG_FILE).write_text("".join(json.dumps(r) + "\n" for r in log))
+        summary: dict[str, Any] = {}
+        if readouts:
+            from vsfa.models.loading import load_vlm
+            from vsfa.organism.readouts import base_summary
+
+            summary = base_summary(load_vlm(tmp), spec)
+        write_manifest(
+            tmp,
+            {
+                "kind": "vsfa-organism",
+                "seed": seed,
+                "steps": p.steps,
+                "batch_size": p.batch_size,
+                "precision": precision,
+                "final_loss": log[-1]["loss_ema"] if log else None,
+                "world": spec.name,
+                "world_digest": spec.digest(),
+                "wall_s": round(wall, 1),
+                "device": device,
+                "torch_threads": torch.get_num_threads(),
+                "readouts": summary,
+            },
+        )
+    return out
+
+
+def read_world(folder: str | Path) -> WorldSpec:
+    """The world specification an organism folder was trained on."""
+    from vsfa.organism.world import load_world
+
+    path = Path(folder) / WORLD_FILE
+    if not path.is_file():
+        raise ArtifactError(f"{folder}: no {WORLD_FILE} (not an organism model folder)")
+    return load_world(path)
