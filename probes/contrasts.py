@@ -25,8 +25,10 @@ passed wherever a set name is accepted):
     procedural image to every item. A user file may use any two labels; the positive class is ``harmful`` when
     present, else the label of the first line.
 ``visual_threat``
-    Threat vs neutral images (procedural by default, or two user folders) under the same neutral image
-    questions (``image_questions`` in ``neutral_questions.json``); grouped by question, paired by scene seed.
+    Threat vs neutral images (procedural by default) under the same neutral image questions
+    (``image_questions`` in ``neutral_questions.json``); grouped by question, paired by scene index. User images:
+    a ``.json`` file ``{"threat_dir": "...", "neutral_dir": "...", "questions": optional}`` (folders relative
+    to the file; every .png/.jpg/.jpeg/.webp/.bmp inside is used).
 ``neutral`` / ``neutral_image``
     One-class evaluation sets: the neutral questions with no system prompt (optionally with a neutral image).
     Used to measure where a model sits along a direction, never to derive one.
@@ -365,7 +367,7 @@ def visual_threat_set(
     Procedural by default (``n_images`` scenes per class; scene ``s`` of both kinds shares its layout), or two
     user folders of images (``threat_dir``, ``neutral_dir``; both or neither).
     """
-    qs = load_questions(questions, key="image_questions") if not isinstance(questions, list) else questions
+    qs = load_questions(questions, key="image_questions")
     if max_questions is not None:
         qs = _balanced_head(qs, max_questions)
     if (threat_dir is None) != (neutral_dir is None):
@@ -432,6 +434,28 @@ def neutral_set(with_image: bool = False, questions: str | Path | list | None = 
     return ContrastSet(name, "neutral", None, items, images, source=f"neutral_questions.json[{key}]")
 
 
+def _visual_from_file(path: Path, data: dict, max_questions: int | None) -> ContrastSet:
+    """A visual-threat spec file: ``{"threat_dir": ..., "neutral_dir": ..., "questions": optional}``."""
+    unknown = sorted(set(data) - {"threat_dir", "neutral_dir", "questions", "name"})
+    if unknown:
+        raise DataError(
+            f"{path}: unknown field {unknown[0]!r} (known: threat_dir, neutral_dir, questions, name)"
+        )
+
+    def rel(key: str) -> Path:
+        p = Path(_need(data, key, str(path)))
+        return p if p.is_absolute() else path.parent / p
+
+    cset = visual_threat_set(
+        questions=data.get("questions"),
+        threat_dir=rel("threat_dir"),
+        neutral_dir=rel("neutral_dir"),
+        max_questions=max_questions,
+    )
+    cset.name = data.get("name") or path.stem
+    return cset
+
+
 def _check_unique(items: Sequence[PromptItem], where: str) -> None:
     seen: set[str] = set()
     for it in items:
@@ -456,6 +480,9 @@ def load_set(spec: str | Path, max_questions: int | None = None) -> ContrastSet:
     if path.suffix == ".jsonl" and path.is_file():
         return requests_set(path, name=path.stem)
     if path.suffix == ".json" and path.is_file():
+        data = _read_json(path)
+        if isinstance(data, dict) and "threat_dir" in data:
+            return _visual_from_file(path, data, max_questions)
         return persona_set(path, max_questions=max_questions)
     raise DataError(
         f"unknown contrast set {name!r}: not a file; shipped sets are {', '.join(SHIPPED_SETS)} "

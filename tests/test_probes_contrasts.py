@@ -96,3 +96,23 @@ def test_user_files_and_empty_class(tmp_path):
         load_set(str(bad))
     with pytest.raises(DataError, match="unknown contrast set"):
         load_set("no_such_set")
+
+
+def test_visual_threat_from_user_folders(tmp_path):
+    from PIL import Image
+
+    for kind, colour in (("threat", "red"), ("calm", "green")):
+        (tmp_path / kind).mkdir()
+        for i in range(2):
+            Image.new("RGB", (20 + i, 20), colour).save(tmp_path / kind / f"{i}.png")
+    spec = tmp_path / "mine.json"
+    spec.write_text(json.dumps({"threat_dir": "threat", "neutral_dir": "calm"}))
+    cset = load_set(str(spec), max_questions=3)
+    assert cset.name == "mine" and cset.counts() == {"threat": 6, "neutral": 6}
+    assert {cset.images[it.image_ids[0]].getpixel((0, 0)) for it in cset.items if it.label == "threat"} == {
+        (255, 0, 0)
+    }
+    for f in (tmp_path / "calm").iterdir():
+        f.unlink()
+    with pytest.raises(DataError, match="class 'neutral' is empty"):
+        load_set(str(spec)).check_classes()
