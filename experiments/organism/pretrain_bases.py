@@ -26,6 +26,7 @@ def main() -> None:
     ap.add_argument("--set", action="append", default=[], help="world override key=json-value")
     ap.add_argument("--threads", type=int, default=int(os.environ.get("ORGANISM_THREADS", "1")))
     ap.add_argument("--precision", default="bf16")
+    ap.add_argument("--snapshots", nargs="*", type=int, default=[])
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     from transformers.utils import logging as hf_logging
@@ -43,7 +44,7 @@ def main() -> None:
     folder = ROOT / args.recipe
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "recipe.json").write_text(
-        json.dumps({"overrides": overrides, "precision": args.precision}) + "\n"
+        json.dumps({"overrides": overrides, "precision": args.precision, "snapshots": args.snapshots}) + "\n"
     )
     for seed in args.seeds:
         out = folder / f"seed-{seed}"
@@ -57,7 +58,7 @@ def main() -> None:
                 log.write(json.dumps(rec) + "\n")
 
         t = time.time()
-        pretrain(spec, seed, out, precision=args.precision, progress=progress)
+        pretrain(spec, seed, out, precision=args.precision, progress=progress, snapshots=args.snapshots)
         m = json.loads((out / "manifest.json").read_text())
         r = m["readouts"]
         line = {

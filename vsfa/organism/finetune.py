@@ -154,7 +154,7 @@ def _finetune(base, arm, seed, out, steps, lr, mode, eval_every, eval_sets, prec
     def checkpoint(step: int) -> None:
         model.eval()
         rec = {"step": step, "loss": loss_value, "elapsed_s": round(time.time() - t0, 1)}
-        rec["readouts"] = evaluate(vlm, spec, sets=eval_sets)
+        rec["readouts"] = evaluate(vlm, spec, sets=eval_sets, items=True)
         trajectory.append(rec)
         if progress:
             progress(rec)

@@ -12,7 +12,7 @@ import json
 import math
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -68,18 +68,38 @@ def pretrain(
     progress: Progress | None = None,
     readouts: bool = True,
     threads: int | None = None,
+    snapshots: Sequence[int] = (),
 ) -> Path:
     """Pretrain an organism for ``spec.pretrain.steps`` steps and save it to ``out`` (atomically).
 
     Documents are generated on the fly from ``random.Random(seed)``; the weights are initialised from
     ``torch.manual_seed(seed)``. ``progress`` receives each log record (step, loss, lr, elapsed seconds).
     ``threads`` sets torch's CPU threads for the run (1 is fastest for this model size on a busy machine).
+    ``snapshots`` lists steps at which the model is also saved, as a complete folder ``<out>-stepNNNNNN``
+    (same files; the learning-rate schedule is the full run's, so a snapshot is not a shorter run).
     """
     with torch_threads(threads):
-        return _pretrain(spec, seed, Path(out), device, precision, progress, readouts)
+        return _pretrain(spec, seed, Path(out), device, precision, progress, readouts, set(snapshots))
 
 
-def _pretrain(spec, seed, out, device, precision, progress, readouts) -> Path:
+def _save(folder, model, processor, spec, log, readouts, info) -> None:
+    model.eval()
+    with atomic_dir(folder) as tmp:
+        model.save_pretrained(tmp)
+        processor.save_pretrained(tmp)
+        (tmp / WORLD_FILE).write_text(dumps(spec.to_dict()) + "\n")
+        (tmp / LOG_FILE).write_text("".join(json.dumps(r) + "\n" for r in log))
+        summary: dict[str, Any] = {}
+        if readouts:
+            from vsfa.models.loading import load_vlm
+            from vsfa.organism.readouts import base_summary
+
+            summary = base_summary(load_vlm(tmp), spec)
+        write_manifest(tmp, {**info, "readouts": summary})
+    model.train()
+
+
+def _pretrain(spec, seed, out, device, precision, progress, readouts, snapshots) -> Path:
     if out.exists() and not (out / "manifest.json").is_file() and any(out.iterdir()):
         raise ArtifactError(f"{out}: folder exists and is not a finished organism; remove it or pick another")
     p = spec.pretrain
@@ -97,11 +117,30 @@ def _pretrain(spec, seed, out, device, precision, progress, readouts) -> Path:
     log: list[dict[str, Any]] = []
     t0 = time.time()
     running = None
+    queue: list[list] = []
+
+    def info(steps_done: int, wall: float) -> dict[str, Any]:
+        return {
+            "kind": "vsfa-organism",
+            "seed": seed,
+            "steps": steps_done,
+            "schedule_steps": p.steps,
+            "batch_size": p.batch_size,
+            "precision": precision,
+            "final_loss": log[-1]["loss_ema"] if log else None,
+            "world": spec.name,
+            "world_digest": spec.digest(),
+            "wall_s": round(wall, 1),
+            "device": device,
+            "torch_threads": torch.get_num_threads(),
+        }
+
     for step in range(p.steps):
         for group in opt.param_groups:
             group["lr"] = lr_at(step, spec)
-        docs = [sample_document(spec, rng) for _ in range(p.batch_size)]
-        batch = codec.batch(docs)
+        if not queue:
+            queue = _bucketed(spec, rng, codec)
+        batch = codec.batch(queue.pop())
         inputs = {k: v.to(device) for k, v in batch.inputs().items()}
         with autocast(device, precision):
             logits = model(**inputs).logits
@@ -123,37 +162,22 @@ def _pretrain(spec, seed, out, device, precision, progress, readouts) -> Path:
             log.append(rec)
             if progress:
                 progress(rec)
-    wall = time.time() - t0
-    model.eval()
-    with atomic_dir(out) as tmp:
-        model.save_pretrained(tmp)
-        processor.save_pretrained(tmp)
-        (tmp / WORLD_FILE).write_text(dumps(spec.to_dict()) + "\n")
-        (tmp / LOG_FILE).write_text("".join(json.dumps(r) + "\n" for r in log))
-        summary: dict[str, Any] = {}
-        if readouts:
-            from vsfa.models.loading import load_vlm
-            from vsfa.organism.readouts import base_summary
-
-            summary = base_summary(load_vlm(tmp), spec)
-        write_manifest(
-            tmp,
-            {
-                "kind": "vsfa-organism",
-                "seed": seed,
-                "steps": p.steps,
-                "batch_size": p.batch_size,
-                "precision": precision,
-                "final_loss": log[-1]["loss_ema"] if log else None,
-                "world": spec.name,
-                "world_digest": spec.digest(),
-                "wall_s": round(wall, 1),
-                "device": device,
-                "torch_threads": torch.get_num_threads(),
-                "readouts": summary,
-            },
-        )
+        if step + 1 in snapshots and step + 1 < p.steps:
+            snap = out.with_name(f"{out.name}-step{step + 1:06d}")
+            _save(snap, model, processor, spec, log, readouts, info(step + 1, time.time() - t0))
+    _save(out, model, processor, spec, log, readouts, info(p.steps, time.time() - t0))
     return out
+
+
+def _bucketed(spec: WorldSpec, rng: random.Random, codec: Codec) -> list[list]:
+    """``bucket`` batches of fresh documents, grouped by token length, in a random order."""
+    p = spec.pretrain
+    docs = [sample_document(spec, rng) for _ in range(p.batch_size * p.bucket)]
+    if p.bucket > 1:
+        docs.sort(key=lambda d: len(codec.ids(d)[0]))
+    batches = [docs[i : i + p.batch_size] for i in range(0, len(docs), p.batch_size)]
+    rng.shuffle(batches)
+    return batches
 
 
 def read_world(folder: str | Path) -> WorldSpec:

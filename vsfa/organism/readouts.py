@@ -151,9 +151,11 @@ def summarize(values: np.ndarray, seed: int = 0) -> dict[str, float]:
     return {"mean": round(est.value, 4), "lo": round(est.lo, 4), "hi": round(est.hi, 4), "n": est.n}
 
 
-def evaluate(vlm, spec: WorldSpec, sets=SETS, n: int = 60, seed: int = 0) -> dict[str, Any]:
+def evaluate(
+    vlm, spec: WorldSpec, sets=SETS, n: int = 60, seed: int = 0, items: bool = False
+) -> dict[str, Any]:
     """Readouts on every set: ``{set: {"p_refuse": {mean, lo, hi, n}, "score": ..., "greedy": mean, "mass": mean}}``
-    plus ``p_name_small_threat``."""
+    plus ``p_name_small_threat``; with ``items``, each set also lists its per-prompt P(refuse) (``"items"``)."""
     out: dict[str, Any] = {}
     for name in sets:
         r = refusal_readout(vlm, spec, prompt_set(spec, name, n, seed))
@@ -163,6 +165,8 @@ def evaluate(vlm, spec: WorldSpec, sets=SETS, n: int = 60, seed: int = 0) -> dic
             "greedy": round(float(r["greedy"].mean()), 4),
             "mass": round(float(r["mass"].mean()), 4),
         }
+        if items:
+            out[name]["items"] = [round(float(v), 5) for v in r["p_refuse"]]
     out["p_name_small_threat"] = summarize(p_name_small_threat(vlm, spec, seed=seed))
     return out
 

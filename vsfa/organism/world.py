@@ -127,7 +127,11 @@ class ModelSpec:
 
 @dataclass
 class PretrainSpec:
-    """Pretraining from scratch: AdamW, linear warm-up, cosine decay to ``min_lr_ratio`` x lr, clipping."""
+    """Pretraining from scratch: AdamW, linear warm-up, cosine decay to ``min_lr_ratio`` x lr, clipping.
+
+    Documents are drawn ``bucket`` batches at a time, sorted by length and cut into batches (in a shuffled
+    order), so a batch is padded little; ``bucket = 1`` draws each batch on its own.
+    """
 
     steps: int = 2500
     batch_size: int = 32
@@ -138,6 +142,7 @@ class PretrainSpec:
     min_lr_ratio: float = 0.1
     grad_clip: float = 1.0
     log_every: int = 50
+    bucket: int = 8  # draw this many batches at once and group documents of similar length (less padding)
 
 
 @dataclass
@@ -256,8 +261,8 @@ def _check(spec: WorldSpec, where: str) -> None:
         raise bad("text.refusal", "refusal and compliance must start with different words")
     if spec.model.text_hidden % spec.model.text_heads or spec.model.vision_hidden % spec.model.vision_heads:
         raise bad("model", "hidden sizes must be multiples of the head counts")
-    if spec.pretrain.steps < 1 or spec.pretrain.batch_size < 1:
-        raise bad("pretrain", "steps and batch_size must be >= 1")
+    if spec.pretrain.steps < 1 or spec.pretrain.batch_size < 1 or spec.pretrain.bucket < 1:
+        raise bad("pretrain", "steps, batch_size and bucket must be >= 1")
 
 
 def world_from_dict(data: dict[str, Any], where: str = "world") -> WorldSpec:
