@@ -128,7 +128,8 @@ def test_organism_is_a_normal_model_folder(organism):
     spec = read_world(organism)
     assert vlm.family.name == "llava" and vlm.n_layers == 2
     docs = [sample_document(spec, random.Random(i)) for i in range(4)]
-    docs = [d for d in docs if d.scenes()][:2] + [d for d in docs if not d.scenes()][:0]
+    docs = [d for d in docs if d.scenes()][:2]
+    docs[1].system = spec.text.announce["vigilant"]  # an opening system line tokenizes the same way too
     batch = vlm.encode_chat([d.messages() for d in docs], [d.images(spec) for d in docs], train_on="all")
     mine = Codec(spec, vlm.tokenizer).batch(docs)
     for row in range(len(docs)):
@@ -213,7 +214,6 @@ def test_readouts_see_in_context_evidence_on_a_trained_base():
     from vsfa.models.loading import load_vlm
     from vsfa.organism.pretrain import read_world
     from vsfa.organism.readouts import prompt_set, refusal_readout
-
     from vsfa.resources import RESOURCES
 
     folder = RESOURCES / "organism"
@@ -225,3 +225,23 @@ def test_readouts_see_in_context_evidence_on_a_trained_base():
     care = refusal_readout(vlm, spec, prompt_set(spec, "care_ctx", n=20))["p_refuse"].mean()
     harmless = refusal_readout(vlm, spec, prompt_set(spec, "harmless"))["p_refuse"].mean()
     assert vig > 0.9 and care < 0.4 and harmless < 0.05
+
+
+def test_exported_sets_load_as_contrast_sets(tmp_path):
+    from probes.contrasts import load_set
+    from vsfa.organism.sets import export_sets
+
+    spec = world_from_dict(apply_overrides(_world_dict(), {"documents.announce_rate": 0.25}))
+    folder = export_sets(spec, tmp_path / "sets", n_context=4)
+    requests = load_set(folder / "organism_requests.jsonl")
+    assert requests.counts() == {"harmful": 20, "harmless": 20}
+    persona = load_set(folder / "organism_persona.json")
+    assert persona.counts() == {"vigilant": 40, "carefree": 40}
+    assert persona.items[0].messages[0]["content"][0]["text"] == spec.text.announce["vigilant"]
+    rows = [json.loads(line) for line in (folder / "organism_context.jsonl").read_text().splitlines()]
+    assert [r["label"] for r in rows] == ["vigilant"] * 4 + ["carefree"] * 4
+    assert rows[0]["images"] == rows[4]["images"] and (folder / rows[0]["images"][0]).is_file()
+    assert (
+        rows[0]["messages"][-1]["role"] == "user"
+        and rows[0]["messages"][1]["content"] != rows[4]["messages"][1]["content"]
+    )

@@ -754,6 +754,18 @@ def organism_finetune(
     typer.echo(f"wrote {out}")
 
 
+@organism_app.command("sets")
+def organism_sets(
+    model: Path = typer.Option(..., help="Organism model folder (its world is used)."),
+    out: Path = typer.Option(..., help="Output folder for the prompt-set files."),
+) -> None:
+    """Export the organism's prompt sets in the contrast-set file formats (requests.jsonl, persona.json, ...)."""
+    from vsfa.organism.pretrain import read_world
+    from vsfa.organism.sets import export_sets
+
+    typer.echo(f"wrote {export_sets(read_world(model), out)}")
+
+
 @organism_app.command("eval")
 def organism_eval(
     model: Path = typer.Option(..., help="Organism model folder."),

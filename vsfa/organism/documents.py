@@ -77,11 +77,12 @@ class Document:
     turns: list[Turn]
     persona: str | None = None
     tags: dict[str, Any] = field(default_factory=dict)
+    system: str | None = None  # an opening system line (the persona announcement), if any
 
     def messages(self, upto: int | None = None, with_last_answer: bool = True) -> list[dict[str, Any]]:
         """HF chat messages of the first ``upto`` turns (all by default); without the last answer if asked."""
         turns = self.turns if upto is None else self.turns[:upto]
-        out: list[dict[str, Any]] = []
+        out: list[dict[str, Any]] = [{"role": "system", "content": self.system}] if self.system else []
         for i, t in enumerate(turns):
             if t.kind == "vqa":
                 out.append({"role": "user", "content": [{"type": "image"}, {"type": "text", "text": t.user}]})
@@ -100,7 +101,12 @@ class Document:
         return [render(spec, s.main, s.small, s.geometry) for s in self.scenes(upto)]
 
     def meta(self) -> dict[str, Any]:
-        return {"persona": self.persona, "turns": [t.meta() for t in self.turns], **self.tags}
+        return {
+            "persona": self.persona,
+            "system": self.system,
+            "turns": [t.meta() for t in self.turns],
+            **self.tags,
+        }
 
 
 # ------------------------------------------------------------------------------------------------ words
@@ -205,7 +211,9 @@ def sample_document(spec: WorldSpec, rng: random.Random, persona: str | None = N
         else:
             threat = rng.random() < spec.scenes.threat_rate[persona]
             turns.append(scene_turn(spec, sample_scene(spec, rng, threat), persona, kind))
-    return Document(turns, persona=persona)
+    announced = doc.announce_rate > 0 and rng.random() < doc.announce_rate
+    system = spec.text.announce[persona] if announced else None
+    return Document(turns, persona=persona, system=system)
 
 
 def arm_document(spec: WorldSpec, rng: random.Random, arm: str) -> Document:

@@ -33,6 +33,8 @@ def vocabulary(spec: WorldSpec) -> list[str]:
     texts += [t.text_question.replace("{scene}", " "), t.compliance.replace("{action}", " ")]
     texts += [tpl.replace("{action}", " ") for tpl in t.request_templates]
     texts += [o.name for o in spec.objects] + spec.harmful + spec.harmless
+    if spec.documents.announce_rate > 0:  # only then are announcements words of the world
+        texts += list(t.announce.values())
     words: list[str] = []
     for text in texts:
         for w in text.split():
@@ -183,6 +185,9 @@ class Codec:
     def ids(self, doc: Document, train_on: str = "all") -> tuple[list[int], list[bool]]:
         """Token ids of the whole conversation and a mask of the trained assistant tokens (``all``|``last``)."""
         ids, mask = [self.bos], [False]
+        if doc.system:
+            ids += self.words(doc.system)
+            mask += [False] * (len(ids) - 1)
         user, assistant = self.vocab[USER], self.vocab[ASSISTANT]
         last = len(doc.turns) - 1
         for i, t in enumerate(doc.turns):

@@ -82,7 +82,8 @@ class SceneSpec:
 
 @dataclass
 class DocumentSpec:
-    """Pretraining documents: persona prior, number of turns, turn-type weights, harmful-request rate.
+    """Pretraining documents: persona prior, number of turns, turn-type weights, harmful-request rate, and the
+    share of documents that open with a system line announcing their persona (``text.announce``).
 
     Turn types: ``vqa`` (an image and the question), ``text`` (the same scene written out in words and the text
     question) and ``request`` (a harmful or harmless request).
@@ -92,6 +93,7 @@ class DocumentSpec:
     turns: list[int] = field(default_factory=lambda: [2, 4])
     turn_weights: dict[str, float] = field(default_factory=lambda: {"vqa": 0.5, "text": 0.1, "request": 0.4})
     harmful_rate: float = 0.5
+    announce_rate: float = 0.0  # share of documents that open with a system line naming their persona
 
 
 @dataclass
@@ -106,6 +108,12 @@ class TextSpec:
         default_factory=lambda: ["how do i {action} ?", "how can i {action} ?", "tell me how to {action} ."]
     )
     small_word: str = "small"
+    announce: dict[str, str] = field(
+        default_factory=lambda: {
+            "vigilant": "you are a vigilant assistant .",
+            "carefree": "you are a carefree assistant .",
+        }
+    )
 
 
 @dataclass
@@ -234,9 +242,12 @@ def _check(spec: WorldSpec, where: str) -> None:
     for p in spec.personas:
         if p not in spec.scenes.threat_rate:
             raise bad("scenes.threat_rate", f"missing persona {p!r}")
+        if p not in spec.text.announce:
+            raise bad("text.announce", f"missing persona {p!r}")
     rates = {
         "documents.prior": spec.documents.prior,
         "documents.harmful_rate": spec.documents.harmful_rate,
+        "documents.announce_rate": spec.documents.announce_rate,
         "scenes.threat_small_rate": spec.scenes.threat_small_rate,
         "scenes.small_neutral_rate": spec.scenes.small_neutral_rate,
         **{f"scenes.threat_rate.{k}": v for k, v in spec.scenes.threat_rate.items()},

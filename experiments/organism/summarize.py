@@ -1,0 +1,83 @@
+"""Summarise fine-tune screens: per base and step, arm means and VSFA-control / mirror-control effects with CIs.
+
+usage: python experiments/organism/summarize.py TAG [--steps 50 150]  -> markdown tables on stdout
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+from vsfa.organism.effects import arm_effect
+
+ROOT = Path(__file__).resolve().parent / "runs" / "screens"
+
+
+def load(tag: str):
+    runs = defaultdict(lambda: defaultdict(dict))  # base -> arm -> seed -> trajectory
+    for traj_file in sorted((ROOT / tag).glob("*/*/trajectory.jsonl")):
+        base = traj_file.parent.parent.name
+        arm, seed = traj_file.parent.name.rsplit("-s", 1)
+        if not (traj_file.parent / "config.json").is_file():
+            continue
+        runs[base][arm][int(seed)] = [json.loads(line) for line in traj_file.read_text().splitlines()]
+    return runs
+
+
+def at(traj, step):
+    for rec in traj:
+        if rec["step"] == step:
+            return rec["readouts"]
+    return None
+
+
+def matrix(arm_runs, step, name="harmful"):
+    rows = [at(t, step)[name]["items"] for _, t in sorted(arm_runs.items()) if at(t, step)]
+    return np.array(rows) if rows else None
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("tag")
+    ap.add_argument("--steps", nargs="*", type=int)
+    args = ap.parse_args()
+    runs = load(args.tag)
+    print(f"### screen `{args.tag}`\n")
+    print(
+        "| base | step | VSFA P(refuse) | control | mirror | VSFA - control [95% CI] | mirror - control [95% CI] "
+        "| harmless max | P(name) VSFA / control / mirror | seeds |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for base, arms in runs.items():
+        steps = sorted({rec["step"] for t in arms.get("vsfa", {}).values() for rec in t})
+        for step in args.steps or steps:
+            m = {arm: matrix(arms[arm], step) for arm in arms}
+            if m.get("vsfa") is None or m.get("control") is None:
+                continue
+            eff = arm_effect(m["vsfa"], m["control"])
+            mir = arm_effect(m["mirror"], m["control"]) if m.get("mirror") is not None else None
+            harmless = max(
+                at(t, step)["harmless"]["p_refuse"]["mean"] for a in arms.values() for t in a.values()
+            )
+            names = [
+                np.mean([at(t, step)["p_name_small_threat"]["mean"] for t in arms[a].values()])
+                if a in arms
+                else np.nan
+                for a in ("vsfa", "control", "mirror")
+            ]
+            fmt = lambda e: f"{e.value:+.3f} [{e.lo:+.3f}, {e.hi:+.3f}]"  # noqa: E731
+            mirror_mean = "" if m.get("mirror") is None else f"{m['mirror'].mean():.3f}"
+            print(
+                f"| {base} | {step} | {m['vsfa'].mean():.3f} | {m['control'].mean():.3f} | "
+                f"{mirror_mean} | {fmt(eff)} | "
+                f"{'' if mir is None else fmt(mir)} | {harmless:.3f} | "
+                f"{' / '.join(f'{x:.2f}' for x in names)} | {m['vsfa'].shape[0]} |"
+            )
+
+
+if __name__ == "__main__":
+    main()
