@@ -196,16 +196,38 @@ def test_build_cli_then_vsfa_finetune_then_readouts(small_world, tmp_path, run_c
     )
 
 
-def test_arm_data_is_read_by_the_training_data_loader(organism, tmp_path):
+def test_arm_data_trains_with_vsfa_train(organism, tmp_path):
+    """The arms are ordinary training data: `vsfa train` fine-tunes the organism on them, and its checkpoints
+    are read out like any other."""
     from vsfa.data.dataset import load_data
+    from vsfa.models.loading import load_vlm
     from vsfa.organism.finetune import write_arm_data
-    from vsfa.organism.pretrain import read_world
+    from vsfa.organism.pretrain import read_world, torch_threads
+    from vsfa.organism.readouts import p_name_small_threat
+    from vsfa.train import config_from_dict, train
 
     spec = read_world(organism)
-    folder = write_arm_data(spec, "vsfa", 6, tmp_path / "vsfa")
+    folder = write_arm_data(spec, "vsfa", 16, tmp_path / "vsfa")
     data = load_data(folder)
-    assert len(data) == 6 and all(len(g) == 1 and g[0].size == (32, 32) for g in data.images)
-    assert data.records[0]["messages"][-1]["role"] == "assistant"
+    assert len(data) == 16 and all(len(g) == 1 and g[0].size == (32, 32) for g in data.images)
+    cfg = config_from_dict(
+        {
+            "out": str(tmp_path / "run"),
+            "model": {"base": str(organism)},
+            "data": {"path": str(folder)},
+            "lora": {"r": 8, "alpha": 16, "dropout": 0.0},
+            "train": {"max_steps": 4, "batch_size": 8, "lr": 1e-2, "warmup": 0},
+            "checkpoints": {"log_until": 0, "every": 0, "final": True},
+            "runtime": {"device": "cpu", "progress": False},
+        }
+    )
+    with torch_threads(1):
+        result = train(cfg, quiet=True)
+    ckpt = tmp_path / "run" / "checkpoints" / "step-000004"
+    assert result.total_steps == 4 and (ckpt / "manifest.json").is_file()
+    before = p_name_small_threat(load_vlm(organism), spec, n=16).mean()
+    after = p_name_small_threat(load_vlm(organism, adapter=ckpt), spec, n=16).mean()
+    assert after > before
 
 
 def test_readouts_see_in_context_evidence_on_a_trained_base():
