@@ -23,6 +23,7 @@ import re
 import shutil
 import sys
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -338,7 +339,7 @@ def train(
     )
     schedule = checkpoint_steps(steps, cfg.checkpoints)
 
-    from transformers import PrinterCallback, ProgressCallback, Trainer, TrainingArguments, set_seed
+    from transformers import TrainingArguments, set_seed
 
     set_seed(cfg.seed)
     model = attach_lora(vlm, cfg)
@@ -390,24 +391,22 @@ def train(
         use_cpu=not on_cuda,
     )
     callbacks, loss_log = _callbacks(run_dir, set(schedule), meta, cfg.checkpoints.keep_state, quiet)
-    trainer = Trainer(
-        model=model,
-        args=args,
-        train_dataset=EncodedDataset(items),
-        data_collator=PaddingCollator(vlm.tokenizer.pad_token_id),
-        callbacks=[*callbacks, *extra_callbacks],
-    )
-    trainer.remove_callback(PrinterCallback)
-    if not show_bar:
-        trainer.remove_callback(ProgressCallback)
-    if not quiet and not show_bar and _is_main():
-        start = f"resuming at step {run_state.resume_step}" if run_state.resume_step else "starting"
-        print(
-            f"{start}: {len(items)} records, {steps} steps, checkpoints at {schedule}",
-            file=sys.stderr,
-            flush=True,
+    with warnings.catch_warnings():  # transformers' own v6 deprecation notices, not the user's concern
+        warnings.filterwarnings("ignore", category=FutureWarning)
+        _fit(
+            cfg,
+            args,
+            model,
+            items,
+            vlm,
+            callbacks,
+            extra_callbacks,
+            show_bar,
+            quiet,
+            steps,
+            schedule,
+            run_state,
         )
-    trainer.train(resume_from_checkpoint=str(run_state.resume_state) if run_state.resume_state else None)
 
     ckpts = list_checkpoints(run_dir)
     losses = _read_losses(run_dir / LOSS_LOG)
@@ -434,6 +433,32 @@ def train(
     return TrainResult(
         run_dir, steps, ckpts, run_state.resume_step, False, losses[-1]["loss"] if losses else None, seconds
     )
+
+
+def _fit(
+    cfg, args, model, items, vlm, callbacks, extra_callbacks, show_bar, quiet, steps, schedule, run_state
+):
+    """Build the HF Trainer and train (resuming from ``run_state.resume_state`` when set)."""
+    from transformers import PrinterCallback, ProgressCallback, Trainer
+
+    trainer = Trainer(
+        model=model,
+        args=args,
+        train_dataset=EncodedDataset(items),
+        data_collator=PaddingCollator(vlm.tokenizer.pad_token_id),
+        callbacks=[*callbacks, *extra_callbacks],
+    )
+    trainer.remove_callback(PrinterCallback)
+    if not show_bar:
+        trainer.remove_callback(ProgressCallback)
+    if not quiet and not show_bar and _is_main():
+        start = f"resuming at step {run_state.resume_step}" if run_state.resume_step else "starting"
+        print(
+            f"{start}: {len(items)} records, {steps} steps, checkpoints at {schedule}",
+            file=sys.stderr,
+            flush=True,
+        )
+    trainer.train(resume_from_checkpoint=str(run_state.resume_state) if run_state.resume_state else None)
 
 
 def _read_losses(path: Path) -> list[dict]:
