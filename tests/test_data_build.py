@@ -229,3 +229,41 @@ def test_cli_build_and_bad_input(tmp_path, run_cli):
     bad = run_cli("data", "build", "--out", tmp_path / "e", "--variants", "image")
     assert bad.returncode == 2 and bad.stderr.strip().count("\n") == 0 and "need threat images" in bad.stderr
     assert not (tmp_path / "e").exists()
+
+
+def test_cli_images_manifest_build_subsets(tmp_path, run_cli):
+    for kind in ("threat", "neutral"):
+        proc = run_cli("data", "images", "--kind", kind, "--n", "6", "--size", "32", "--out", tmp_path / kind)
+        assert proc.returncode == 0, proc.stderr
+    proc = run_cli(
+        "data",
+        "manifest",
+        "--images",
+        tmp_path / "neutral",
+        "--label",
+        "neutral",
+        "--out",
+        tmp_path / "n.jsonl",
+    )
+    assert proc.returncode == 0 and "6 images" in proc.stdout
+    proc = run_cli(
+        "data",
+        "build",
+        "--threat",
+        tmp_path / "threat",
+        "--neutral",
+        tmp_path / "neutral",
+        "--out",
+        tmp_path / "d",
+        "--questions-per-image",
+        "2",
+    )
+    assert proc.returncode == 0, proc.stderr
+    proc = run_cli("data", "subsets", "--data", tmp_path / "d" / "image", "--sizes", "2,4")
+    assert proc.returncode == 0, proc.stderr
+    assert len(read_jsonl(tmp_path / "d" / "image-n4" / "data.jsonl")) == 8
+    proc = run_cli("data", "images", "--kind", "weapons", "--n", "2", "--out", tmp_path / "x")
+    assert (
+        proc.returncode == 2
+        and proc.stderr.strip() == "error: kind must be one of threat, neutral, not 'weapons'"
+    )

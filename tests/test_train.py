@@ -300,3 +300,11 @@ def test_gpu_check_runs_the_training_path_on_cpu():
     if not torch.cuda.is_available():
         with pytest.raises(ConfigError, match="no CUDA device"):
             run_gpu_check(device="cuda")
+
+
+def test_example_configs_are_valid():
+    configs = sorted((Path(__file__).parents[1] / "configs").glob("*.toml"))
+    assert len(configs) >= 4
+    for path in configs:
+        cfg = load_config(path)
+        assert cfg.lora.r >= 1 and cfg.out and cfg.model.base and cfg.data.path, path
