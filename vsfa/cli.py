@@ -595,8 +595,9 @@ def train_cmd(
     gpu_check: bool = typer.Option(
         False, "--gpu-check", help="Measure a few bf16 LoRA steps on a random-init VLM."
     ),
-    shape: str = typer.Option(
-        "llava-1.5-7b", help="--gpu-check model shape: llava-1.5-7b | qwen2.5-vl-7b | tiny-llava."
+    shape: str = typer.Option("llava-1.5-7b", help="--gpu-check model shape: llava-1.5-7b | qwen2.5-vl-7b."),
+    tiny: bool = typer.Option(
+        False, "--tiny", help="--gpu-check with shrunk widths/depths (CPU smoke test)."
     ),
     steps: int = typer.Option(6, help="--gpu-check steps (the first 2 are warm-up)."),
     batch_size: int = typer.Option(4, help="--gpu-check batch size."),
@@ -610,7 +611,12 @@ def train_cmd(
         from vsfa.training.gpu_check import run_gpu_check
 
         report = run_gpu_check(
-            shape=shape, steps=steps, batch_size=batch_size, device=device or "cuda", peak_tflops=peak_tflops
+            shape=shape,
+            steps=steps,
+            batch_size=batch_size,
+            device=device or "cuda",
+            peak_tflops=peak_tflops,
+            tiny=tiny,
         )
         for line in report.lines():
             typer.echo(line)

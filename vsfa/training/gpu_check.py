@@ -8,7 +8,7 @@ checkpointing, checkpoint writing). It prints step time, tokens/s, model FLOPs u
 MFU counts the useful FLOPs of LoRA training, measured with torch's FLOP counter on one forward of a batch:
 the language model (+ LM head) twice (forward, and the activation-gradient backward, which costs about as much;
 frozen weights need no weight gradients; recomputation by gradient checkpointing is not counted) plus the
-frozen vision tower and projector once (forward only). ``--shape tiny-llava --device cpu`` runs the same path on a CPU in seconds.
+frozen vision tower and projector once (forward only). ``--tiny --device cpu`` runs the same builders and path, with widths and depths shrunk, on a CPU in seconds.
 """
 
 from __future__ import annotations
@@ -39,32 +39,36 @@ PEAK_BF16 = {
     "4090": 165e12,
     "3090": 71e12,
 }
-SHAPES = ("llava-1.5-7b", "qwen2.5-vl-7b", "tiny-llava")
+SHAPES = ("llava-1.5-7b", "qwen2.5-vl-7b")
+# ``tiny``: the same builders, image geometry, tokenizer and vocabulary, with widths and depths shrunk so a CPU
+# runs the whole check in seconds (what the tests use).
+_TINY_TEXT = dict(
+    hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2
+)
 
 
-def _llava_7b():
+def _llava_7b(tiny: bool = False):
     from transformers import CLIPImageProcessorPil, CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaProcessor
 
     from vsfa.models.tiny import CHAT_TEMPLATES, build_tokenizer
 
     tok = build_tokenizer(CHAT_TEMPLATES["llava"], "<image>")
+    vision_dims = dict(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16)
+    if tiny:
+        vision_dims = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2)
     vision = CLIPVisionConfig(
-        hidden_size=1024,
-        intermediate_size=4096,
-        num_hidden_layers=24,
-        num_attention_heads=16,
-        image_size=336,
-        patch_size=14,
-        projection_dim=768,
-        hidden_act="quick_gelu",
+        **vision_dims, image_size=336, patch_size=14, projection_dim=768, hidden_act="quick_gelu"
     )
-    text = LlamaConfig(
-        vocab_size=32064,
+    text_dims = dict(
         hidden_size=4096,
         intermediate_size=11008,
         num_hidden_layers=32,
         num_attention_heads=32,
         num_key_value_heads=32,
+    )
+    text = LlamaConfig(
+        **(_TINY_TEXT if tiny else text_dims),
+        vocab_size=32064,
         max_position_embeddings=4096,
         rms_norm_eps=1e-5,
         pad_token_id=tok.pad_token_id,
@@ -93,27 +97,29 @@ def _llava_7b():
     return "llava", config, processor, 336
 
 
-def _qwen25_7b():
+def _qwen25_7b(tiny: bool = False):
     import transformers as T
 
     from vsfa.models.qwen_inputs import QwenStandInProcessor
     from vsfa.models.tiny import CHAT_TEMPLATES, build_tokenizer
 
     tok = build_tokenizer(CHAT_TEMPLATES["chatml"], "<|image_pad|>")
-    ids = {
-        t: tok.convert_tokens_to_ids(t)
-        for t in ("<|image_pad|>", "<|video_pad|>", "<|vision_start|>", "<|vision_end|>")
-    }
-    text = dict(
-        vocab_size=152064,
+    names = ("<|image_pad|>", "<|video_pad|>", "<|vision_start|>", "<|vision_end|>")
+    ids = {t: tok.convert_tokens_to_ids(t) for t in names}
+    text_dims = dict(
         hidden_size=3584,
         intermediate_size=18944,
         num_hidden_layers=28,
         num_attention_heads=28,
         num_key_value_heads=4,
+    )
+    mrope = [2, 3, 3] if tiny else [16, 24, 24]  # sums to head_dim / 2
+    text = dict(
+        **(_TINY_TEXT if tiny else text_dims),
+        vocab_size=152064,
         max_position_embeddings=32768,
         rms_norm_eps=1e-6,
-        rope_parameters={"rope_type": "default", "mrope_section": [16, 24, 24], "rope_theta": 1e6},
+        rope_parameters={"rope_type": "default", "mrope_section": mrope, "rope_theta": 1e6},
         pad_token_id=tok.pad_token_id,
         bos_token_id=tok.bos_token_id,
         eos_token_id=tok.eos_token_id,
@@ -130,6 +136,15 @@ def _qwen25_7b():
         window_size=112,
         fullatt_block_indexes=[7, 15, 23, 31],
     )
+    if tiny:
+        vision |= dict(
+            depth=2,
+            hidden_size=32,
+            intermediate_size=64,
+            num_heads=2,
+            out_hidden_size=64,
+            fullatt_block_indexes=[1],
+        )
     config = T.Qwen2_5_VLConfig(
         vision_config=vision,
         text_config=text,
@@ -145,35 +160,25 @@ def _qwen25_7b():
         temporal_patch_size=2,
         size={"shortest_edge": side * side, "longest_edge": side * side},
     )
-    return (
-        "qwen2_5_vl",
-        config,
-        QwenStandInProcessor(image_processor, tok, chat_template=CHAT_TEMPLATES["chatml"]),
-        side,
-    )
+    processor = QwenStandInProcessor(image_processor, tok, chat_template=CHAT_TEMPLATES["chatml"])
+    return "qwen2_5_vl", config, processor, side
 
 
-def build_shape(shape: str, device: str, dtype: torch.dtype, seed: int = 0):
+def build_shape(shape: str, device: str, dtype: torch.dtype, seed: int = 0, tiny: bool = False):
     """A random-init LoadedVLM of ``shape`` on ``device`` (no weights read) and its image side in pixels."""
     from vsfa.models.loading import LoadedVLM
     from vsfa.models.registry import get_family
 
-    if shape == "tiny-llava":
-        from vsfa.models.tiny import IMAGE_SIZE, build_tiny
-
-        model, processor = build_tiny("llava", seed)
-        model.to(device=device, dtype=dtype)
-        return LoadedVLM(model, processor, get_family("llava"), source=f"random-init:{shape}"), IMAGE_SIZE
     builders = {"llava-1.5-7b": _llava_7b, "qwen2.5-vl-7b": _qwen25_7b}
     if shape not in builders:
         raise ConfigError(f"unknown --shape {shape!r}; choose one of: {', '.join(SHAPES)}")
-    family, config, processor, side = builders[shape]()
+    family, config, processor, side = builders[shape](tiny)
     fam = get_family(family)
     torch.manual_seed(seed)
     with torch.device(device):
         model = fam.model_class()._from_config(config, dtype=dtype)
     model.eval()
-    return LoadedVLM(model, processor, fam, source=f"random-init:{shape}"), side
+    return LoadedVLM(model, processor, fam, source=f"random-init:{shape}{'-tiny' if tiny else ''}"), side
 
 
 @dataclass
@@ -240,7 +245,7 @@ class GpuCheckReport:
         )
         mem = f"{self.peak_memory_gib:.2f} GiB" if self.peak_memory_gib is not None else "n/a (not CUDA)"
         return [
-            f"gpu-check: {self.shape} ({self.n_params / 1e9:.2f} B params, {self.n_trainable / 1e6:.2f} M trainable "
+            f"gpu-check: {self.shape} ({self.n_params / 1e9:.3f} B params, {self.n_trainable / 1e6:.2f} M trainable "
             f"LoRA) on {self.device_name}, {self.dtype}, gradient checkpointing "
             f"{'on' if self.gradient_checkpointing else 'off'}, batch {self.batch_size} x {self.mean_tokens:.0f} tokens",
             f"step time {med:.4f} s (median of {len(self.step_times)} timed steps), "
@@ -272,6 +277,7 @@ def run_gpu_check(
     warmup: int = 2,
     gradient_checkpointing: str = "auto",
     peak_tflops: float | None = None,
+    tiny: bool = False,
 ) -> GpuCheckReport:
     """Train ``steps`` LoRA steps through ``vsfa.training.loop.train`` and measure them."""
     from transformers import TrainerCallback
@@ -283,12 +289,12 @@ def run_gpu_check(
     if steps <= warmup:
         raise ConfigError(f"--steps must exceed the {warmup} warm-up steps")
     if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError("no CUDA device here; for a CPU smoke test use --shape tiny-llava --device cpu")
+        raise ConfigError("no CUDA device here; for a CPU smoke test use --tiny --device cpu")
     on_cuda = device.startswith("cuda")
     dtype = torch.bfloat16 if on_cuda else torch.float32
     if on_cuda:
         torch.cuda.reset_peak_memory_stats()
-    vlm, side = build_shape(shape, device, dtype)
+    vlm, side = build_shape(shape, device, dtype, tiny=tiny)
     n_params = sum(p.numel() for p in vlm.hf_model.parameters())
     data = procedural_data(max(2, (steps * batch_size + 1) // 2), side)
     items = encode_records(vlm, data.conversations, data.images)
@@ -347,7 +353,7 @@ def run_gpu_check(
     trainable = sum(p.numel() for p in vlm.hf_model.parameters() if p.requires_grad)
     mean_len = statistics.mean(lengths)
     return GpuCheckReport(
-        shape=shape,
+        shape=shape + (" (--tiny: shrunk widths/depths)" if tiny else ""),
         device_name=name,
         n_params=n_params,
         n_trainable=trainable,

@@ -342,7 +342,9 @@ def train(
     from transformers import TrainingArguments, set_seed
 
     set_seed(cfg.seed)
-    model = attach_lora(vlm, cfg)
+    with warnings.catch_warnings():  # transformers' own v6 deprecation notices, not the user's concern
+        warnings.filterwarnings("ignore", category=FutureWarning)
+        model = attach_lora(vlm, cfg)
     meta = {
         "kind": "vsfa-checkpoint",
         "data_hash": data.data_hash,
