@@ -447,6 +447,7 @@ def eval_run(
     defense: str = typer.Option("none", help="none | adashield_s"),
     defense_placement: str = typer.Option("suffix", help="suffix | prefix (AdaShield-S wording)."),
     refusal_score: bool = typer.Option(True, help="Store the refusal log-odds with each answer."),
+    refusal_mode: str = typer.Option("sequence", help="sequence (whole openers) | first_token (cheaper)."),
     backend: str = typer.Option("local", help="local (HF generate) | server (OpenAI-compatible)."),
     gen_url: str | None = typer.Option(None, help="Server backend base URL."),
     gen_model: str | None = typer.Option(None, help="Server backend model name."),
@@ -489,6 +490,7 @@ def eval_run(
         defense=defense,
         defense_placement=defense_placement,
         refusal_score=refusal_score and client is None,
+        refusal_mode=refusal_mode,
     )
     eval_dir = run_eval(
         build_specs(bench, bench_opt),
