@@ -70,7 +70,9 @@ def test_manifest_counts_and_hash(built):
         assert man["n_records"] == 90 and man["n_images"] == 30 and man["variant"] == v
         assert man["data_hash"] == sha256_file(built / v / "data.jsonl")
         assert man["lint"]["applied"] and man["lint"]["n_hits"] == 0 and man["labelled"] is False
-    assert read_manifest(built)["variants"]["image"]["n_records"] == 90
+    assert (
+        read_manifest(built)["variants"]["image"]["n_records"] == 90 and read_manifest(built)["form_matched"]
+    )
     data = load_data(built / "mixed")
     assert len(data) == 90
     assert sum(len(g) for g in data.images) == Counter(r["form"] for r in data.records)["image"]

@@ -289,6 +289,34 @@ def test_mixed_batches_train_on_two_families(tiny_model, setup, tmp_path):
         )
 
 
+def test_projector_training_via_modules_to_save(setup, tmp_path):
+    """With lora.modules_to_save the projector trains fully and ships in the adapter; the vision tower stays frozen."""
+    _, _, cfg_file = setup
+    over = {
+        "out": str(tmp_path / "proj"),
+        "lora.modules_to_save": ["multi_modal_projector"],
+        "train.max_steps": 2,
+    }
+    result = train(load_config(cfg_file, over | {"checkpoints.log_until": 0}), quiet=True)
+    saved = _adapter(result.checkpoints[-1][1])
+    assert any("multi_modal_projector" in k for k in saved)
+    assert not any("vision_tower" in k for k in saved)
+    from vsfa.models.registry import get_family
+
+    by_flag = load_config(
+        cfg_file, {"out": str(tmp_path / "p2"), "lora.train_projector": True, "train.max_steps": 2}
+    )
+    if (
+        getattr(get_family("llava"), "projector_path", None) is None
+    ):  # the registry does not name projectors yet
+        with pytest.raises(ConfigError, match="lora.train_projector"):
+            train(by_flag, quiet=True)
+    else:
+        assert any(
+            "multi_modal_projector" in k for k in _adapter(train(by_flag, quiet=True).checkpoints[-1][1])
+        )
+
+
 def test_gpu_check_runs_the_training_path_on_cpu():
     """--gpu-check builds the 7B-shaped model (here --tiny: shrunk widths, same image geometry) and measures it."""
     from vsfa.training.gpu_check import run_gpu_check

@@ -196,8 +196,13 @@ def data_build(
     )
     from vsfa.io import read_manifest
 
-    for v, info in read_manifest(folder)["variants"].items():
+    build = read_manifest(folder)
+    for v, info in build["variants"].items():
         typer.echo(f"{folder / v}: {info['n_records']} records, {info['n_images']} images")
+    if not build["form_matched"]:
+        typer.echo(
+            "warning: variants differ in size or template distribution (annotations differ between sets)"
+        )
 
 
 @data_app.command("vlguard")

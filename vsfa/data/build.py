@@ -24,6 +24,7 @@ image reference (relative to the data folder)::
 
 from __future__ import annotations
 
+import json
 import os
 import random
 from collections import Counter
@@ -311,10 +312,14 @@ def build_variants(
             )
             write_manifest(folder, man)
             summary[v] = {k: man[k] for k in ("n_records", "n_images", "data_hash", "templates", "forms")}
+        forms = {v: (info["n_records"], info["templates"]) for v, info in summary.items()}
         write_manifest(
             tmp,
             {
                 "kind": "vsfa-data-build",
+                # identical sizes and template distributions across variants: differences between runs are then
+                # attributable to content alone (guaranteed for procedural sets; user sets need matching annotations)
+                "form_matched": len({json.dumps(f, sort_keys=True) for f in forms.values()}) == 1,
                 "variants": summary,
                 "seed": seed,
                 "questions_per_image": questions_per_image,
