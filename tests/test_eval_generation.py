@@ -210,3 +210,19 @@ def test_server_backend_generates_through_an_openai_compatible_endpoint(tmp_path
     assert [r["id"] for r in rows] == [i.item_id for i in items] and server.requests == 4
     assert rows[0]["response"] == f"Sure: {items[0].text[:20]}"
     assert rows[2]["response"].endswith("(with image)") and rows[2]["refusal_logodds"] is None
+
+
+@pytest.mark.parametrize("family", ["qwen3_vl", "gemma3", "idefics3"])
+def test_other_families_batched_equals_one_by_one(family, tiny_model, tmp_path):
+    vlm = load_vlm(tiny_model(family))
+    items = load_benchmark("builtin", limit_pairs=2, variants="text,neutral")  # 4 text + 4 image items
+    batched = generate_responses(
+        vlm, items, tmp_path / "b.jsonl", GenerationConfig(max_new_tokens=5, batch_size=3)
+    )
+    single = generate_responses(
+        vlm, items, tmp_path / "s.jsonl", GenerationConfig(max_new_tokens=5, batch_size=1)
+    )
+    assert [r["response"] for r in batched] == [r["response"] for r in single]
+    np.testing.assert_allclose(
+        [r["refusal_logodds"] for r in batched], [r["refusal_logodds"] for r in single], atol=1e-4
+    )

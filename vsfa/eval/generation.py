@@ -190,7 +190,10 @@ def run_resumable(
             stale.unlink()
     done = _read_partial(partial)
     order = chunk_order(items, lambda it: it.has_image, lambda it: len(it.text))
-    chunks = [order[i : i + config.batch_size] for i in range(0, len(order), config.batch_size)]
+    chunks = []
+    for with_image in (False, True):  # a batch is all text-only or all with images
+        group = [i for i in order if items[i].has_image == with_image]
+        chunks += [group[i : i + config.batch_size] for i in range(0, len(group), config.batch_size)]
     n_done = sum(1 for it in items if it.item_id in done)
     if progress is not None:
         progress(n_done, len(items))
