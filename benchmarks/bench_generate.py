@@ -68,7 +68,7 @@ def run_once(
             part = group[i : i + batch_size]
             outs = generate_batch(vlm, part, config)
             if refusal:
-                refusal_stats(vlm, part, mode=refusal, batch_size=batch_size * 4)
+                refusal_stats(vlm, part, mode=refusal, batch_size=batch_size)
             answers += [o["response"] for o in outs]
             tokens += sum(o["n_new_tokens"] for o in outs)
     sync()

@@ -48,22 +48,26 @@ def _independent_logprob(vlm, query: Query, opener: str) -> float:
     return float(sum(lp[t - 1, ids[t]] for t in range(len(prompt), len(ids))))
 
 
-def test_refusal_score_matches_an_independent_computation(llava):
+@pytest.mark.parametrize("family", ["llava", "qwen3_vl", "gemma3"])
+def test_refusal_score_matches_an_independent_computation(family, tiny_model):
+    vlm = load_vlm(tiny_model(family))
     items = load_benchmark("builtin", limit_pairs=2, variants="text,neutral")
     openers = Openers.load()
-    stats = refusal_stats(llava, items, openers, batch_size=7)  # odd rows per batch: padding across items
+    stats = refusal_stats(vlm, items, openers, batch_size=3)  # batches of 3: left padding across items
     assert stats.logodds.shape == (8,) and np.all((stats.p_refuse > 0) & (stats.p_refuse < 1))
     for i in (0, 5):  # a text-only and an image item
         q = Query(items[i].text, items[i].load_image())
-        ref = [_independent_logprob(llava, q, o) for o in openers.refuse]
-        com = [_independent_logprob(llava, q, o) for o in openers.comply]
+        ref = [_independent_logprob(vlm, q, o) for o in openers.refuse]
+        com = [_independent_logprob(vlm, q, o) for o in openers.comply]
         assert stats.logodds[i] == pytest.approx(np.mean(ref) - np.mean(com), abs=1e-3)
         mass_r, mass_c = np.exp(ref).sum(), np.exp(com).sum()
         assert stats.p_refuse[i] == pytest.approx(mass_r / (mass_r + mass_c), rel=1e-3)
-    # the public wrappers return the same numbers; the cheap first-token mode is a different, finite score
-    np.testing.assert_allclose(refusal_scores(llava, items), stats.logodds, atol=1e-5)
-    np.testing.assert_allclose(p_refuse(llava, items), stats.p_refuse, atol=1e-6)
-    assert np.all(np.isfinite(refusal_scores(llava, items, mode="first_token")))
+    # the public wrappers return the same numbers, also from an already encoded prompt batch
+    np.testing.assert_allclose(refusal_scores(vlm, items), stats.logodds, atol=1e-5)
+    np.testing.assert_allclose(p_refuse(vlm, items), stats.p_refuse, atol=1e-6)
+    batch = encode_queries(vlm, [Query(it.text, it.load_image()) for it in items[4:]])
+    np.testing.assert_allclose(refusal_scores(vlm, batch), stats.logodds[4:], atol=1e-4)
+    assert np.all(np.isfinite(refusal_scores(vlm, items, mode="first_token")))
 
 
 def test_hook_context_wraps_every_model_call_and_can_steer(llava):

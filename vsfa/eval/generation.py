@@ -255,7 +255,7 @@ def generate_responses(
                 queries,
                 openers,
                 mode=config.refusal_mode,
-                batch_size=config.batch_size * 4,
+                batch_size=config.batch_size,
                 system=config.system_prompt,
                 hook_context=hook_context,
             )
