@@ -61,7 +61,7 @@ def _make_run(tmp_path, base):
     return run
 
 
-def test_eval_run_end_to_end_rerun_and_added_judge(tmp_path, tiny_model, run_cli, capsys):
+def test_eval_run_end_to_end_rerun_and_added_judge(tmp_path, tiny_model, capsys):
     base = tiny_model("llava")
     run = _make_run(tmp_path, base)
     figstep = make_figstep(tmp_path / "FigStep")
@@ -87,9 +87,9 @@ def test_eval_run_end_to_end_rerun_and_added_judge(tmp_path, tiny_model, run_cli
         "4",
         "--quiet",
     ]
-    proc = run_cli(*args)
-    assert proc.returncode == 0, proc.stderr
-    assert "skipped" in proc.stderr and "step-000010" in proc.stderr
+    code, err = _cli(capsys, *args)
+    assert code == 0, err
+    assert "skipped" in err and "step-000010" in err
     ev = run / "eval"
     for ckpt in ("step-000000", "step-000005"):
         for bench, n in (("builtin", 8), ("figstep_tiny", 1)):

@@ -30,6 +30,7 @@ from vsfa.eval.generation import (
     generate_responses,
     generate_responses_server,
     generation_key,
+    items_key,
 )
 from vsfa.eval.items import BenchItem
 from vsfa.eval.judges import Judge, judge_key
@@ -199,6 +200,7 @@ def evaluate_items(
             **(context or {}),
             **(key or {}),
             "generation_key": gen_key,
+            "items_key": items_key(items),
             "generation": asdict(config),
             "n_items": len(items),
             "judges": sorted({(r["judge"], r["judge_version"], r["prompt_hash"]) for r in judged}),
