@@ -123,6 +123,14 @@ def test_eval_run_end_to_end_rerun_and_added_judge(tmp_path, tiny_model, capsys)
     judges = {r["judge"] for r in read_jsonl(ev / "step-000005/builtin/judged.jsonl")}
     assert judges == {"keyword:refusal_direction", "keyword:gcg", "keyword:xstest"}
 
+    # one checkpoint alone: the base model comes from its manifest, the eval folder from the run layout
+    one = ["eval", "--checkpoint", run / "checkpoints" / "step-000005", "--bench", "builtin"]
+    code, err = _cli(
+        capsys, *one, *args[5:9], "--judge", "keyword", "--max-new-tokens", "6", "--batch-size", "4"
+    )
+    assert code == 0, err
+    assert (ev / "step-000005/builtin/responses.jsonl").read_bytes() == before
+
 
 def test_eval_bad_input_is_one_line_and_nothing_marked_judged(tmp_path, tiny_model, capsys):
     import socket
