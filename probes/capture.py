@@ -171,11 +171,15 @@ def plan_for(vlm, cset: ContrastSet, positions: Sequence[str], texts: Sequence[s
 
 
 def run_batch(hooked, inputs: dict[str, torch.Tensor], names: Sequence[str], weights: torch.Tensor):
-    """One forward with capture hooks; returns ``{hook: [batch, P, d]}`` float32 on CPU."""
+    """One forward with capture hooks; returns ``{hook: [batch, P, d]}`` float32 on CPU.
+
+    Reductions stay on the model's device until the forward ends (one transfer, no sync per hook).
+    """
     got: dict[str, torch.Tensor] = {}
+    weights = weights.to(hooked.vlm.device)
 
     def capture(act: torch.Tensor, name: str) -> None:
-        got[name] = reduce(act, weights).cpu()
+        got[name] = reduce(act, weights)
         if len(got) == len(names):
             raise _StopForward
 
@@ -187,7 +191,7 @@ def run_batch(hooked, inputs: dict[str, torch.Tensor], names: Sequence[str], wei
     missing = [n for n in names if n not in got]
     if missing:
         raise VsfaError(f"capture hooks did not fire: {missing[:3]}")
-    return got
+    return {n: got[n].cpu() for n in names}
 
 
 def capture_set(

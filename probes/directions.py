@@ -468,6 +468,9 @@ class DirectionSet:
                 f"{_f(r.get('cos_probe_dom')):>11}{_f(r.get('sep_auroc')):>10}{_f(r.get('rand_d95'), 2):>9}"
                 f"{_f(r.get('rand_sep95')):>11}{_f(r.get('dom_norm'), 3):>9}{_f(r.get('score')):>7}{mark}"
             )
+        others = [p for p in self.positions if p != position]
+        if others:
+            lines.append(f"(positions {', '.join(others)}: see the .table.csv / JSON)")
         sel = self.selected
         lines.append(
             f"selected: {sel['hook']} @ {sel['position']} ({self.meta['selection_note']})"

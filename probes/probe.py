@@ -173,6 +173,14 @@ def _set_from_meta(meta: dict[str, Any]) -> ContrastSet:
     return load_set(spec["set"], max_questions=spec.get("max_questions"))
 
 
+def _splits(store: ActivationStore) -> tuple[np.ndarray, np.ndarray]:
+    """(extract, test) masks: the held-out questions are the test items; without them, the extract ones."""
+    split = np.array(store.column("split"))
+    extract = split == "extract" if (split == "extract").any() else np.ones(store.n, dtype=bool)
+    test = split == "heldout" if (split == "heldout").any() else extract
+    return extract, test
+
+
 def _paired(base: ActivationStore, tuned: ActivationStore) -> None:
     if base.column("id") != tuned.column("id"):
         raise ArtifactError(f"{base.folder} and {tuned.folder} hold different items; cannot pair them")
@@ -233,48 +241,18 @@ def run_probe(cfg: ProbeConfig, log=print) -> dict[str, Any]:
     ckpt_cap = Capturer(ckpt_spec, acts, cfg.batch_size)
     ckpt_stores = [ckpt_cap.capture(s, cspec) for s in sets]
     ckpt_cap.release()
-    for b, c in zip(base_stores, ckpt_stores, strict=True):
-        _paired(b, c)
 
-    c_base, c_ckpt = base_stores[0], ckpt_stores[0]
-    split = np.array(c_base.column("split"))
-    extract = split == "extract" if (split == "extract").any() else np.ones(c_base.n, dtype=bool)
-    test = (split == "heldout") if (split == "heldout").any() else extract
-    y = c_base.y()
-    layers = []
-    for hook in dset.hooks:
-        d_dom = dset.get(hook, position, "dom")
-        d_probe = dset.get(hook, position, "probe")
-        rand = random_directions(d_model, 1.0, cfg.n_random, cfg.seed)  # unit: projections are unit-norm
-        row: dict[str, Any] = {"hook": hook, "layer": d_dom.layer, "dom_norm": d_dom.norm, "sets": {}}
-        for s, b, c in zip(eval_sets, base_stores[1:], ckpt_stores[1:], strict=True):
-            xb, xc = b.load(hook, position), c.load(hook, position)
-            pb, pc = project(xb, d_dom), project(xc, d_dom)
-            shift = paired_diff(pc, pb, n_boot=cfg.n_boot, seed=cfg.seed)
-            rshift = rand @ (xc.double() - xb.double()).mean(0).numpy()
-            sd = float(np.std(pb, ddof=1)) if len(pb) > 1 else float("nan")
-            row["sets"][s.name] = {
-                "n": int(len(pb)),
-                "base_mean": float(pb.mean()),
-                "ckpt_mean": float(pc.mean()),
-                "shift": shift.value,
-                "shift_lo": shift.lo,
-                "shift_hi": shift.hi,
-                "shift_sd": shift.value / sd if sd > 0 else float("nan"),
-                "shift_gap": shift.value / d_dom.norm if d_dom.norm > 0 else float("nan"),
-                "rand_shift95": float(np.quantile(np.abs(rshift), 0.95)),
-            }
-        xcb = c_base.load(hook, position).double().numpy()
-        xcc = c_ckpt.load(hook, position).double().numpy()
-        re_dom = dom(xcc[extract], y[extract])
-        w, bias = d_probe.vector.double().numpy(), float(d_probe.bias or 0.0)
-        row["cos_rederived"] = cosine(re_dom, d_dom.vector.double().numpy())
-        row["probe_acc_base"] = float((((xcb[test] @ w + bias) > 0) == (y[test] == 1)).mean())
-        row["probe_acc_ckpt"] = float((((xcc[test] @ w + bias) > 0) == (y[test] == 1)).mean())
-        sel = dset.selected or {}
-        row["selected"] = sel.get("hook") == hook and sel.get("position") == position
-        layers.append(row)
-
+    layers = compare(
+        dset,
+        position,
+        (base_stores[0], ckpt_stores[0]),
+        {s.name: (b, c) for s, b, c in zip(eval_sets, base_stores[1:], ckpt_stores[1:], strict=True)},
+        n_boot=cfg.n_boot,
+        n_random=cfg.n_random,
+        seed=cfg.seed,
+    )
+    c_base = base_stores[0]
+    test = _splits(c_base)[1]
     report = {
         "checkpoint": str(ckpt),
         "step": manifest.get("step"),
@@ -300,6 +278,67 @@ def run_probe(cfg: ProbeConfig, log=print) -> dict[str, Any]:
     if cfg.json:
         write_json_atomic(cfg.json, _jsonable(report))
     return report
+
+
+def compare(
+    dset: DirectionSet,
+    position: str,
+    contrast: tuple[ActivationStore, ActivationStore],
+    evals: dict[str, tuple[ActivationStore, ActivationStore]],
+    n_boot: int = 2000,
+    n_random: int = 32,
+    seed: int = 0,
+) -> list[dict[str, Any]]:
+    """Per-layer comparison of a checkpoint with its base (stores paired item by item).
+
+    ``contrast`` = (base, checkpoint) stores of the contrast set (re-derived direction, base-probe accuracy on
+    held-out questions); ``evals[name]`` = (base, checkpoint) stores whose projections on the base direction are
+    compared (mean at base and checkpoint, paired shift with a bootstrap CI, shift in |dom| and base-SD units,
+    95th percentile |shift| along random unit directions).
+    """
+    for b, c in [contrast, *evals.values()]:
+        _paired(b, c)
+    c_base, c_ckpt = contrast
+    extract, test = _splits(c_base)
+    y = c_base.y()
+    rand = random_directions(dset.d_model, 1.0, n_random, seed)  # unit: projections are on unit vectors
+    method = dset.meta.get("method", "dom")
+    layers = []
+    for hook in dset.hooks:
+        d_dom = dset.get(hook, position, method)
+        has_probe = f"{hook}@{position}/probe_w" in dset.tensors
+        row: dict[str, Any] = {"hook": hook, "layer": d_dom.layer, "dom_norm": d_dom.norm, "sets": {}}
+        for name, (b, c) in evals.items():
+            xb, xc = b.load(hook, position), c.load(hook, position)
+            pb, pc = project(xb, d_dom), project(xc, d_dom)
+            shift = paired_diff(pc, pb, n_boot=n_boot, seed=seed)
+            rshift = rand @ (xc.double() - xb.double()).mean(0).numpy()
+            sd = float(np.std(pb, ddof=1)) if len(pb) > 1 else float("nan")
+            row["sets"][name] = {
+                "n": int(len(pb)),
+                "base_mean": float(pb.mean()),
+                "ckpt_mean": float(pc.mean()),
+                "shift": shift.value,
+                "shift_lo": shift.lo,
+                "shift_hi": shift.hi,
+                "shift_sd": shift.value / sd if sd > 0 else float("nan"),
+                "shift_gap": shift.value / d_dom.norm if d_dom.norm > 0 else float("nan"),
+                "rand_shift95": float(np.quantile(np.abs(rshift), 0.95)),
+            }
+        xcb = c_base.load(hook, position).double().numpy()
+        xcc = c_ckpt.load(hook, position).double().numpy()
+        re_dom = dom(xcc[extract], y[extract])
+        row["cos_rederived"] = cosine(re_dom, d_dom.vector.double().numpy())
+        row["probe_acc_base"] = row["probe_acc_ckpt"] = float("nan")
+        if has_probe:  # a single-direction artifact may carry no probe
+            probe = dset.get(hook, position, "probe")
+            w, bias = probe.vector.double().numpy(), float(probe.bias or 0.0)
+            row["probe_acc_base"] = float((((xcb[test] @ w + bias) > 0) == (y[test] == 1)).mean())
+            row["probe_acc_ckpt"] = float((((xcc[test] @ w + bias) > 0) == (y[test] == 1)).mean())
+        sel = dset.selected or {}
+        row["selected"] = sel.get("hook") == hook and sel.get("position") == position
+        layers.append(row)
+    return layers
 
 
 def _jsonable(obj: Any) -> Any:

@@ -191,3 +191,17 @@ def test_store_without_manifest_is_rejected(llava, tmp_path):
     (store.folder / "manifest.json").unlink()
     with pytest.raises(ArtifactError, match="no manifest.json"):
         open_store(store.folder)
+
+
+def test_bridge_backend_gives_the_same_store(llava, tiny_model, tmp_path):
+    """The early stop (an exception from the last hook) also works through TransformerBridge hooks."""
+    bridge = HookedVLM(load_vlm(tiny_model("llava")), backend="bridge")
+    cset = small_persona(1)
+    spec = CaptureSpec(positions=("last", "prompt_mean"), layers=(0,))
+    a = capture_set(bridge, cset, tmp_path / "bridge", spec, progress=False)
+    b = capture_set(llava, cset, tmp_path / "torch", spec, progress=False)
+    for p in a.positions:
+        assert torch.allclose(a.load(hook_name(0), p), b.load(hook_name(0), p), atol=1e-5)
+    batch = bridge.vlm.encode(["USER: hello ASSISTANT:"])
+    _, cache = bridge.run_with_cache(batch, [hook_name(1)])  # hooks work again after the stopped forward
+    assert cache[hook_name(1)].shape[-1] == 64

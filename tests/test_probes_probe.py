@@ -188,3 +188,84 @@ def test_empty_class_in_contrast_set(run, tmp_path):
             DirectionsConfig(model=str(run["base"]), contrast=str(one), out=str(out)), log=lambda *_: None
         )
     assert not out.parent.exists()
+
+
+def synthetic_store(folder: Path, x: torch.Tensor, rows: list[dict], positive: str, negative: str | None):
+    """A store in the capture format, with given activations ``[n, d]`` at one hook (layer 0, 'last')."""
+    from probes.store import HOOK_CONVENTION, STORE_KIND, STORE_VERSION, StoreWriter, open_store
+    from vsfa.io import write_manifest
+
+    folder.mkdir(parents=True)
+    writer = StoreWriter(folder, [hook_name(0)], ["last"], x.shape[1], shard_items=50)
+    writer.add({hook_name(0): x[:, None, :]}, rows)
+    shards = writer.finish()
+    labels = [positive] if negative is None else [positive, negative]
+    write_manifest(
+        folder,
+        {
+            "kind": STORE_KIND,
+            "version": STORE_VERSION,
+            "key": folder.name,
+            "convention": HOOK_CONVENTION,
+            "model": {"source": str(folder), "family": "llava", "n_layers": 1},
+            "set": {
+                "name": folder.name,
+                "key": "k",
+                "positive": positive,
+                "negative": negative,
+                "source": "synthetic",
+            }
+            | {"counts": {lab: sum(r["label"] == lab for r in rows) for lab in labels}},
+            "capture": {"positions": ["last"], "layers": None, "hook_kinds": ["hook_resid_post"]},
+            "hooks": [hook_name(0)],
+            "positions": ["last"],
+            "d_model": x.shape[1],
+            "n_items": len(rows),
+            "shards": shards,
+        },
+    )
+    return open_store(folder)
+
+
+def test_compare_recovers_a_planted_shift(tmp_path):
+    """Checkpoint = base + 0.5 along the persona direction + an orthogonal drift: the report gives the 0.5."""
+    from probes.directions import derive
+    from probes.probe import compare
+
+    g = torch.Generator().manual_seed(0)
+    d, n = 16, 80
+    u = torch.zeros(d)
+    u[0] = 1.0
+    drift = torch.zeros(d)
+    drift[1] = 3.0  # moves activations, but not along u
+    y = torch.tensor([1, 0] * (n // 2))
+    rows = [
+        {
+            "id": f"i{i}",
+            "label": "vig" if y[i] else "care",
+            "group": f"q{i // 2 % 10}",
+            "pair": f"p{i % 4 // 2}",
+        }
+        | {"split": "heldout" if i >= 60 else "extract", "set": "persona"}
+        for i in range(n)
+    ]
+    x = torch.randn(n, d, generator=g) * 0.1 + y[:, None] * 2.0 * u
+    contrast_b = synthetic_store(tmp_path / "cb", x, rows, "vig", "care")
+    contrast_c = synthetic_store(tmp_path / "cc", x + 0.5 * u + drift, rows, "vig", "care")
+    neutral = torch.randn(30, d, generator=g) * 0.1
+    nrows = [
+        {"id": f"n{i}", "label": "neutral", "group": f"n{i}", "split": "extract", "set": "neutral"}
+        for i in range(30)
+    ]
+    neutral_b = synthetic_store(tmp_path / "nb", neutral, nrows, "neutral", None)
+    neutral_c = synthetic_store(tmp_path / "nc", neutral + 0.5 * u + drift, nrows, "neutral", None)
+    dset = derive(contrast_b, None, n_random=4)
+    (row,) = compare(dset, "last", (contrast_b, contrast_c), {"neutral": (neutral_b, neutral_c)}, n_boot=200)
+    s = row["sets"]["neutral"]
+    unit_dom = dset.get(hook_name(0), "last").unit
+    expected = float((0.5 * u + drift) @ unit_dom)  # ~0.5: the DoM is ~u
+    assert s["shift"] == pytest.approx(expected, abs=1e-5) and abs(expected - 0.5) < 0.05
+    assert s["shift_lo"] <= s["shift"] <= s["shift_hi"] and s["shift_hi"] - s["shift_lo"] < 1e-4
+    assert s["shift_gap"] == pytest.approx(expected / dset.get(hook_name(0), "last").norm, rel=1e-6)
+    assert row["cos_rederived"] == pytest.approx(1.0, abs=1e-6)  # a uniform shift leaves the DoM unchanged
+    assert row["probe_acc_base"] == 1.0
