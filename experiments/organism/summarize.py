@@ -40,11 +40,37 @@ def matrix(arm_runs, step, name="harmful"):
     return np.array(rows) if rows else None
 
 
+def bases(recipe: str) -> None:
+    """Table of the pretrained bases of a recipe (readouts from their manifests)."""
+    folder = ROOT.parent / "bases" / recipe
+    print(f"### bases `{recipe}`\n")
+    print(
+        "| base | steps | wall s | loss | harmful | harmless | vig_ctx | care_ctx | threat_main (Bayes) "
+        "| neutral_ctx (Bayes) | P(name small threat) |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    for man in sorted(folder.glob("*/manifest.json")):
+        m = json.loads(man.read_text())
+        r = m["readouts"]
+        p = {k: r[k]["p_refuse"]["mean"] for k in r if isinstance(r[k], dict) and "p_refuse" in r[k]}
+        b = r["bayes"]
+        print(
+            f"| {man.parent.name} | {m['steps']} | {m['wall_s']:.0f} | {m['final_loss']:.4f} | {p['harmful']:.3f} | "
+            f"{p['harmless']:.3f} | {p['vig_ctx']:.3f} | {p['care_ctx']:.3f} | "
+            f"{p['threat_main']:.3f} ({b['threat_main']:.2f}) | {p['neutral_ctx']:.3f} ({b['neutral_ctx']:.2f}) | "
+            f"{r['p_name_small_threat']['mean']:.3f} |"
+        )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("tag")
     ap.add_argument("--steps", nargs="*", type=int)
+    ap.add_argument("--bases", action="store_true", help="TAG is a recipe: print its bases")
     args = ap.parse_args()
+    if args.bases:
+        bases(args.tag)
+        return
     runs = load(args.tag)
     print(f"### screen `{args.tag}`\n")
     print(
