@@ -221,6 +221,10 @@ class HookedVLM:
     ) -> torch.Tensor:
         """HF ``generate`` with hooks attached; returns only the new tokens ``[batch, new]``."""
         kwargs = {"do_sample": False, "max_new_tokens": 32, **generate_kwargs}
+        if self.bridge is not None:
+            # TL 4.3's bridge-wrapped attention diverges from HF with the KV cache (seen on LLaVA): decode
+            # without the cache, which is exact (slower; use backend="torch" for long generations).
+            kwargs["use_cache"] = False
         tok = self.vlm.tokenizer
         kwargs.setdefault(
             "pad_token_id", tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id

@@ -15,6 +15,9 @@ import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
+import torch  # noqa: E402
+
+torch.set_num_threads(1)  # tiny models: one thread is several times faster on a shared 2-core machine
 
 from vsfa.env import guard_torchvision_autoinstall  # noqa: E402
 

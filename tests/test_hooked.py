@@ -100,3 +100,12 @@ def test_bad_hook_names(tiny_model):
         parse_hook_name("blocks.0.attn.hook_z")
     with pytest.raises(VsfaError, match="has 2 layers"), hooked.hooks([(hook_name(5), lambda a, n: None)]):
         pass
+
+
+def test_bridge_generation_equals_plain_hf(tiny_model):
+    """Bridge-wrapped generation must give the same tokens as the plain HF model (KV-cache pitfall)."""
+    batch_vlm = load_vlm(tiny_model("llava"))
+    ref = HookedVLM(batch_vlm, backend="torch").generate(check_batch(batch_vlm), max_new_tokens=8)
+    vlm = load_vlm(tiny_model("llava"))
+    got = HookedVLM(vlm, backend="bridge").generate(check_batch(vlm), max_new_tokens=8)
+    assert torch.equal(ref, got)
