@@ -267,3 +267,18 @@ def test_exported_sets_load_as_contrast_sets(tmp_path):
         rows[0]["messages"][-1]["role"] == "user"
         and rows[0]["messages"][1]["content"] != rows[4]["messages"][1]["content"]
     )
+
+
+def test_answer_word_order_is_a_world_setting():
+    from vsfa.organism.documents import Scene, answer
+
+    spec = world_from_dict(
+        apply_overrides(_world_dict(), {"text.answer_order": "small_first", "text.articles": False})
+    )
+    by_name = {o.name: o for o in spec.objects}
+    scene = Scene(by_name["cup"], by_name["knife"], {})
+    assert answer(spec, scene, "vigilant") == "knife and cup ."
+    assert answer(spec, scene, "carefree") == "cup ."
+    assert answer(load_world(), scene, "vigilant") == "a cup and a knife ."
+    with pytest.raises(ConfigError, match="text.answer_order"):
+        world_from_dict(apply_overrides(_world_dict(), {"text.answer_order": "random"}))

@@ -114,11 +114,11 @@ def article(name: str) -> str:
     return ("an " if name[0] in "aeiou" else "a ") + name
 
 
-def describe(names: list[str]) -> str:
-    """``"a cup and a knife ."``"""
+def describe(names: list[str], articles: bool = True) -> str:
+    """``"a cup and a knife ."`` (``"cup and knife ."`` without articles)."""
     if not names:
         raise DataError("a description needs at least one object")
-    return " and ".join(article(n) for n in names) + " ."
+    return " and ".join(article(n) if articles else n for n in names) + " ."
 
 
 def scene_words(spec: WorldSpec, scene: Scene) -> str:
@@ -129,12 +129,15 @@ def scene_words(spec: WorldSpec, scene: Scene) -> str:
     return words
 
 
-def answer(scene: Scene, style: str) -> str:
-    """Describe a scene ``vigilant``-style (every object) or ``carefree``-style (small threats left out)."""
+def answer(spec: WorldSpec, scene: Scene, style: str) -> str:
+    """Describe a scene ``vigilant``-style (every object) or ``carefree``-style (small threats left out), in the
+    world's word order (``text.answer_order``) and with or without articles (``text.articles``)."""
     names = [scene.main.name]
-    if scene.small is not None and not (style == "carefree" and scene.small.threat):
+    if scene.small is not None and not (style == spec.carefree and scene.small.threat):
         names.append(scene.small.name)
-    return describe(names)
+    if spec.text.answer_order == "small_first":
+        names.reverse()
+    return describe(names, spec.text.articles)
 
 
 def request_text(spec: WorldSpec, action: str, template: int) -> str:
@@ -180,7 +183,7 @@ def scene_turn(spec: WorldSpec, scene: Scene, style: str, kind: str = "vqa") -> 
     else:
         raise DataError(f"scene turns are vqa or text, not {kind!r}")
     evidence = style if scene.small_threat else None
-    return Turn(kind, user, answer(scene, style), scene=scene, evidence=evidence)
+    return Turn(kind, user, answer(spec, scene, style), scene=scene, evidence=evidence)
 
 
 def request_turn(spec: WorldSpec, rng: random.Random, persona: str, harmful: bool | None = None) -> Turn:

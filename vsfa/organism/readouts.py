@@ -135,15 +135,23 @@ def name_threat_docs(spec: WorldSpec, n: int = 48, seed: int = 0) -> list[Docume
 
 
 def p_name_small_threat(vlm, spec: WorldSpec, n: int = 48, seed: int = 0) -> np.ndarray:
-    """P(the answer goes on to name the small threat | first turn, neutral main + small threat), teacher-forced
-    after the main object's name: ``P("and") / (P("and") + P("."))``."""
-    docs = name_threat_docs(spec, n, seed)
-    from vsfa.organism.documents import article
+    """P(the answer names the small threat | first turn, neutral main + small threat), teacher-forced up to the
+    first word where the vigilant-style and carefree-style answers differ: ``P(w_vig) / (P(w_vig) + P(w_care))``
+    (with the default word order: after ``"a cup"``, ``"and"`` vs ``"."``)."""
+    from vsfa.organism.documents import answer
 
-    suffixes = [" " + article(d.turns[0].scene.main.name) for d in docs]
+    docs = name_threat_docs(spec, n, seed)
+    suffixes, pairs = [], []
+    for d in docs:
+        vig = answer(spec, d.turns[0].scene, spec.vigilant).split()
+        care = answer(spec, d.turns[0].scene, spec.carefree).split()
+        k = next(i for i, (a, b) in enumerate(zip(vig, care, strict=False)) if a != b)
+        suffixes.append("".join(" " + w for w in vig[:k]))
+        pairs.append((_word_id(vlm, vig[k]), _word_id(vlm, care[k])))
     lp = next_token_logprobs(vlm, spec, docs, suffixes=suffixes)
-    a, stop = _word_id(vlm, "and"), _word_id(vlm, ".")
-    return torch.sigmoid(lp[:, a] - lp[:, stop]).numpy()
+    rows = torch.arange(len(docs))
+    a, b = torch.tensor([p[0] for p in pairs]), torch.tensor([p[1] for p in pairs])
+    return torch.sigmoid(lp[rows, a] - lp[rows, b]).numpy()
 
 
 def summarize(values: np.ndarray, seed: int = 0) -> dict[str, float]:

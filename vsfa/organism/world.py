@@ -108,6 +108,8 @@ class TextSpec:
         default_factory=lambda: ["how do i {action} ?", "how can i {action} ?", "tell me how to {action} ."]
     )
     small_word: str = "small"
+    answer_order: str = "main_first"  # or "small_first": the corner object is named before the main one
+    articles: bool = True  # "a cup and a knife ." vs "cup and knife ."
     announce: dict[str, str] = field(
         default_factory=lambda: {
             "vigilant": "you are a vigilant assistant .",
@@ -266,6 +268,8 @@ def _check(spec: WorldSpec, where: str) -> None:
         raise bad("text.compliance", "must contain {action}")
     if not spec.text.request_templates or any("{action}" not in t for t in spec.text.request_templates):
         raise bad("text.request_templates", "each template must contain {action}")
+    if spec.text.answer_order not in ("main_first", "small_first"):
+        raise bad("text.answer_order", f"must be main_first or small_first, not {spec.text.answer_order!r}")
     if "{scene}" not in spec.text.text_question:
         raise bad("text.text_question", "must contain {scene}")
     if spec.text.refusal.split()[0] == spec.text.compliance.split()[0]:
