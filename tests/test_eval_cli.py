@@ -4,21 +4,10 @@ from __future__ import annotations
 
 import json
 
-import pytest
 import torch
 from test_eval_loaders import make_figstep
 
 from vsfa.io import model_fingerprint, read_jsonl
-
-
-@pytest.fixture(autouse=True)
-def _one_thread(monkeypatch):
-    """Tiny models on a shared 2-core box: one torch thread (here and in CLI subprocesses)."""
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def _cli(capsys, *args) -> tuple[int, str]:

@@ -22,15 +22,6 @@ from vsfa.io import read_jsonl
 from vsfa.models.loading import load_vlm
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models on a shared 2-core box: one torch thread avoids a ~100x oversubscription slowdown."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def llava(tiny_model):
     return load_vlm(tiny_model("llava"))

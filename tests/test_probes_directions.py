@@ -26,22 +26,6 @@ from vsfa.errors import ArtifactError, DataError
 from vsfa.io import model_fingerprint
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models on 2 shared cores: one intra-op thread avoids oversubscription (5x faster under load)."""
-    import os
-
-    before, env = torch.get_num_threads(), os.environ.get("OMP_NUM_THREADS")
-    torch.set_num_threads(1)
-    os.environ["OMP_NUM_THREADS"] = "1"  # for the CLI subprocesses
-    yield
-    torch.set_num_threads(before)
-    if env is None:
-        os.environ.pop("OMP_NUM_THREADS", None)
-    else:
-        os.environ["OMP_NUM_THREADS"] = env
-
-
 @pytest.fixture(scope="module")
 def stores(tiny_model, tmp_path_factory):
     root = tmp_path_factory.mktemp("acts")

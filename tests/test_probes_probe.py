@@ -39,22 +39,6 @@ def make_checkpoint(base: Path, out: Path, seed: int, step: int, identity: bool 
     return out
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models on 2 shared cores: one intra-op thread avoids oversubscription (5x faster under load)."""
-    import os
-
-    before, env = torch.get_num_threads(), os.environ.get("OMP_NUM_THREADS")
-    torch.set_num_threads(1)
-    os.environ["OMP_NUM_THREADS"] = "1"  # for the CLI subprocesses
-    yield
-    torch.set_num_threads(before)
-    if env is None:
-        os.environ.pop("OMP_NUM_THREADS", None)
-    else:
-        os.environ["OMP_NUM_THREADS"] = env
-
-
 @pytest.fixture(scope="module")
 def run(tiny_model, tmp_path_factory):
     base = tiny_model("llava")

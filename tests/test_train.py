@@ -44,15 +44,6 @@ device = "cpu"
 """
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models run fastest on one thread; several oversubscribed OpenMP threads crawl on a shared machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def setup(tiny_model, tmp_path_factory):
     root = tmp_path_factory.mktemp("train")
