@@ -144,3 +144,10 @@ def test_every_registry_family_names_real_classes():
             from transformer_lens.model_bridge import supported_architectures as sa
 
             assert hasattr(sa, fam.tl_adapter), fam.tl_adapter
+
+
+@pytest.mark.parametrize("family", TINY_FAMILIES)
+def test_registry_projector_path_exists(family):
+    model, _ = build_tiny(family)
+    projector = model.get_submodule(get_family(family).projector_path)
+    assert sum(p.numel() for p in projector.parameters()) > 0

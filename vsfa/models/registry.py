@@ -31,6 +31,7 @@ class Family:
     extra_input_keys: tuple[str, ...] = ()  # processor outputs the forward needs beside ids/mask/pixels
     image_placeholder: str = "<image>"  # what the chat template writes for an image part
     # Modules (relative to a decoder layer) whose output is what attention / MLP add to the residual stream.
+    projector_path: str = "model.multi_modal_projector"  # vision-to-language projector (trainable on request)
     attn_out_module: str = "self_attn"
     mlp_out_module: str = "mlp"
     lora_projections: tuple[str, ...] = field(default=LORA_PROJECTIONS)
@@ -80,6 +81,7 @@ FAMILIES: dict[str, Family] = {
         ),
         Family(
             name="qwen2_vl",
+            projector_path="model.visual.merger",
             description="Qwen2-VL (M-RoPE; no TransformerBridge adapter)",
             architectures=("Qwen2VLForConditionalGeneration",),
             hf_class="Qwen2VLForConditionalGeneration",
@@ -92,6 +94,7 @@ FAMILIES: dict[str, Family] = {
         ),
         Family(
             name="qwen2_5_vl",
+            projector_path="model.visual.merger",
             description="Qwen2.5-VL (M-RoPE, windowed vision attention)",
             architectures=("Qwen2_5_VLForConditionalGeneration",),
             hf_class="Qwen2_5_VLForConditionalGeneration",
@@ -104,6 +107,7 @@ FAMILIES: dict[str, Family] = {
         ),
         Family(
             name="qwen3_vl",
+            projector_path="model.visual.merger",
             description="Qwen3-VL (interleaved M-RoPE, deepstack visual features)",
             architectures=("Qwen3VLForConditionalGeneration",),
             hf_class="Qwen3VLForConditionalGeneration",
@@ -129,6 +133,7 @@ FAMILIES: dict[str, Family] = {
         ),
         Family(
             name="idefics3",
+            projector_path="model.connector",
             description="Idefics3 / SmolVLM (SigLIP-style tower + pixel shuffle + Llama)",
             architectures=("Idefics3ForConditionalGeneration", "SmolVLMForConditionalGeneration"),
             hf_class="Idefics3ForConditionalGeneration",

@@ -244,13 +244,7 @@ def attach_lora(vlm, cfg: TrainConfig):
     family = vlm.family
     modules_to_save = list(cfg.lora.modules_to_save)
     if cfg.lora.train_projector:
-        projector = getattr(family, "projector_path", None)
-        if not projector:
-            raise ConfigError(
-                f"lora.train_projector: the registry has no projector path for family {family.name!r}; "
-                "name the module in lora.modules_to_save instead"
-            )
-        modules_to_save.append(projector)
+        modules_to_save.append(family.projector_path)
     target = cfg.lora.target_regex or family.lora_target_regex
     lora = LoraConfig(
         r=cfg.lora.r,
