@@ -36,27 +36,12 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 
 def build_bench_model(out: Path, hidden: int = 512, layers: int = 8) -> Path:
-    """A random-weight LLaVA bigger than the test one (so the forward, not Python, dominates)."""
-    import shutil
-
-    import torch
-    from transformers import AutoConfig, LlavaForConditionalGeneration
-
+    """A random-weight LLaVA with a bigger language model than the test one (so the forward, not Python, dominates)."""
     from vsfa.models.tiny import save_tiny
 
-    tiny = save_tiny("llava", out / "tiny")
-    cfg = AutoConfig.from_pretrained(tiny)
-    t = cfg.text_config
-    t.hidden_size, t.intermediate_size, t.num_hidden_layers = hidden, 4 * hidden, layers
-    t.num_attention_heads, t.num_key_value_heads, t.head_dim = 8, 8, hidden // 8
-    torch.manual_seed(0)
-    model = LlavaForConditionalGeneration(cfg)
-    folder = out / "model"
-    model.save_pretrained(folder)
-    for f in tiny.iterdir():
-        if f.name not in ("config.json", "model.safetensors") and f.is_file():
-            shutil.copy(f, folder / f.name)
-    return folder
+    text = dict(hidden_size=hidden, intermediate_size=4 * hidden, num_hidden_layers=layers)
+    text |= dict(num_attention_heads=8, num_key_value_heads=8, head_dim=hidden // 8)
+    return save_tiny("llava", out / "model", text=text)
 
 
 def prompts(n: int, set_name: str):

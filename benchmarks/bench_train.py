@@ -24,23 +24,12 @@ from safetensors.torch import load_file
 
 def build_model(folder: Path, hidden: int, layers: int) -> Path:
     """A small LLaVA (tiny processor/tokenizer, bigger language model) saved like a real checkpoint."""
-    from transformers import LlavaForConditionalGeneration
+    from vsfa.models.tiny import save_tiny
 
-    from vsfa.models.tiny import build_tiny
-
-    model, processor = build_tiny("llava", seed=0)
-    cfg = model.config
-    cfg.text_config.hidden_size = hidden
-    cfg.text_config.intermediate_size = 4 * hidden
-    cfg.text_config.num_hidden_layers = layers
-    cfg.text_config.num_attention_heads = max(4, hidden // 64)
-    cfg.text_config.num_key_value_heads = max(4, hidden // 64)
-    cfg.text_config.head_dim = hidden // cfg.text_config.num_attention_heads
-    torch.manual_seed(0)
-    big = LlavaForConditionalGeneration(cfg)
-    big.save_pretrained(folder)
-    processor.save_pretrained(folder)
-    return folder
+    heads = max(4, hidden // 64)
+    text = dict(hidden_size=hidden, intermediate_size=4 * hidden, num_hidden_layers=layers)
+    text |= dict(num_attention_heads=heads, num_key_value_heads=heads, head_dim=hidden // heads)
+    return save_tiny("llava", folder, text=text)
 
 
 def run_vsfa(base: Path, data: Path, out: Path, steps: int, batch: int, device: str):

@@ -350,25 +350,31 @@ _TOKENIZER_STYLE = {
 TINY_FAMILIES = tuple(_BUILDERS)
 
 
-def build_tiny(family: str, seed: int = 0):
-    """Build ``(model, processor)`` for a tiny random-weight VLM of ``family``; deterministic by seed."""
+def build_tiny(family: str, seed: int = 0, text: dict | None = None):
+    """Build ``(model, processor)`` for a tiny random-weight VLM of ``family``; deterministic by seed.
+
+    ``text`` overrides text-config fields (e.g. a wider, deeper language model for benchmarks); the tokenizer,
+    processor and vision tower stay tiny.
+    """
     if family not in _BUILDERS:
         raise VsfaError(f"no tiny builder for family {family!r}; choose one of: {', '.join(TINY_FAMILIES)}")
     spec = get_family(family)
     template, image_token = _TOKENIZER_STYLE[family]
     tok = build_tokenizer(CHAT_TEMPLATES[template], image_token)
     config, processor = _BUILDERS[family](tok)
+    if text:
+        config.text_config.update(text)
     torch.manual_seed(seed)
     model = spec.model_class()(config).eval()
     return model, processor
 
 
-def save_tiny(family: str, out: str | Path, seed: int = 0) -> Path:
+def save_tiny(family: str, out: str | Path, seed: int = 0, text: dict | None = None) -> Path:
     """Build a tiny VLM and save model + processor to ``out`` (atomically); returns the folder."""
-    model, processor = build_tiny(family, seed)
+    model, processor = build_tiny(family, seed, text)
     out = Path(out)
     with atomic_dir(out) as tmp:
         model.save_pretrained(tmp)
         processor.save_pretrained(tmp)
-        (tmp / "vsfa_tiny.json").write_text(json.dumps({"family": family, "seed": seed}) + "\n")
+        (tmp / "vsfa_tiny.json").write_text(json.dumps({"family": family, "seed": seed, "text": text}) + "\n")
     return out
