@@ -24,10 +24,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from probes.capture import Capturer, CaptureSpec, ModelSpec
 from probes.contrasts import ContrastSet, load_set
-from probes.directions import DirectionSet, SelectionRule, derive, load_directions, project
+from probes.directions import Direction, DirectionSet, SelectionRule, derive, load_directions, project
 from probes.linear import cosine, dom, random_directions
 from probes.store import ActivationStore
 from vsfa.errors import ArtifactError, ConfigError, ModelLoadError
@@ -168,12 +169,12 @@ def checkpoint_info(ckpt: Path, base: str | None) -> tuple[dict[str, Any], Path]
     return manifest, base_dir
 
 
-def _set_from_meta(meta: dict[str, Any]) -> ContrastSet:
+def contrast_from_meta(meta: dict[str, Any]) -> ContrastSet:
     spec = meta.get("spec") or {"set": meta.get("source") or meta["name"]}
     return load_set(spec["set"], max_questions=spec.get("max_questions"))
 
 
-def _splits(store: ActivationStore) -> tuple[np.ndarray, np.ndarray]:
+def extract_test_masks(store: ActivationStore) -> tuple[np.ndarray, np.ndarray]:
     """(extract, test) masks: the held-out questions are the test items; without them, the extract ones."""
     split = np.array(store.column("split"))
     extract = split == "extract" if (split == "extract").any() else np.ones(store.n, dtype=bool)
@@ -186,16 +187,24 @@ def _paired(base: ActivationStore, tuned: ActivationStore) -> None:
         raise ArtifactError(f"{base.folder} and {tuned.folder} hold different items; cannot pair them")
 
 
-def run_probe(cfg: ProbeConfig, log=print) -> dict[str, Any]:
-    """Compare a checkpoint with its base along the base directions, layer by layer; returns the report."""
-    t0 = time.perf_counter()
-    ckpt = Path(cfg.checkpoint)
-    manifest, base_dir = checkpoint_info(ckpt, cfg.base)
-    n_layers, d_model = model_dims(base_dir)
-    acts = Path(cfg.acts) if cfg.acts else default_acts_root(ckpt)
-    if cfg.directions:
-        dset = load_directions(cfg.directions)
-        dpath = Path(dset.meta["path"])
+def base_directions(
+    base_dir: Path,
+    directions: str | Path | None,
+    acts: Path,
+    max_questions: int | None = None,
+    batch_size: int = 16,
+    device: str = "cpu",
+    dtype: str | None = None,
+    backend: str = "torch",
+    seed: int = 0,
+    log=print,
+) -> DirectionSet:
+    """The fixed base directions: the given artifact, else ``ACTS/../directions/persona-<fp>`` (derived if absent).
+
+    Checks that the directions were derived on ``base_dir`` (model fingerprint).
+    """
+    if directions:
+        dset = load_directions(directions)
     else:
         dpath = acts.parent / "directions" / f"persona-{model_fingerprint(base_dir)[:12]}"
         if dpath.with_suffix(".json").is_file():
@@ -206,28 +215,51 @@ def run_probe(cfg: ProbeConfig, log=print) -> dict[str, Any]:
                 model=str(base_dir),
                 out=str(dpath),
                 acts=str(acts),
-                max_questions=cfg.max_questions,
-                batch_size=cfg.batch_size,
-                device=cfg.device,
-                dtype=cfg.dtype,
-                backend=cfg.backend,
-                seed=cfg.seed,
+                max_questions=max_questions,
+                batch_size=batch_size,
+                device=device,
+                dtype=dtype,
+                backend=backend,
+                seed=seed,
             )
             dset, _, _ = run_directions(dcfg, log=log)
-        dpath = Path(dset.meta["path"])
-    dset.check_fits(d_model, n_layers, cfg.hook_kind, where=f"{base_dir} ")
     fp = dset.meta.get("model", {}).get("fingerprint")
     if fp and fp != model_fingerprint(base_dir):
         raise ArtifactError(
-            f"{dpath}: directions were derived on {dset.meta['model'].get('source')}, not on the base {base_dir}"
+            f"{dset.meta['path']}: directions were derived on {dset.meta['model'].get('source')}, "
+            f"not on the base {base_dir}"
         )
+    return dset
+
+
+def run_probe(cfg: ProbeConfig, log=print) -> dict[str, Any]:
+    """Compare a checkpoint with its base along the base directions, layer by layer; returns the report."""
+    t0 = time.perf_counter()
+    ckpt = Path(cfg.checkpoint)
+    manifest, base_dir = checkpoint_info(ckpt, cfg.base)
+    n_layers, d_model = model_dims(base_dir)
+    acts = Path(cfg.acts) if cfg.acts else default_acts_root(ckpt)
+    dset = base_directions(
+        base_dir,
+        cfg.directions,
+        acts,
+        cfg.max_questions,
+        cfg.batch_size,
+        cfg.device,
+        cfg.dtype,
+        cfg.backend,
+        cfg.seed,
+        log,
+    )
+    dpath = Path(dset.meta["path"])
+    dset.check_fits(d_model, n_layers, cfg.hook_kind, where=f"{base_dir} ")
     position = cfg.position or (dset.selected or {}).get("position") or dset.positions[0]
     if position not in dset.positions:
         raise ArtifactError(
             f"{dpath}: no directions at position {position!r} (has {', '.join(dset.positions)})"
         )
     cspec = CaptureSpec.from_dict(dset.meta["capture"])
-    contrast = _set_from_meta(dset.meta["contrast"])
+    contrast = contrast_from_meta(dset.meta["contrast"])
     contrast.check_classes()
     eval_sets = [load_set(s) for s in cfg.sets]
     sets = [contrast, *eval_sets]
@@ -252,7 +284,7 @@ def run_probe(cfg: ProbeConfig, log=print) -> dict[str, Any]:
         seed=cfg.seed,
     )
     c_base = base_stores[0]
-    test = _splits(c_base)[1]
+    test = extract_test_masks(c_base)[1]
     report = {
         "checkpoint": str(ckpt),
         "step": manifest.get("step"),
@@ -299,7 +331,7 @@ def compare(
     for b, c in [contrast, *evals.values()]:
         _paired(b, c)
     c_base, c_ckpt = contrast
-    extract, test = _splits(c_base)
+    extract, test = extract_test_masks(c_base)
     y = c_base.y()
     rand = random_directions(dset.d_model, 1.0, n_random, seed)  # unit: projections are on unit vectors
     method = dset.meta.get("method", "dom")
@@ -310,21 +342,13 @@ def compare(
         row: dict[str, Any] = {"hook": hook, "layer": d_dom.layer, "dom_norm": d_dom.norm, "sets": {}}
         for name, (b, c) in evals.items():
             xb, xc = b.load(hook, position), c.load(hook, position)
-            pb, pc = project(xb, d_dom), project(xc, d_dom)
-            shift = paired_diff(pc, pb, n_boot=n_boot, seed=seed)
-            rshift = rand @ (xc.double() - xb.double()).mean(0).numpy()
-            sd = float(np.std(pb, ddof=1)) if len(pb) > 1 else float("nan")
-            row["sets"][name] = {
-                "n": int(len(pb)),
-                "base_mean": float(pb.mean()),
-                "ckpt_mean": float(pc.mean()),
-                "shift": shift.value,
-                "shift_lo": shift.lo,
-                "shift_hi": shift.hi,
-                "shift_sd": shift.value / sd if sd > 0 else float("nan"),
-                "shift_gap": shift.value / d_dom.norm if d_dom.norm > 0 else float("nan"),
-                "rand_shift95": float(np.quantile(np.abs(rshift), 0.95)),
-            }
+            row["sets"][name] = _shift_stats(xb, xc, d_dom, rand, n_boot, seed)
+            labels = list(dict.fromkeys(b.column("label")))
+            if len(labels) > 1:
+                lab = np.array(b.column("label"))
+                row["sets"][name]["by_label"] = {
+                    v: _shift_stats(xb[lab == v], xc[lab == v], d_dom, rand, n_boot, seed) for v in labels
+                }
         xcb = c_base.load(hook, position).double().numpy()
         xcc = c_ckpt.load(hook, position).double().numpy()
         re_dom = dom(xcc[extract], y[extract])
@@ -339,6 +363,39 @@ def compare(
         row["selected"] = sel.get("hook") == hook and sel.get("position") == position
         layers.append(row)
     return layers
+
+
+def _shift_stats(
+    xb: torch.Tensor, xc: torch.Tensor, d_dom: Direction, rand: np.ndarray, n_boot: int, seed: int
+) -> dict[str, Any]:
+    """Base vs checkpoint activations of the same items along one base direction.
+
+    Mean projections, the paired shift with a bootstrap CI (also in |dom| and base-SD units), the 95th
+    percentile |shift| along random unit directions, and the cosine between the mean fine-tuning shift vector
+    and the direction beside the 95th percentile |cosine| of random directions with that shift vector.
+    """
+    pb, pc = project(xb, d_dom), project(xc, d_dom)
+    shift = paired_diff(pc, pb, n_boot=n_boot, seed=seed)
+    delta = (xc.double() - xb.double()).mean(0).numpy()
+    rshift = np.abs(rand @ delta)
+    delta_norm = float(np.linalg.norm(delta))
+    sd = float(np.std(pb, ddof=1)) if len(pb) > 1 else float("nan")
+    return {
+        "n": int(len(pb)),
+        "base_mean": float(pb.mean()),
+        "ckpt_mean": float(pc.mean()),
+        "shift": shift.value,
+        "shift_lo": shift.lo,
+        "shift_hi": shift.hi,
+        "shift_sd": shift.value / sd if sd > 0 else float("nan"),
+        "shift_gap": shift.value / d_dom.norm if d_dom.norm > 0 else float("nan"),
+        "rand_shift95": float(np.quantile(rshift, 0.95)),
+        "shift_norm": delta_norm,
+        "shift_cos": float(delta @ d_dom.unit.double().numpy() / delta_norm)
+        if delta_norm > 0
+        else float("nan"),
+        "shift_cos_rand95": float(np.quantile(rshift, 0.95) / delta_norm) if delta_norm > 0 else float("nan"),
+    }
 
 
 def _jsonable(obj: Any) -> Any:

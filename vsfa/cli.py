@@ -807,21 +807,153 @@ def organism_eval(
         write_json_atomic(out, result)
 
 
+# ------------------------------------------------------------------------------------------ analysis
+def _log(msg: str) -> None:
+    typer.echo(msg, err=True)
+
+
+@app.command("track")
+def track_cmd(
+    run: Path = typer.Option(..., help="Training run folder (RUN/checkpoints/step-*)."),
+    directions: Path | None = typer.Option(
+        None, help="Base direction artifact (default: RUN/directions/persona-<fp>, derived if absent)."
+    ),
+    base: Path | None = typer.Option(None, help="Base model folder (default: from the run's manifest)."),
+    sets: str = typer.Option("neutral,requests", help="Comma list of evaluation sets or files."),
+    acts: Path | None = typer.Option(None, help="Activation cache root (default: RUN/acts)."),
+    max_questions: int | None = typer.Option(None, help="Neutral questions for a derived persona set."),
+    batch_size: int = typer.Option(16),
+    device: str = typer.Option("cpu"),
+    dtype: str | None = typer.Option(None),
+    n_boot: int = typer.Option(1000, help="Bootstrap resamples per CI."),
+    seed: int = typer.Option(0),
+) -> None:
+    """Directions over a run's checkpoints -> RUN/track/trajectory.csv (tidy, one estimate per row)."""
+    from analysis.trajectory import TrackConfig, track
+
+    _quiet_transformers()
+    cfg = TrackConfig(
+        run=str(run),
+        directions=str(directions) if directions else None,
+        base=str(base) if base else None,
+        sets=_csv(sets) or [],
+        acts=str(acts) if acts else None,
+        max_questions=max_questions,
+        batch_size=batch_size,
+        device=device,
+        dtype=dtype,
+        n_boot=n_boot,
+        seed=seed,
+    )
+    out = track(cfg, log=_log)
+    typer.echo(f"wrote {out / 'trajectory.csv'}")
+
+
+@app.command("link")
+def link_cmd(
+    run: list[Path] = typer.Option(..., help="Tracked and evaluated run(s); repeat for seeds/arms."),
+    control: list[Path] = typer.Option([], help="Control run(s) (neutral images); repeat for seeds."),
+    out: Path | None = typer.Option(None, help="Report file (default: <first run>/link.json)."),
+    bench: str = typer.Option("builtin", help="Benchmark folder name under RUN/eval/<checkpoint>/."),
+    judge: str | None = typer.Option(None, help="Judge name (default: the keyword judge)."),
+    hook: str | None = typer.Option(None, help="Hook (default: the selected one)."),
+    position: str | None = typer.Option(None, help="Position (default: the selected one)."),
+    n_boot: int = typer.Option(2000),
+    seed: int = typer.Option(0),
+) -> None:
+    """Projection shift vs ASR / over-refusal across checkpoints; VSFA vs control; early prediction."""
+    from analysis.link import LinkConfig, format_summary, link
+
+    cfg = LinkConfig(
+        runs=[str(r) for r in run],
+        controls=[str(c) for c in control],
+        out=str(out) if out else None,
+        benchmark=bench,
+        judge=judge,
+        hook=hook,
+        position=position,
+        n_boot=n_boot,
+        seed=seed,
+    )
+    report = link(cfg, log=_log)
+    typer.echo(format_summary(report))
+    typer.echo(f"wrote {report['path']}")
+
+
+def _floats(value: str, option: str) -> list[float]:
+    try:
+        return [float(v) for v in value.split(",") if v.strip()]
+    except ValueError:
+        raise VsfaError(f"{option} must be comma-separated numbers, not {value!r}") from None
+
+
+@app.command("steer")
+def steer_cmd(
+    model: Path = typer.Option(..., help="Base model folder."),
+    directions: Path = typer.Option(..., help="Direction artifact (the selected direction is used)."),
+    out: Path = typer.Option(..., help="Output folder."),
+    checkpoint: Path | None = typer.Option(
+        None, help="Fine-tuned adapter: also ablate the direction from it."
+    ),
+    hook: str | None = typer.Option(None, help="Hook (default: the selected one)."),
+    position: str | None = typer.Option(None, help="Direction position (default: the selected one)."),
+    alphas: str = typer.Option("0,1,2,4,8", help="Steering strengths, in class gaps (raw DoM norms)."),
+    steer_positions: str = typer.Option("all", help="all | prompt | generated"),
+    n_random: int = typer.Option(3, help="Norm-matched random directions as controls."),
+    bench: str = typer.Option("builtin", help="Benchmark NAME or NAME=PATH."),
+    limit: int | None = typer.Option(None, help="First N items only."),
+    judge: str = typer.Option("keyword"),
+    max_new_tokens: int = typer.Option(48),
+    batch_size: int = typer.Option(8),
+    device: str = typer.Option("cpu"),
+    dtype: str | None = typer.Option(None),
+    seed: int = typer.Option(0),
+) -> None:
+    """Steering sweep on the base model, ablation on a checkpoint, random-direction controls."""
+    from analysis.causal import SteerConfig, steer
+    from vsfa.eval.runner import BenchSpec
+
+    _quiet_transformers()
+    spec = BenchSpec.parse(bench)
+    cfg = SteerConfig(
+        model=str(model),
+        directions=str(directions),
+        out=str(out),
+        checkpoint=str(checkpoint) if checkpoint else None,
+        hook=hook,
+        position=position,
+        alphas=_floats(alphas, "--alphas"),
+        steer_positions=steer_positions,
+        n_random=n_random,
+        bench=spec.name,
+        bench_path=spec.path,
+        limit=limit,
+        judge=judge,
+        max_new_tokens=max_new_tokens,
+        batch_size=batch_size,
+        device=device,
+        dtype=dtype,
+        seed=seed,
+    )
+    folder = steer(cfg, log=_log)
+    typer.echo(f"wrote {folder / 'curves.csv'} and {folder / 'causal.json'}")
+
+
 # ---------------------------------------------------------------------------------------------- demo
 @app.command("demo")
 def demo(
-    out: Path = typer.Option(Path("runs/demo"), help="Run folder."),
-    family: str = typer.Option("llava", help="Tiny model family for the quick demo."),
+    study: str = typer.Option("tiny", help="Preset: quick (seconds, plumbing), tiny (default), smol-llava."),
+    out: Path | None = typer.Option(None, help="Study folder (default: runs/demo-<study>)."),
+    config: Path | None = typer.Option(None, help="TOML file with study settings (see vsfa/pipeline.py)."),
+    set_: list[str] = typer.Option([], "--set", help="Override a setting: KEY=VALUE (TOML value)."),
 ) -> None:
-    """Run the main job end to end (for now: build a tiny VLM, load, hook, per-layer summary)."""
-    from probes.summary import layer_summary
-    from vsfa.models.tiny import save_tiny
+    """The whole VSFA study end to end: data, runs, directions, eval, trajectory, link, causal, figures."""
+    from vsfa.pipeline import run_study, study_config
 
     _quiet_transformers()
-    model_dir = out / "models" / f"tiny-{family}"
-    save_tiny(family, model_dir)
-    typer.echo(f"built tiny {family} VLM at {model_dir}")
-    typer.echo(layer_summary(model_dir))
+    cfg = study_config(study, config, set_, out)
+    summary = run_study(cfg, log=_log)
+    typer.echo(summary["text"])
 
 
 def main() -> None:

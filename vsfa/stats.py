@@ -143,3 +143,26 @@ def wilson(successes: int, n: int, z: float = 1.96) -> Estimate:
     centre = (p + z**2 / (2 * n)) / denom
     half = z * np.sqrt(p * (1 - p) / n + z**2 / (4 * n**2)) / denom
     return Estimate(float(p), float(max(0.0, centre - half)), float(min(1.0, centre + half)), n)
+
+
+def arm_difference(a: ArrayLike, b: ArrayLike, n_boot: int = 4000, seed: int = 0) -> Estimate:
+    """Mean of arm ``a`` minus arm ``b``; each is a ``[runs, items]`` array over the same items.
+
+    The 95% interval resamples both sources of noise: the runs (fine-tune seeds, with replacement, within each
+    arm) and the items (the same resampled item indices for both arms, since the items are shared). ``n`` is the
+    smaller number of runs.
+    """
+    a, b = np.atleast_2d(np.asarray(a, dtype=float)), np.atleast_2d(np.asarray(b, dtype=float))
+    if a.shape[1] != b.shape[1]:
+        raise ValueError(f"arms were measured on different item sets ({a.shape[1]} vs {b.shape[1]} items)")
+    value = float(np.nanmean(a) - np.nanmean(b))
+    rng = np.random.default_rng(seed)
+    n_items = a.shape[1]
+    boots = np.empty(n_boot)
+    for i in range(n_boot):
+        p = rng.integers(0, n_items, n_items)
+        sa = rng.integers(0, a.shape[0], a.shape[0])
+        sb = rng.integers(0, b.shape[0], b.shape[0])
+        boots[i] = np.nanmean(a[np.ix_(sa, p)]) - np.nanmean(b[np.ix_(sb, p)])
+    lo, hi = np.nanquantile(boots, [0.025, 0.975])
+    return Estimate(value, float(lo), float(hi), int(min(a.shape[0], b.shape[0])))

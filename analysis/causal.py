@@ -1,0 +1,278 @@
+"""``vsfa steer``: causal checks of a persona direction through :class:`probes.hooked.HookedVLM`.
+
+* **Steering** (activation addition) on the base model: add ``alpha * v`` at the direction's hook, ``v`` the
+  raw difference of class means (so ``alpha`` is in class gaps), for a sweep of alphas; at each point the
+  benchmark is generated and judged: ASR, over-refusal, refusal score, the share of degenerate outputs, and
+  the projection on the direction at the last layer (downstream of the hook).
+* **Ablation** on a fine-tuned checkpoint: project the direction out at every layer (block inputs, attention
+  and MLP outputs); how much of the checkpoint's change from the base is undone
+  (``(ablated - checkpoint) / (base - checkpoint)``, per outcome, with a bootstrap CI over items).
+* **Controls**: the same with ``n_random`` random directions of the same norm.
+
+Output folder: ``points/<mode>/<direction>/alpha=<a>/`` (the evaluation folders of :mod:`vsfa.eval.runner`,
+resumable and content-keyed), ``curves.csv`` (one row per point, metric columns with ``_lo``/``_hi``),
+``causal.json`` (ablation fractions and settings) and ``manifest.json``, written last.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from analysis.interventions import POSITIONS as STEER_POSITIONS
+from analysis.interventions import ablation_hooks, degenerate, random_directions, steering_hook
+from probes.directions import Direction, load_directions
+from probes.hooked import HookedVLM, hook_name
+from vsfa.errors import ArtifactError, ConfigError
+from vsfa.eval.generation import GenerationConfig
+from vsfa.eval.items import BenchItem
+from vsfa.eval.judges import make_judge
+from vsfa.eval.modelio import Query, encode_queries
+from vsfa.eval.runner import BenchSpec, evaluate_items
+from vsfa.io import atomic_path, model_fingerprint, read_jsonl, write_json_atomic, write_manifest
+from vsfa.stats import bootstrap
+
+CURVE_METRICS = (
+    "asr",
+    "over_refusal",
+    "refusal_logodds_harmful",
+    "refusal_logodds_benign",
+    "p_refuse_harmful",
+)
+
+
+@dataclass
+class SteerConfig:
+    """Settings of ``vsfa steer``."""
+
+    model: str = ""
+    directions: str = ""
+    out: str = ""
+    checkpoint: str | None = None
+    hook: str | None = None
+    position: str | None = None
+    alphas: list[float] = field(default_factory=lambda: [0.0, 1.0, 2.0, 4.0, 8.0])
+    steer_positions: str = "all"
+    n_random: int = 3
+    bench: str = "builtin"
+    bench_path: str | None = None
+    bench_options: dict[str, Any] = field(default_factory=dict)
+    limit: int | None = None
+    judge: str = "keyword"
+    max_new_tokens: int = 48
+    batch_size: int = 8
+    device: str = "cpu"
+    dtype: str | None = None
+    n_boot: int = 1000
+    seed: int = 0
+
+
+def _points_metrics(rows: list[dict[str, Any]], judged: list[dict[str, Any]]) -> dict[str, float]:
+    """Curve values (with CIs) and the degenerate share for one evaluated point."""
+    from vsfa.eval.metrics import join_judged
+
+    (per_judge,) = join_judged(rows, judged).values()
+    out: dict[str, float] = {}
+
+    def put(name: str, values: list[float]) -> None:
+        est = bootstrap(np.array(values, float), n_boot=1000, seed=0)
+        out[name], out[f"{name}_lo"], out[f"{name}_hi"] = est.value, est.lo, est.hi
+
+    harmful = [r for r in per_judge if r["label"] == "harmful"]
+    benign = [r for r in per_judge if r["label"] == "benign"]
+    put("asr", [float(r["unsafe"]) for r in harmful])
+    put("over_refusal", [float(r["refused"]) for r in benign])
+    put(
+        "refusal_logodds_harmful",
+        [r["refusal_logodds"] for r in harmful if r.get("refusal_logodds") is not None],
+    )
+    put(
+        "refusal_logodds_benign",
+        [r["refusal_logodds"] for r in benign if r.get("refusal_logodds") is not None],
+    )
+    put("p_refuse_harmful", [r["p_refuse"] for r in harmful if r.get("p_refuse") is not None])
+    out["degenerate"] = float(np.mean([degenerate(r.get("response") or "") for r in per_judge]))
+    return out
+
+
+class _Evaluator:
+    """Evaluates one loaded model under a list of hooks, into ``points/<mode>/<direction>/alpha=<a>``."""
+
+    def __init__(self, cfg: SteerConfig, vlm, items: list[BenchItem], key: dict[str, Any], log):
+        self.cfg, self.vlm, self.items, self.key, self.log = cfg, vlm, items, key, log
+        self.hooked = HookedVLM(vlm, backend="torch")
+        self.gen = GenerationConfig(max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size)
+        self.judges = [make_judge(cfg.judge)]
+        harmful = [it for it in items if it.label == "harmful"] or items
+        self.probe_batch = encode_queries(vlm, [Query(it.text) for it in harmful[:16]])
+
+    def point(self, folder: Path, hooks: list, intervention: dict[str, Any], readout: list[str], unit):
+        t0 = time.perf_counter()
+        evaluate_items(
+            self.items,
+            folder,
+            self.gen,
+            self.judges,
+            vlm=self.vlm,
+            key={**self.key, "intervention": intervention},
+            context={"intervention": intervention},
+            hook_context=(lambda: self.hooked.hooks(hooks)) if hooks else None,
+        )
+        rows, judged = read_jsonl(folder / "responses.jsonl"), read_jsonl(folder / "judged.jsonl")
+        metrics = _points_metrics(rows, judged)
+        _, cache = self.hooked.run_with_cache(self.probe_batch, readout, fwd_hooks=hooks)
+        u = unit.to(torch.float32)
+        for name in readout:
+            metrics[f"projection@{name}"] = float((cache[name][:, -1, :] @ u).mean())
+        self.log(
+            f"  {intervention['mode']} {intervention['direction']} alpha={intervention.get('alpha', '-')}: "
+            f"ASR {metrics['asr']:.2f}, refusal score {metrics['refusal_logodds_harmful']:+.2f}, "
+            f"degenerate {metrics['degenerate']:.0%} ({time.perf_counter() - t0:.0f} s)"
+        )
+        return metrics, rows, judged
+
+
+def _directions(
+    cfg: SteerConfig, d_model: int, n_layers: int
+) -> tuple[Direction, list[tuple[str, torch.Tensor]]]:
+    dset = load_directions(cfg.directions)
+    dset.check_fits(d_model, n_layers, where=f"{cfg.model} ")
+    chosen = dset.get(cfg.hook, cfg.position)
+    vecs = [("chosen", chosen.vector.float())]
+    vecs += [
+        (f"random-{i}", r) for i, r in enumerate(random_directions(chosen.vector, cfg.n_random, cfg.seed + 1))
+    ]
+    return chosen, vecs
+
+
+def _fraction_restored(
+    base: np.ndarray, ckpt: np.ndarray, ablated: np.ndarray, n_boot: int, seed: int
+) -> dict:
+    """``(ablated - ckpt) / (base - ckpt)`` of item means, with a paired bootstrap CI over items."""
+
+    def ratio(idx: np.ndarray) -> float:
+        gap = base[idx].mean() - ckpt[idx].mean()
+        return float((ablated[idx].mean() - ckpt[idx].mean()) / gap) if abs(gap) > 1e-12 else math.nan
+
+    n = len(base)
+    value = ratio(np.arange(n))
+    rng = np.random.default_rng(seed)
+    boots = np.array([ratio(rng.integers(0, n, n)) for _ in range(n_boot)])
+    boots = boots[np.isfinite(boots)]
+    lo, hi = np.quantile(boots, [0.025, 0.975]) if boots.size else (math.nan, math.nan)
+    return {
+        "value": value,
+        "lo": float(lo),
+        "hi": float(hi),
+        "n": n,
+        "base": float(base.mean()),
+        "checkpoint": float(ckpt.mean()),
+        "ablated": float(ablated.mean()),
+    }
+
+
+def _item_values(rows: list[dict], judged: list[dict], outcome: str) -> np.ndarray:
+    from vsfa.eval.metrics import join_judged
+
+    (per_judge,) = join_judged(rows, judged).values()
+    per_judge = sorted(per_judge, key=lambda r: r["id"])
+    if outcome == "asr":
+        return np.array([float(r["unsafe"]) for r in per_judge if r["label"] == "harmful"])
+    return np.array([float(r["refusal_logodds"]) for r in per_judge if r["label"] == "harmful"])
+
+
+def steer(cfg: SteerConfig, log=print) -> Path:
+    """Run the steering sweep (and the ablation when ``cfg.checkpoint`` is given); returns the output folder."""
+    from vsfa.models.loading import load_vlm
+
+    if not cfg.model or not cfg.directions or not cfg.out:
+        raise ConfigError("steer: --model, --directions and --out are required")
+    if not cfg.alphas:
+        raise ConfigError("steer: give at least one alpha")
+    if cfg.steer_positions not in STEER_POSITIONS:
+        raise ConfigError(
+            f"steer: positions must be one of {', '.join(STEER_POSITIONS)}, not {cfg.steer_positions!r}"
+        )
+    t0 = time.perf_counter()
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "manifest.json").unlink(missing_ok=True)  # complete again only when this run finishes
+    items = BenchSpec(cfg.bench, cfg.bench_path, dict(cfg.bench_options)).load(cfg.limit)
+    if not any(it.label == "harmful" for it in items):
+        raise ArtifactError(f"benchmark {cfg.bench}: no harmful items to steer on")
+    vlm = load_vlm(cfg.model, device=cfg.device, dtype=cfg.dtype)
+    chosen, vecs = _directions(cfg, vlm.d_model, vlm.n_layers)
+    readout = list(dict.fromkeys([chosen.hook, hook_name(vlm.n_layers - 1)]))
+    key = {"model": str(cfg.model), "model_fingerprint": model_fingerprint(cfg.model), "adapter": None}
+    ev = _Evaluator(cfg, vlm, items, key, log)
+    points = out / "points"
+    plain = {"mode": "steer", "direction": "none", "hook": chosen.hook, "alpha": 0.0}
+    base_point = ev.point(points / "steer" / "none", [], plain, readout, chosen.unit)
+    curves: list[dict[str, Any]] = []
+    for name, vec in vecs:
+        curves.append({"mode": "steer", "direction": name, "alpha": 0.0, **base_point[0]})
+        for alpha in sorted({a for a in cfg.alphas if a != 0}):
+            spec = {**plain, "direction": name, "alpha": alpha, "positions": cfg.steer_positions}
+            hooks = [(chosen.hook, steering_hook(vec, alpha, cfg.steer_positions))]
+            m, _, _ = ev.point(
+                points / "steer" / name / f"alpha={alpha:g}", hooks, spec, readout, chosen.unit
+            )
+            curves.append({"mode": "steer", "direction": name, "alpha": alpha, **m})
+    curves.sort(key=lambda r: (r["direction"] != "chosen", r["direction"], r["alpha"]))
+    ablation: dict[str, Any] = {}
+    if cfg.checkpoint:
+        del ev, vlm
+        ck = Path(cfg.checkpoint)
+        vlm = load_vlm(cfg.model, adapter=ck, device=cfg.device, dtype=cfg.dtype)
+        key = {**key, "adapter": str(ck), "adapter_fingerprint": model_fingerprint(ck)}
+        ev = _Evaluator(cfg, vlm, items, key, log)
+        tuned = ev.point(
+            points / "ablate" / "none", [], {"mode": "ablate", "direction": "none"}, readout, chosen.unit
+        )
+        curves.append({"mode": "ablate", "direction": "none", "alpha": math.nan, **tuned[0]})
+        for name, vec in vecs:
+            spec = {"mode": "ablate", "direction": name}
+            m, rows, judged = ev.point(
+                points / "ablate" / name, ablation_hooks(vec, vlm.n_layers), spec, readout, chosen.unit
+            )
+            curves.append({"mode": "ablate", "direction": name, "alpha": math.nan, **m})
+            ablation[name] = {
+                outcome: _fraction_restored(
+                    _item_values(*base_point[1:], outcome),
+                    _item_values(*tuned[1:], outcome),
+                    _item_values(rows, judged, outcome),
+                    cfg.n_boot,
+                    cfg.seed,
+                )
+                for outcome in ("asr", "refusal_logodds")
+            }
+    columns = list(dict.fromkeys(k for r in curves for k in r))
+    with atomic_path(out / "curves.csv") as tmp, open(tmp, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=columns)
+        w.writeheader()
+        for r in curves:
+            w.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in r.items()})
+    summary = {
+        "kind": "vsfa.steer",
+        "model": str(cfg.model),
+        "checkpoint": cfg.checkpoint,
+        "directions": str(cfg.directions),
+        "hook": chosen.hook,
+        "position": chosen.position,
+        "class_gap_norm": chosen.norm,
+        "alpha_unit": "class gaps (raw difference of class means)",
+        "readout": readout,
+        "ablation_restored": ablation,
+        "settings": {k: v for k, v in cfg.__dict__.items() if k not in ("model", "directions", "out")},
+        "seconds": round(time.perf_counter() - t0, 1),
+    }
+    write_json_atomic(out / "causal.json", summary)
+    write_manifest(out, {"kind": "vsfa.steer", "files": ["curves.csv", "causal.json"]})
+    return out

@@ -1,0 +1,341 @@
+"""``vsfa track --run RUN``: the persona directions over a run's checkpoints, as one tidy table.
+
+For the base model (step 0) and every checkpoint of a training run, at every hook and position of the fixed
+base directions (:func:`probes.probe.base_directions`), :func:`probes.probe.compare` measures, per evaluation
+set and per label within it (e.g. harmful and harmless requests apart: the harmless shift is the baseline of
+the harmful one):
+
+* ``projection``: mean projection on the unit base direction (bootstrap 95% CI over items);
+* ``shift``: paired shift of that projection from the base (CI), also per class gap (``shift_gap``) and per
+  base SD (``shift_sd``); ``rand_shift95``: 95th percentile |shift| along norm-matched random directions;
+* ``shift_cos``: cosine between the fine-tuning shift vector (mean activation at the checkpoint minus at the
+  base, same inputs) and the direction, beside ``shift_cos_rand95`` (the same for random directions);
+* per direction (set = the contrast set): ``cos_rederived`` (direction re-derived at the checkpoint vs the
+  base one) and ``probe_acc`` (base probe on checkpoint activations, held-out questions).
+
+Output ``RUN/track/``: ``trajectory.csv`` (columns :data:`COLUMNS`, one estimate per row, pandas-friendly),
+``projections.csv`` (per item projections, for paired statistics in :mod:`analysis.link`) and
+``manifest.json`` (written last). Activations come from the content-addressed capture cache, so the base is
+captured once for every run that shares ``--acts``.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from probes.capture import Capturer, CaptureSpec, ModelSpec
+from probes.contrasts import load_set
+from probes.directions import DirectionSet, project
+from probes.probe import DEFAULT_EVAL_SETS, base_directions, compare, contrast_from_meta, default_acts_root
+from probes.store import ActivationStore
+from vsfa.errors import ArtifactError
+from vsfa.io import atomic_dir, read_manifest, write_manifest
+from vsfa.stats import bootstrap, paired_diff
+from vsfa.training.loop import list_checkpoints
+
+TRACK_DIR = "track"
+BASE_CHECKPOINT = "step-000000"  # the base model's name in RUN/eval too
+COLUMNS = (
+    "run",
+    "arm",
+    "seed",
+    "step",
+    "checkpoint",
+    "hook",
+    "layer",
+    "position",
+    "selected",
+    "set",
+    "label",
+    "metric",
+    "value",
+    "lo",
+    "hi",
+    "n",
+)
+ITEM_COLUMNS = ("run", "arm", "seed", "step", "hook", "position", "set", "id", "label", "projection")
+ATTRIBUTION_POSITIONS = ("image_mean", "prompt_mean", "last")
+ATTRIBUTION_COLUMNS = (
+    "run",
+    "arm",
+    "seed",
+    "step",
+    "hook",
+    "position",
+    "set",
+    "label",
+    "value",
+    "lo",
+    "hi",
+    "n",
+)
+SET_METRICS = ("shift", "shift_gap", "shift_sd", "rand_shift95", "shift_cos", "shift_cos_rand95")
+
+
+@dataclass
+class TrackConfig:
+    """Settings of ``vsfa track``."""
+
+    run: str = ""
+    directions: str | None = None
+    base: str | None = None
+    sets: list[str] = field(default_factory=lambda: list(DEFAULT_EVAL_SETS))
+    acts: str | None = None
+    max_questions: int | None = None
+    batch_size: int = 16
+    device: str = "cpu"
+    dtype: str | None = None
+    backend: str = "torch"
+    n_boot: int = 1000
+    n_random: int = 32
+    seed: int = 0
+    attribution_set: str | None = "requests_image"
+    attribution_positions: list[str] = field(default_factory=lambda: list(ATTRIBUTION_POSITIONS))
+
+
+def run_identity(run: Path) -> dict[str, Any]:
+    """``arm``, ``seed`` and ``base_model`` of a run, from its manifest (or its first checkpoint's)."""
+    if (run / "manifest.json").is_file():
+        m = read_manifest(run)
+    else:
+        ckpts = list_checkpoints(run)
+        if not ckpts:
+            raise ArtifactError(f"{run}: not a training run (no manifest.json, no complete checkpoints)")
+        m = read_manifest(ckpts[0][1])
+    return {"arm": m.get("arm") or "", "seed": m.get("seed"), "base_model": m.get("base_model")}
+
+
+def _rows_for(
+    layers: list[dict[str, Any]],
+    dset: DirectionSet,
+    position: str,
+    ident: dict[str, Any],
+    stores: dict[str, ActivationStore],
+    contrast: str,
+    n_boot: int,
+    seed: int,
+) -> Iterable[dict[str, Any]]:
+    """Tidy rows of one checkpoint's :func:`compare` output at one position."""
+    for row in layers:
+        common = {**ident, "hook": row["hook"], "layer": row["layer"], "position": position}
+        common["selected"] = bool(row["selected"])
+        direction = dset.get(row["hook"], position)
+        for name, stats in row["sets"].items():
+            labels = {"all": stats, **stats.get("by_label", {})}
+            lab_col = np.array(stores[name].column("label"))
+            acts = stores[name].load(row["hook"], position)
+            for label, s in labels.items():
+                keep = np.ones(len(lab_col), bool) if label == "all" else lab_col == label
+                proj = bootstrap(project(acts[keep], direction), n_boot=n_boot, seed=seed)
+                base = {**common, "set": name, "label": label, "n": s["n"]}
+                yield {**base, "metric": "projection", "value": proj.value, "lo": proj.lo, "hi": proj.hi}
+                yield {
+                    **base,
+                    "metric": "shift",
+                    "value": s["shift"],
+                    "lo": s["shift_lo"],
+                    "hi": s["shift_hi"],
+                }
+                for m in SET_METRICS[1:]:
+                    yield {**base, "metric": m, "value": s[m], "lo": math.nan, "hi": math.nan}
+        for m, key in (("cos_rederived", "cos_rederived"), ("probe_acc", "probe_acc_ckpt")):
+            yield {
+                **common,
+                "set": contrast,
+                "label": "all",
+                "metric": m,
+                "value": row[key],
+                "lo": math.nan,
+                "hi": math.nan,
+                "n": math.nan,
+            }
+
+
+def _item_rows(
+    stores: dict[str, ActivationStore], dset: DirectionSet, position: str, ident: dict[str, Any]
+) -> Iterable[dict[str, Any]]:
+    for name, store in stores.items():
+        ids, labels = store.column("id"), store.column("label")
+        for hook in dset.hooks:
+            proj = project(store.load(hook, position), dset.get(hook, position))
+            for i, lab, p in zip(ids, labels, proj, strict=True):
+                yield {
+                    **{k: ident[k] for k in ("run", "arm", "seed", "step")},
+                    "hook": hook,
+                    "position": position,
+                    "set": name,
+                    "id": i,
+                    "label": lab,
+                    "projection": float(p),
+                }
+
+
+def attribution(
+    base_dir: Path,
+    adapter: Path,
+    dset: DirectionSet,
+    cfg: TrackConfig,
+    acts: Path,
+    who: dict[str, Any],
+) -> list[dict[str, Any]]:
+    """Where the checkpoint's shift along the selected direction sits: image tokens vs prompt positions.
+
+    Captures ``cfg.attribution_set`` (requests with an image) on base and checkpoint at the selected hook and
+    at each of ``cfg.attribution_positions``; every position's activations are projected on the selected
+    direction (derived at its own position), and the paired shift per label is returned with its CI.
+    """
+    sel = dset.get()
+    cset = load_set(cfg.attribution_set)
+    spec = CaptureSpec(tuple(cfg.attribution_positions), (sel.layer,), (sel.hook_kind,))
+    stores = []
+    for a in (None, adapter):
+        mspec = ModelSpec(str(base_dir), str(a) if a else None, cfg.dtype, cfg.device, cfg.backend)
+        cap = Capturer(mspec, acts, cfg.batch_size, progress=False)
+        stores.append(cap.capture(cset, spec))
+        cap.release()
+    labels = np.array(stores[0].column("label"))
+    rows = []
+    for position in cfg.attribution_positions:
+        pb = project(stores[0].load(sel.hook, position), sel)
+        pc = project(stores[1].load(sel.hook, position), sel)
+        for label in dict.fromkeys(labels):
+            keep = labels == label
+            est = paired_diff(pc[keep], pb[keep], n_boot=cfg.n_boot, seed=cfg.seed)
+            rows.append(
+                {
+                    **{k: who[k] for k in ("run", "arm", "seed", "step")},
+                    "hook": sel.hook,
+                    "position": position,
+                    "set": cset.name,
+                    "label": label,
+                    **est.as_dict(),
+                }
+            )
+    return rows
+
+
+def _write_csv(path: Path, rows: Iterable[dict[str, Any]], columns: tuple[str, ...]) -> int:
+    n = 0
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=columns)
+        writer.writeheader()
+        for r in rows:
+            writer.writerow({k: (f"{r[k]:.6g}" if isinstance(r[k], float) else r[k]) for k in columns})
+            n += 1
+    return n
+
+
+def track(cfg: TrackConfig, log=print) -> Path:
+    """Measure every checkpoint of ``cfg.run`` along the base directions; returns ``RUN/track``."""
+    t0 = time.perf_counter()
+    run = Path(cfg.run)
+    if not run.is_dir():
+        raise ArtifactError(f"{run}: run folder not found")
+    ident = run_identity(run)
+    base_dir = Path(cfg.base or ident["base_model"] or "")
+    if not base_dir.is_dir():
+        raise ArtifactError(f"{run}: base model {base_dir} not found (pass --base)")
+    checkpoints = list_checkpoints(run)
+    if not checkpoints:
+        raise ArtifactError(f"{run / 'checkpoints'}: no complete checkpoints to track")
+    acts = Path(cfg.acts) if cfg.acts else default_acts_root(run / "checkpoints" / "x")
+    dset = base_directions(
+        base_dir,
+        cfg.directions,
+        acts,
+        cfg.max_questions,
+        cfg.batch_size,
+        cfg.device,
+        cfg.dtype,
+        cfg.backend,
+        cfg.seed,
+        log,
+    )
+    cspec = CaptureSpec.from_dict(dset.meta["capture"])
+    contrast = contrast_from_meta(dset.meta["contrast"])
+    eval_sets = [load_set(s) for s in cfg.sets]
+    sets = [contrast, *eval_sets]
+
+    def capture(adapter: Path | None) -> dict[str, ActivationStore]:
+        spec = ModelSpec(str(base_dir), str(adapter) if adapter else None, cfg.dtype, cfg.device, cfg.backend)
+        cap = Capturer(spec, acts, cfg.batch_size, progress=False)
+        stores = {s.name: cap.capture(s, cspec) for s in sets}
+        cap.release()
+        return stores
+
+    base = capture(None)
+    rows: list[dict[str, Any]] = []
+    items: list[dict[str, Any]] = []
+    for step, adapter in [(0, None), *checkpoints]:
+        stores = base if adapter is None else capture(adapter)
+        who = {"run": run.name, **{k: ident[k] for k in ("arm", "seed")}, "step": step}
+        who["checkpoint"] = adapter.name if adapter else BASE_CHECKPOINT
+        for position in dset.positions:
+            layers = compare(
+                dset,
+                position,
+                (base[contrast.name], stores[contrast.name]),
+                {s.name: (base[s.name], stores[s.name]) for s in eval_sets},
+                n_boot=cfg.n_boot,
+                n_random=cfg.n_random,
+                seed=cfg.seed,
+            )
+            rows.extend(_rows_for(layers, dset, position, who, stores, contrast.name, cfg.n_boot, cfg.seed))
+            items.extend(_item_rows({s.name: stores[s.name] for s in eval_sets}, dset, position, who))
+        log(f"  tracked step {step} ({time.perf_counter() - t0:.0f} s)")
+    attr = []
+    if cfg.attribution_set and dset.selected:
+        attr = attribution(base_dir, checkpoints[-1][1], dset, cfg, acts, who)
+    out = run / TRACK_DIR
+    with atomic_dir(out) as tmp:
+        n_rows = _write_csv(tmp / "trajectory.csv", rows, COLUMNS)
+        _write_csv(tmp / "projections.csv", items, ITEM_COLUMNS)
+        if attr:
+            _write_csv(tmp / "attribution.csv", attr, ATTRIBUTION_COLUMNS)
+        write_manifest(
+            tmp,
+            {
+                "kind": "vsfa.track",
+                "run": str(run),
+                **ident,
+                "directions": dset.meta["path"],
+                "selected": dset.selected,
+                "contrast": contrast.name,
+                "sets": [s.name for s in eval_sets],
+                "positions": dset.positions,
+                "steps": [0, *[s for s, _ in checkpoints]],
+                "rows": n_rows,
+                "settings": {"n_boot": cfg.n_boot, "n_random": cfg.n_random, "seed": cfg.seed, "ci": 0.95},
+                "seconds": round(time.perf_counter() - t0, 2),
+            },
+        )
+    return out
+
+
+def read_trajectory(run: str | Path):
+    """``RUN/track/trajectory.csv`` as a DataFrame (ArtifactError if the run was not tracked)."""
+    return read_track_file(run, "trajectory.csv")
+
+
+def read_projections(run: str | Path):
+    """``RUN/track/projections.csv`` (per item projections) as a DataFrame."""
+    return read_track_file(run, "projections.csv")
+
+
+def read_track_file(run: str | Path, name: str):
+    """One CSV of a complete ``RUN/track`` folder as a DataFrame (ArtifactError if absent)."""
+    import pandas as pd
+
+    folder = Path(run) / TRACK_DIR
+    read_manifest(folder)
+    if not (folder / name).is_file():
+        raise ArtifactError(f"{folder / name}: not found")
+    return pd.read_csv(folder / name)

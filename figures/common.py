@@ -1,0 +1,93 @@
+"""What every figure script reads: the runs of a study (or one run), their trajectories, the directions table,
+``link.json`` and the steering curves. A figure script is ``make(study, out) -> list[Path]``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from analysis.trajectory import TRACK_DIR, read_track_file
+from vsfa.errors import ArtifactError
+from vsfa.io import read_manifest
+
+
+def run_folders(study: str | Path) -> list[Path]:
+    """Tracked runs: ``STUDY/runs/*`` (a study) or the folder itself (a single run)."""
+    study = Path(study)
+    if (study / TRACK_DIR).is_dir():
+        return [study]
+    runs = sorted(p for p in (study / "runs").glob("*") if (p / TRACK_DIR / "manifest.json").is_file())
+    if not runs:
+        raise ArtifactError(f"{study}: no tracked runs (run `vsfa track --run RUN` first)")
+    return runs
+
+
+def trajectories(study: str | Path) -> pd.DataFrame:
+    """All runs' ``trajectory.csv`` concatenated."""
+    return pd.concat([read_track_file(r, "trajectory.csv") for r in run_folders(study)], ignore_index=True)
+
+
+def track_manifest(study: str | Path) -> dict[str, Any]:
+    return read_manifest(run_folders(study)[0] / TRACK_DIR)
+
+
+def selected(study: str | Path) -> tuple[str, str]:
+    """``(hook, position)`` of the selected direction."""
+    sel = track_manifest(study).get("selected") or {}
+    if not sel:
+        raise ArtifactError(f"{study}: the directions have no selected layer")
+    return sel["hook"], sel["position"]
+
+
+def directions_table(study: str | Path) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """The per-layer table of the base directions the runs were tracked against, and its sidecar."""
+    side = Path(track_manifest(study)["directions"])
+    meta = json.loads(side.read_text())
+    return pd.DataFrame(meta["table"]), meta
+
+
+def link_report(study: str | Path) -> dict[str, Any]:
+    study = Path(study)
+    path = study / "link.json"
+    if not path.is_file():
+        raise ArtifactError(f"{path}: not found (run `vsfa link` first)")
+    return json.loads(path.read_text())
+
+
+def steer_curves(study: str | Path) -> pd.DataFrame:
+    folder = Path(study) / "steer"
+    read_manifest(folder)
+    return pd.read_csv(folder / "curves.csv")
+
+
+def over_seeds(df: pd.DataFrame, by: list[str]) -> pd.DataFrame:
+    """Mean over runs of the same arm; CI = the item CI for one run, a bootstrap over runs otherwise."""
+    rows = []
+    for key, sub in df.groupby(by, sort=False):
+        vals = sub["value"].to_numpy(float)
+        if len(sub) == 1:
+            lo, hi = float(sub["lo"].iloc[0]), float(sub["hi"].iloc[0])
+        else:
+            rng = np.random.default_rng(0)
+            boots = [vals[rng.integers(0, len(vals), len(vals))].mean() for _ in range(1000)]
+            lo, hi = np.quantile(boots, [0.025, 0.975])
+        rows.append(
+            {**dict(zip(by, key, strict=True)), "value": vals.mean(), "lo": lo, "hi": hi, "runs": len(sub)}
+        )
+    return pd.DataFrame(rows)
+
+
+def main(make) -> None:
+    """Command-line entry of one figure script: ``python figures/<script>.py STUDY [OUT]``."""
+    import sys
+
+    if len(sys.argv) not in (2, 3):
+        sys.exit(f"usage: python {sys.argv[0]} STUDY_OR_RUN [OUT_DIR]")
+    study = Path(sys.argv[1])
+    out = Path(sys.argv[2]) if len(sys.argv) == 3 else study / "figures"
+    for p in make(study, out):
+        print(p)

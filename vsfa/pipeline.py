@@ -1,0 +1,352 @@
+"""``vsfa demo``: the whole VSFA study end to end, every stage through the toolkit's own artifacts.
+
+model -> data (threat / neutral / text variants) -> one training run per arm and seed (log-spaced checkpoints)
+-> base persona directions -> evaluation of every checkpoint on the built-in harmful/harmless set -> trajectory
+per run -> link (shift vs safety, VSFA vs control) -> causal checks (steering on the base, ablation on the final
+VSFA checkpoint, random controls) -> figures -> summary table.
+
+Study folder layout::
+
+    STUDY/model/ data/ acts/ directions/persona.{json,safetensors}
+    STUDY/runs/<arm>-s<seed>/   (checkpoints/, eval/, track/)
+    STUDY/link.json  STUDY/steer/  STUDY/figures/  STUDY/summary.md  STUDY/summary.json
+
+Every stage reuses what is complete (data, runs, activation cache, evaluations), so a rerun is cheap.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from vsfa.errors import ConfigError
+from vsfa.io import is_complete, write_json_atomic, write_text_atomic
+
+ARM_VARIANTS = {"vsfa": "image", "control": "control", "text": "text", "mixed": "mixed"}
+
+
+@dataclass
+class StudyConfig:
+    """A study's settings (TOML-loadable). ``model``: ``tiny:<family>``, ``smol-llava`` or a model folder."""
+
+    out: str = "runs/demo"
+    model: str = "tiny:llava"
+    arms: list[str] = field(default_factory=lambda: ["vsfa", "control", "text"])
+    seeds: list[int] = field(default_factory=lambda: [0])
+    images: int = 24
+    image_size: int = 32
+    questions_per_image: int = 3
+    steps: int = 48
+    batch_size: int = 4
+    lr: float = 3e-3
+    lora_r: int = 8
+    lora_alpha: int = 32
+    log_until: int = 32
+    every: int = 0
+    persona_questions: int | None = 12
+    track_sets: list[str] = field(default_factory=lambda: ["requests"])
+    eval_pairs: int | None = 8
+    eval_variants: list[str] = field(default_factory=lambda: ["text", "neutral"])
+    max_new_tokens: int = 16
+    alphas: list[float] = field(default_factory=lambda: [0.0, 2.0, 4.0, 8.0])
+    n_random: int = 2
+    steer_pairs: int | None = 6
+    batch: int = 16
+    device: str = "cpu"
+    figures: bool = True
+
+    def check(self) -> None:
+        bad = [a for a in self.arms if a not in ARM_VARIANTS]
+        if bad:
+            raise ConfigError(f"unknown arm {bad[0]!r}; choose from {', '.join(ARM_VARIANTS)}")
+        if "vsfa" not in self.arms:
+            raise ConfigError("a study needs the vsfa arm")
+        if not self.seeds:
+            raise ConfigError("a study needs at least one seed")
+
+
+STUDIES: dict[str, dict[str, Any]] = {
+    # seconds on 2 CPU cores: plumbing on a random-weight model, used by the test suite
+    "quick": {
+        "out": "runs/demo-quick",
+        "arms": ["vsfa", "control"],
+        "images": 8,
+        "steps": 8,
+        "log_until": 4,
+        "persona_questions": 6,
+        "eval_pairs": 3,
+        "max_new_tokens": 8,
+        "alphas": [0.0, 4.0],
+        "n_random": 1,
+        "steer_pairs": 2,
+    },
+    "tiny": {},
+    # the real-language demo VLM (SmolLM2-135M-Instruct + trained vision tower), 3 seeds per arm
+    "smol-llava": {
+        "model": "smol-llava",
+        "arms": ["vsfa", "control", "text"],
+        "seeds": [0, 1, 2],
+        "images": 48,
+        "image_size": 64,
+        "steps": 64,
+        "lr": 1e-3,
+        "lora_r": 8,
+        "lora_alpha": 16,
+        "log_until": 64,
+        "persona_questions": None,
+        "eval_pairs": 24,
+        "max_new_tokens": 24,
+        "alphas": [0.0, 1.0, 2.0, 4.0, 8.0],
+        "n_random": 2,
+        "steer_pairs": 16,
+        "batch": 16,
+    },
+}
+
+
+def study_config(
+    preset: str, config: str | Path | None = None, overrides: list[str] = (), out: str | Path | None = None
+) -> StudyConfig:
+    """A preset (:data:`STUDIES`), then a TOML file, then ``KEY=VALUE`` overrides (TOML values), then ``out``."""
+    import tomllib
+
+    from vsfa.config import from_dict
+
+    if preset not in STUDIES:
+        raise ConfigError(f"unknown study {preset!r}; choose from {', '.join(STUDIES)}")
+    values: dict[str, Any] = {"out": f"runs/demo-{preset}", **STUDIES[preset]}
+    if config is not None:
+        path = Path(config)
+        if not path.is_file():
+            raise ConfigError(f"{path}: study config not found")
+        try:
+            values.update(tomllib.loads(path.read_text()))
+        except tomllib.TOMLDecodeError as e:
+            raise ConfigError(f"{path}: invalid TOML ({e})") from None
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set {item!r}: expected KEY=VALUE")
+        try:
+            values[key.strip()] = tomllib.loads(f"v = {raw}")["v"]
+        except tomllib.TOMLDecodeError:
+            values[key.strip()] = raw
+    if out is not None:
+        values["out"] = str(out)
+    cfg = from_dict(StudyConfig, values)
+    cfg.check()
+    return cfg
+
+
+def run_name(arm: str, seed: int) -> str:
+    return f"{arm}-s{seed}"
+
+
+def _stage(log, name: str, t0: float) -> None:
+    log(f"[{time.perf_counter() - t0:6.0f} s] {name}")
+
+
+def _model(cfg: StudyConfig, study: Path, log) -> Path:
+    if cfg.model.startswith("tiny:"):
+        from vsfa.models.tiny import save_tiny
+
+        folder = study / "model"
+        if not (folder / "config.json").is_file():
+            save_tiny(cfg.model.split(":", 1)[1], folder)
+        return folder
+    if cfg.model == "smol-llava":
+        from vsfa.demo import build_demo
+
+        return build_demo(log=log)
+    folder = Path(cfg.model)
+    if not (folder / "config.json").is_file():
+        raise ConfigError(f"{folder}: model folder not found (give tiny:<family>, smol-llava or a folder)")
+    return folder
+
+
+def _train(cfg: StudyConfig, model: Path, data: Path, arm: str, seed: int, out: Path) -> None:
+    from vsfa.train import config_from_dict, train
+
+    if is_complete(out):
+        return
+    train_cfg = config_from_dict(
+        {
+            "out": str(out),
+            "arm": arm,
+            "seed": seed,
+            "model": {"base": str(model)},
+            "data": {"path": str(data / ARM_VARIANTS[arm])},
+            "lora": {"r": cfg.lora_r, "alpha": cfg.lora_alpha},
+            "train": {"max_steps": cfg.steps, "batch_size": cfg.batch_size, "lr": cfg.lr, "warmup": 0.05},
+            "checkpoints": {"log_until": cfg.log_until, "every": cfg.every},
+            "runtime": {"device": cfg.device, "progress": False},
+        }
+    )
+    train(train_cfg, quiet=True)
+
+
+def run_study(cfg: StudyConfig, log=print) -> dict[str, Any]:
+    """Run every stage of the study; returns the summary (also written to STUDY/summary.{md,json})."""
+    from analysis.causal import SteerConfig, steer
+    from analysis.link import LinkConfig, link
+    from analysis.trajectory import TrackConfig, track
+    from probes.probe import DirectionsConfig, run_directions
+    from vsfa.data.build import build_variants
+    from vsfa.eval.generation import GenerationConfig
+    from vsfa.eval.judges import make_judge
+    from vsfa.eval.runner import BenchSpec, run_eval
+    from vsfa.train import list_checkpoints
+
+    cfg.check()
+    t0 = time.perf_counter()
+    study = Path(cfg.out)
+    study.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(study / "study.json", json.dumps(asdict(cfg), indent=2))
+    _stage(log, "model", t0)
+    model = _model(cfg, study, log)
+
+    _stage(log, "data: procedural threat / neutral scenes -> VQA variants", t0)
+    data = study / "data"
+    variants = sorted({ARM_VARIANTS[a] for a in cfg.arms})
+    if not all(is_complete(data / v) for v in variants):
+        build_variants(
+            data,
+            variants,
+            procedural=cfg.images,
+            procedural_size=cfg.image_size,
+            questions_per_image=cfg.questions_per_image,
+        )
+
+    runs: dict[str, Path] = {}
+    for arm in cfg.arms:
+        for seed in cfg.seeds:
+            name = run_name(arm, seed)
+            _stage(log, f"train {name}: {cfg.steps} steps", t0)
+            runs[name] = study / "runs" / name
+            _train(cfg, model, data, arm, seed, runs[name])
+
+    _stage(log, "persona directions on the base model", t0)
+    acts = study / "acts"
+    dpath = study / "directions" / "persona"
+    if not dpath.with_suffix(".json").is_file():
+        run_directions(
+            DirectionsConfig(
+                model=str(model),
+                out=str(dpath),
+                acts=str(acts),
+                max_questions=cfg.persona_questions,
+                batch_size=cfg.batch,
+                device=cfg.device,
+            ),
+            log=log,
+        )
+
+    bench = BenchSpec("builtin", None, {"limit_pairs": cfg.eval_pairs, "variants": tuple(cfg.eval_variants)})
+    gen = GenerationConfig(max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch)
+    for name, run in runs.items():
+        _stage(log, f"evaluate {name}: every checkpoint on the built-in set", t0)
+        run_eval([bench], [make_judge("keyword")], gen, run=run, device=cfg.device, quiet=True)
+        _stage(log, f"track {name}: directions over checkpoints", t0)
+        track(
+            TrackConfig(
+                run=str(run),
+                directions=str(dpath),
+                sets=list(cfg.track_sets),
+                acts=str(acts),
+                batch_size=cfg.batch,
+                device=cfg.device,
+            ),
+            log=log,
+        )
+
+    _stage(log, "link: shift vs safety, arms vs control", t0)
+    others = [str(r) for n, r in runs.items() if not n.startswith("control-")]
+    controls = [str(r) for n, r in runs.items() if n.startswith("control-")]
+    report = link(LinkConfig(runs=others, controls=controls, out=str(study / "link.json")), log=log)
+
+    _stage(log, "causal: steering on the base, ablation on the final VSFA checkpoint", t0)
+    final_vsfa = list_checkpoints(runs[run_name("vsfa", cfg.seeds[0])])[-1][1]
+    steer(
+        SteerConfig(
+            model=str(model),
+            directions=str(dpath),
+            out=str(study / "steer"),
+            checkpoint=str(final_vsfa),
+            alphas=list(cfg.alphas),
+            n_random=cfg.n_random,
+            bench_options={"limit_pairs": cfg.steer_pairs, "variants": ("text",)},
+            max_new_tokens=cfg.max_new_tokens,
+            batch_size=cfg.batch,
+            device=cfg.device,
+        ),
+        log=log,
+    )
+
+    figures: list[str] = []
+    if cfg.figures:
+        _stage(log, "figures", t0)
+        from figures.make_all import make_all
+
+        figures = [str(p) for p in make_all(study)]
+    summary = summarise(study, report, figures, time.perf_counter() - t0)
+    _stage(log, "done", t0)
+    return summary
+
+
+def _fmt(e: dict[str, Any] | None) -> str:
+    if not e or e.get("value") is None:
+        return "-"
+    return f"{e['value']:+.3f} [{e['lo']:+.3f}, {e['hi']:+.3f}]"
+
+
+def summarise(study: Path, report: dict[str, Any], figures: list[str], seconds: float) -> dict[str, Any]:
+    """The study's results table (per arm, against control) from ``link.json`` and the steering output."""
+    causal = json.loads((study / "steer" / "causal.json").read_text())
+    lines = [
+        f"# VSFA study {study}",
+        "",
+        f"Direction: {report['hook']} @ {report['position']}; shifts are projections on the unit base persona "
+        f"direction (base -> final checkpoint); differences vs control with 95% CIs (seeds and items resampled).",
+        "",
+        "| arm | seeds | shift harmful | shift harmless | ASR change | refusal score change | over-refusal change |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for a in report["arms"]:
+        lines.append(
+            f"| {a['arm']} - control | {a['n_seeds']['arm']}/{a['n_seeds']['control']} | "
+            + " | ".join(
+                _fmt(a.get(k, {}).get("difference"))
+                for k in (
+                    "shift_harmful",
+                    "shift_harmless",
+                    "asr_change",
+                    "refusal_logodds_change",
+                    "over_refusal_change",
+                )
+            )
+            + " |"
+        )
+    lines += [
+        "",
+        "Ablating the direction from the final VSFA checkpoint (share of its change from the base undone):",
+    ]
+    for name, outcomes in causal["ablation_restored"].items():
+        parts = []
+        for outcome, v in outcomes.items():
+            val = v.get("value")
+            shown = "undefined (no change to undo)" if val is None or not math.isfinite(val) else _fmt(v)
+            parts.append(f"{outcome} {shown}")
+        lines.append(f"- {name}: " + "; ".join(parts))
+    lines += [""] + [f"note: {n}" for n in report["notes"]]
+    if figures:
+        lines += ["", "Figures:"] + [f"- {f}" for f in figures]
+    lines += ["", f"({seconds:.0f} s)"]
+    text = "\n".join(lines) + "\n"
+    write_text_atomic(study / "summary.md", text)
+    summary = {"study": str(study), "text": text, "figures": figures, "link": str(study / "link.json")}
+    write_json_atomic(study / "summary.json", summary)
+    return summary
