@@ -287,6 +287,10 @@ def link(cfg: LinkConfig, log=print) -> dict[str, Any]:
         report["notes"].append(
             f"{min(n_ck)}-{max(n_ck)} checkpoints per run: per-run correlations are descriptive, their CIs wide"
         )
+    if any(min(a["n_seeds"].values()) < 2 for a in report["arms"]):
+        report["notes"].append(
+            "one run per arm: arm differences cover item noise only, not seed-to-seed variation"
+        )
     if not any(r.arm == CONTROL_ARM for r in runs):
         report["notes"].append("no control run: arm differences not computed (pass --control RUN)")
     out = Path(cfg.out) if cfg.out else paths[0] / "link.json"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from vsfa.stats import bootstrap, bootstrap_diff, cohens_d, correlation, paired_diff, wilson
 
@@ -41,3 +42,18 @@ def test_effect_sizes_and_proportions():
     zero = wilson(0, 20)
     assert zero.value == 0 and zero.lo == 0 and 0.1 < zero.hi < 0.2
     assert np.isnan(bootstrap([]).value)
+
+
+def test_arm_difference_resamples_seeds_and_items():
+    from vsfa.stats import arm_difference
+
+    rng = np.random.default_rng(0)
+    items = rng.normal(0, 1, 50)
+    a = items + 0.5 + rng.normal(0, 0.05, (3, 50))
+    b = items + rng.normal(0, 0.05, (3, 50))
+    est = arm_difference(a, b, n_boot=1000)
+    assert est.value == pytest.approx(0.5, abs=0.05) and est.lo > 0.3 and est.n == 3
+    seeds_vary = arm_difference(a + rng.normal(0, 0.5, (3, 1)), b, n_boot=1000)
+    assert seeds_vary.hi - seeds_vary.lo > est.hi - est.lo  # seed-to-seed spread widens the interval
+    with pytest.raises(ValueError, match="different item sets"):
+        arm_difference(a, b[:, :10])

@@ -6,6 +6,7 @@ reproducible.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -101,16 +102,27 @@ def spearman(x: np.ndarray, y: np.ndarray) -> float:
     return pearson(rankdata(x), rankdata(y))
 
 
+def _fisher_interval(r: float, n: int, method: str, z: float = 1.96) -> tuple[float, float]:
+    """Fisher-z interval (Bonett-Wright standard error for Spearman); |r| = 1 is treated as 0.999."""
+    rc = float(np.clip(r, -0.999, 0.999))
+    se = math.sqrt((1 + rc**2 / 2) / (n - 3)) if method == "spearman" else 1 / math.sqrt(n - 3)
+    return math.tanh(math.atanh(rc) - z * se), math.tanh(math.atanh(rc) + z * se)
+
+
 def correlation(
     x: ArrayLike, y: ArrayLike, method: str = "spearman", n_boot: int = 2000, seed: int = 0
 ) -> Estimate:
-    """Pearson or Spearman correlation with a pairs-bootstrap CI (undefined resamples are skipped)."""
+    """Pearson or Spearman correlation with a 95% CI: the envelope of a pairs bootstrap and a Fisher-z interval.
+
+    On few points the bootstrap alone is overconfident (4 perfectly ordered points resample to r = 1 every
+    time); the Fisher-z interval keeps it honest. Fewer than 4 points give [-1, 1].
+    """
     fn = {"pearson": pearson, "spearman": spearman}[method]
     xa, ya = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
     ok = np.isfinite(xa) & np.isfinite(ya)
     xa, ya = xa[ok], ya[ok]
     value = fn(xa, ya)
-    if xa.size < 3:
+    if xa.size < 4 or not np.isfinite(value):
         return Estimate(value, -1.0, 1.0, int(xa.size))  # too few points for any interval: say so
     rng = np.random.default_rng(seed)
     boots = []
@@ -119,10 +131,9 @@ def correlation(
         r = fn(xa[i], ya[i])
         if np.isfinite(r):
             boots.append(r)
-    if not boots:
-        return Estimate(value, -1.0, 1.0, int(xa.size))
-    lo, hi = np.quantile(boots, [0.025, 0.975])
-    return Estimate(value, float(lo), float(hi), int(xa.size))
+    flo, fhi = _fisher_interval(value, int(xa.size), method)
+    lo, hi = np.quantile(boots, [0.025, 0.975]) if boots else (flo, fhi)
+    return Estimate(value, float(min(lo, flo)), float(max(hi, fhi)), int(xa.size))
 
 
 def cohens_d(a: ArrayLike, b: ArrayLike) -> float:

@@ -1,0 +1,89 @@
+"""Trajectory metrics on a planted fine-tuning shift: recovered along the planted direction, not along random
+ones; harmful and harmless requests measured apart; tidy rows carry every estimate with its CI."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+import torch
+from test_probes_probe import synthetic_store
+
+from analysis.trajectory import COLUMNS, _rows_for
+from probes.directions import derive
+from probes.hooked import hook_name
+from probes.probe import compare
+
+D = 64
+
+
+def _contrast(tmp_path, direction: torch.Tensor, tag: str):
+    """A persona-like contrast whose class means differ by 2 x ``direction`` (unit)."""
+    g = torch.Generator().manual_seed(1)
+    n = 80
+    y = torch.tensor([1, 0] * (n // 2))
+    rows = [
+        {
+            "id": f"i{i}",
+            "label": "vig" if y[i] else "care",
+            "group": f"q{i // 2 % 10}",
+            "pair": f"p{i % 4 // 2}",
+        }
+        | {"split": "heldout" if i >= 60 else "extract", "set": "persona"}
+        for i in range(n)
+    ]
+    x = torch.randn(n, D, generator=g) * 0.1 + y[:, None] * 2.0 * direction
+    return synthetic_store(tmp_path / f"c-{tag}", x, rows, "vig", "care")
+
+
+@pytest.fixture
+def planted(tmp_path):
+    g = torch.Generator().manual_seed(0)
+    u = torch.zeros(D)
+    u[0] = 1.0
+    n = 60
+    labels = ["harmful", "harmless"] * (n // 2)
+    rows = [
+        {"id": f"r{i}", "label": labels[i], "group": f"g{i // 2}", "split": "extract", "set": "requests"}
+        for i in range(n)
+    ]
+    x = torch.randn(n, D, generator=g)
+    harmful = torch.tensor([lab == "harmful" for lab in labels])
+    tuned = x + 0.8 * u * harmful[:, None] + 0.01 * torch.randn(n, D, generator=g)
+    stores = (
+        synthetic_store(tmp_path / "rb", x, rows, "harmful", "harmless"),
+        synthetic_store(tmp_path / "rc", tuned, rows, "harmful", "harmless"),
+    )
+    return u, stores, tmp_path
+
+
+def test_planted_shift_recovered_along_its_direction_not_random_ones(planted):
+    u, (base, tuned), tmp_path = planted
+    contrast = _contrast(tmp_path, u, "planted")
+    dset = derive(contrast, None, n_random=4)
+    (row,) = compare(dset, "last", (contrast, contrast), {"requests": (base, tuned)}, n_boot=200)
+    harmful = row["sets"]["requests"]["by_label"]["harmful"]
+    harmless = row["sets"]["requests"]["by_label"]["harmless"]
+    assert harmful["shift_cos"] > 0.99 and harmful["shift_cos_rand95"] < 0.4
+    assert harmful["shift"] == pytest.approx(0.8, abs=0.05) and harmful["shift_lo"] > 0.7
+    assert abs(harmless["shift"]) < 0.02  # the baseline: only harmful requests were moved
+
+    r = torch.randn(D, generator=torch.Generator().manual_seed(7))
+    other = _contrast(tmp_path, r / r.norm(), "random")
+    (row_r,) = compare(derive(other, None, n_random=4), "last", (other, other), {"requests": (base, tuned)})
+    assert abs(row_r["sets"]["requests"]["by_label"]["harmful"]["shift_cos"]) < 0.35
+
+
+def test_tidy_rows_have_every_metric_with_cis(planted):
+    u, (base, tuned), tmp_path = planted
+    contrast = _contrast(tmp_path, u, "tidy")
+    dset = derive(contrast, None, n_random=4)
+    layers = compare(dset, "last", (contrast, contrast), {"requests": (base, tuned)}, n_boot=200)
+    who = {"run": "r", "arm": "vsfa", "seed": 0, "step": 10, "checkpoint": "step-000010"}
+    df = pd.DataFrame(list(_rows_for(layers, dset, "last", who, {"requests": tuned}, "persona", 200, 0)))
+    assert set(COLUMNS) <= set(df.columns)
+    proj = df[(df["metric"] == "projection") & (df["label"] == "harmful")].iloc[0]
+    assert proj["lo"] < proj["value"] < proj["hi"] and proj["n"] == 30
+    assert set(df["label"]) == {"all", "harmful", "harmless"}
+    cos = df[df["metric"] == "cos_rederived"].iloc[0]
+    assert cos["set"] == "persona" and cos["value"] == pytest.approx(1.0)
+    assert df["hook"].unique().tolist() == [hook_name(0)]

@@ -1,0 +1,114 @@
+"""`vsfa demo --study quick`: every stage's artifact exists and is consistent; bad input is refused."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+
+from analysis.trajectory import read_trajectory
+from figures.make_all import SCRIPTS
+from vsfa.pipeline import STUDIES, study_config
+from vsfa.train import list_checkpoints
+
+FIGURES = (
+    "directions_by_layer",
+    "trajectory",
+    "heatmap_cos_rederived",
+    "heatmap_shift_cos",
+    "asr_vs_shift",
+    "refusal_logodds_vs_shift",
+    "steering",
+    "attribution_harmful",
+    "attribution_harmless",
+)
+
+
+def test_every_figure_and_the_summary(quick_study):
+    for name in FIGURES:
+        for ext in (".png", ".pdf"):
+            assert (quick_study / "figures" / f"{name}{ext}").stat().st_size > 1000, name
+    assert len(SCRIPTS) == 6
+    summary = (quick_study / "summary.md").read_text()
+    assert "| vsfa - control | 1/1 |" in summary and "one run per arm" in summary
+    assert "Ablating the direction" in summary and "random-0" in summary
+
+
+def test_trajectory_starts_at_the_base_and_covers_every_checkpoint(quick_study):
+    run = quick_study / "runs" / "vsfa-s0"
+    df = read_trajectory(run)
+    steps = [0, *[s for s, _ in list_checkpoints(run)]]
+    assert sorted(df["step"].unique()) == steps == [0, 1, 2, 4, 8]
+    at0 = df[df["step"] == 0]
+    assert (at0[at0["metric"] == "shift"]["value"] == 0).all()
+    assert at0[at0["metric"] == "cos_rederived"]["value"].to_numpy() == pytest.approx(1.0)
+    assert {"harmful", "harmless", "all"} <= set(df[df["set"] == "requests"]["label"])
+    assert df[df["metric"] == "projection"][["lo", "hi"]].notna().all().all()
+
+
+def test_link_joins_eval_and_trajectory_per_checkpoint(quick_study):
+    rep = json.loads((quick_study / "link.json").read_text())
+    runs = {r["run"]: r for r in rep["runs"]}
+    assert set(runs) == {"vsfa-s0", "control-s0"} and runs["control-s0"]["arm"] == "control"
+    assert [c["step"] for c in runs["vsfa-s0"]["checkpoints"]] == [0, 1, 2, 4, 8]
+    table = pd.read_csv(quick_study / "runs" / "vsfa-s0" / "eval" / "table.csv")
+    asr = table[(table["metric"] == "asr") & (table["step"] == 8)]["value"].iloc[0]
+    assert runs["vsfa-s0"]["checkpoints"][-1]["asr"] == pytest.approx(asr)
+    pooled = rep["correlations"]["pooled"]
+    assert {c["n"] for c in pooled} == {10} and any("checkpoints" in n for n in rep["notes"])
+    (arm,) = rep["arms"]
+    assert (
+        arm["arm"] == "vsfa"
+        and arm["shift_harmful"]["difference"]["lo"] <= arm["shift_harmful"]["difference"]["hi"]
+    )
+    assert [r["k"] for r in rep["early_prediction"]["vsfa-s0"]] == [2, 3, 4]
+
+
+def test_steering_curves_have_controls_and_degenerate_rates(quick_study):
+    curves = pd.read_csv(quick_study / "steer" / "curves.csv")
+    steer = curves[curves["mode"] == "steer"]
+    assert set(steer["direction"]) == {"chosen", "random-0"} and set(steer["alpha"]) == {0.0, 4.0}
+    assert steer["degenerate"].between(0, 1).all()
+    chosen = steer[steer["direction"] == "chosen"].set_index("alpha")
+    hook = json.loads((quick_study / "steer" / "causal.json").read_text())["hook"]
+    col = f"projection@{hook}"
+    assert chosen.loc[4.0, col] > chosen.loc[0.0, col]  # steering moves the read-out along the direction
+    ablated = curves[(curves["mode"] == "ablate") & (curves["direction"] == "chosen")]
+    assert abs(float(ablated[col].iloc[0])) < 1e-3  # ablation removes it
+
+
+def test_presets_and_bad_settings(run_cli, tmp_path):
+    assert {"quick", "tiny", "smol-llava"} <= set(STUDIES)
+    assert study_config("quick", overrides=["steps=5"]).steps == 5
+    proc = run_cli("demo", "--study", "nope", "--out", tmp_path / "x")
+    assert proc.returncode == 2 and "unknown study 'nope'" in proc.stderr and not (tmp_path / "x").exists()
+    proc = run_cli("demo", "--study", "quick", "--set", "stepz=3", "--out", tmp_path / "y")
+    assert proc.returncode == 2 and "stepz" in proc.stderr and not (tmp_path / "y").exists()
+    proc = run_cli("demo", "--study", "quick", "--set", "arms=['control']", "--out", tmp_path / "z")
+    assert proc.returncode == 2 and "needs the vsfa arm" in proc.stderr
+
+
+def test_analysis_commands_refuse_bad_input(run_cli, tmp_path, quick_study):
+    proc = run_cli("track", "--run", tmp_path / "missing")
+    assert (
+        proc.returncode == 2
+        and proc.stderr.strip().count("\n") == 0
+        and "run folder not found" in proc.stderr
+    )
+    untracked = tmp_path / "run"
+    (untracked / "checkpoints").mkdir(parents=True)
+    proc = run_cli("link", "--run", untracked)
+    assert proc.returncode == 2 and "track" in proc.stderr
+    proc = run_cli(
+        "steer",
+        "--model",
+        quick_study / "model",
+        "--directions",
+        quick_study / "directions" / "persona.json",
+        "--out",
+        tmp_path / "s",
+        "--alphas",
+        "1,x",
+    )
+    assert proc.returncode == 2 and "--alphas" in proc.stderr and not (tmp_path / "s").exists()
