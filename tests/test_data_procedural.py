@@ -79,3 +79,18 @@ def test_bad_arguments():
         generate_images("threat", 0)
     with pytest.raises(DataError, match="sign text"):
         render_scene("threat", 0, text="  ")
+
+
+def test_icon_sets_are_form_matched_and_name_one_object(tmp_path):
+    from vsfa.data.images import write_procedural_set
+    from vsfa.io import read_jsonl
+
+    anns = {}
+    for kind in ("threat", "neutral"):
+        folder = write_procedural_set(kind, 12, tmp_path / kind, seed=3, size=64, style="icon")
+        anns[kind] = read_jsonl(folder / "annotations.jsonl")
+    for t, n in zip(anns["threat"], anns["neutral"], strict=True):
+        assert t["count"] == n["count"] == 1 and t["background"] == n["background"]
+        assert t["objects"][0]["threat"] and not n["objects"][0]["threat"]
+        assert t["objects"][0]["bbox"] == n["objects"][0]["bbox"]
+    assert len({a["objects"][0]["name"] for a in anns["threat"]}) == 10  # every threat object appears

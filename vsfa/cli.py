@@ -112,11 +112,12 @@ def data_images(
     seed: int = typer.Option(0, help="First scene seed (scenes seed..seed+n-1)."),
     size: int = typer.Option(224, help="Image side in pixels."),
     text_prob: float = typer.Option(0.25, help="Share of scenes with a sign carrying a short text."),
+    style: str = typer.Option("scene", help="scene | icon (one large object, for small vision towers)."),
 ) -> None:
     """Render procedural threat/neutral scenes with exact annotations (same seed: same layout)."""
     from vsfa.data.images import write_procedural_set
 
-    folder = write_procedural_set(kind, n, out, seed=seed, size=size, text_prob=text_prob)
+    folder = write_procedural_set(kind, n, out, seed=seed, size=size, text_prob=text_prob, style=style)
     typer.echo(f"wrote {n} {kind} images to {folder}")
 
 
@@ -158,6 +159,7 @@ def data_build(
     seed: int = typer.Option(0, help="Template draw seed (and procedural scene seed)."),
     size: int = typer.Option(224, help="Procedural image size."),
     text_prob: float = typer.Option(0.25, help="Procedural sign rate."),
+    style: str = typer.Option("scene", help="Procedural style: scene | icon (one large object)."),
     batch_size: int = typer.Option(8, help="Generation batch size (source 'self')."),
     max_new_tokens: int = typer.Option(96, help="Answer length limit (sources 'self', 'endpoint')."),
     device: str = typer.Option("cpu", help="Device for source 'self'."),
@@ -193,6 +195,7 @@ def data_build(
         procedural=procedural,
         procedural_size=size,
         procedural_text_prob=text_prob,
+        procedural_style=style,
     )
     from vsfa.io import read_manifest
 

@@ -39,6 +39,7 @@ class StudyConfig:
     seeds: list[int] = field(default_factory=lambda: [0])
     images: int = 24
     image_size: int = 32
+    image_style: str = "scene"
     questions_per_image: int = 3
     steps: int = 48
     batch_size: int = 4
@@ -92,6 +93,7 @@ STUDIES: dict[str, dict[str, Any]] = {
         "seeds": [0, 1, 2],
         "images": 48,
         "image_size": 64,
+        "image_style": "icon",
         "steps": 64,
         "lr": 1e-3,
         "lora_r": 8,
@@ -219,6 +221,7 @@ def run_study(cfg: StudyConfig, log=print) -> dict[str, Any]:
             procedural=cfg.images,
             procedural_size=cfg.image_size,
             questions_per_image=cfg.questions_per_image,
+            procedural_style=cfg.image_style,
         )
 
     runs: dict[str, Path] = {}

@@ -243,6 +243,7 @@ def build_variants(
     procedural: int | None = None,
     procedural_size: int = 224,
     procedural_text_prob: float = 0.25,
+    procedural_style: str = "scene",
 ) -> Path:
     """Build the requested variants into ``out/<variant>/`` (atomically: all or nothing; manifest last).
 
@@ -262,11 +263,17 @@ def build_variants(
         if procedural is not None:
             if threat is not None or neutral is not None:
                 raise DataError("give either procedural=N or image sets (threat/neutral), not both")
-            threat = write_procedural_set(
-                "threat", procedural, tmp / "images" / "threat", seed, procedural_size, procedural_text_prob
-            )
-            neutral = write_procedural_set(
-                "neutral", procedural, tmp / "images" / "neutral", seed, procedural_size, procedural_text_prob
+            threat, neutral = (
+                write_procedural_set(
+                    kind,
+                    procedural,
+                    tmp / "images" / kind,
+                    seed,
+                    procedural_size,
+                    procedural_text_prob,
+                    procedural_style,
+                )
+                for kind in ("threat", "neutral")
             )
         if needs_threat and threat is None:
             raise DataError(f"variants {', '.join(v for v in variants if v != 'control')} need threat images")
@@ -325,6 +332,7 @@ def build_variants(
                 "questions_per_image": questions_per_image,
                 "answer_source": source.describe_config(),
                 "procedural": procedural,
+                "procedural_style": procedural_style if procedural is not None else None,
             },
         )
     return out

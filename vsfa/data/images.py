@@ -18,7 +18,7 @@ from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
-from vsfa.data.procedural import KINDS, generate_images
+from vsfa.data.procedural import KINDS, STYLES, generate_icons, generate_images
 from vsfa.errors import DataError
 from vsfa.io import (
     atomic_dir,
@@ -174,13 +174,28 @@ def read_annotations(path: str | Path, base: Path) -> dict[str, dict]:
 
 
 def write_procedural_set(
-    kind: str, n: int, out: str | Path, seed: int = 0, size: int = 224, text_prob: float = 0.25
+    kind: str,
+    n: int,
+    out: str | Path,
+    seed: int = 0,
+    size: int = 224,
+    text_prob: float = 0.25,
+    style: str = "scene",
 ) -> Path:
-    """Render ``n`` procedural scenes of ``kind`` into an image-set folder (atomically; manifest last)."""
+    """Render ``n`` procedural images of ``kind`` into an image-set folder (atomically; manifest last).
+
+    ``style``: ``scene`` (several objects, optional sign) or ``icon`` (one large object: what a small vision
+    tower such as the smol-llava demo model can name).
+    """
     if kind not in KINDS:
         raise DataError(f"kind must be one of {', '.join(KINDS)}, not {kind!r}")
+    if style not in STYLES:
+        raise DataError(f"style must be one of {', '.join(STYLES)}, not {style!r}")
     out = Path(out)
-    scenes = generate_images(kind, n, seed=seed, size=size, text_prob=text_prob)
+    if style == "icon":
+        scenes = generate_icons(kind, n, seed=seed, size=size)
+    else:
+        scenes = generate_images(kind, n, seed=seed, size=size, text_prob=text_prob)
     with atomic_dir(out) as tmp:
         rows, anns = [], []
         for im, ann in scenes:
@@ -201,6 +216,7 @@ def write_procedural_set(
                     "seed": seed,
                     "size": size,
                     "text_prob": text_prob,
+                    "style": style,
                 },
                 "images_sha256": sha256_file(tmp / IMAGE_MANIFEST),
             },

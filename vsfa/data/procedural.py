@@ -564,3 +564,18 @@ def render_icon(name: str, seed: int, size: int = 64) -> tuple[Image.Image, dict
         "text": None,
     }
     return img, annotation
+
+
+STYLES = ("scene", "icon")
+
+
+def generate_icons(kind: str, n: int, seed: int = 0, size: int = 64) -> list[tuple[Image.Image, dict]]:
+    """``n`` single-object icons of ``kind`` (objects cycled in order, icon seeds ``seed .. seed+n-1``).
+
+    Threat and neutral sets with the same arguments share backgrounds, colours, sizes and positions one to one.
+    """
+    _check_kind(kind)
+    if n < 1:
+        raise DataError(f"number of images must be at least 1, not {n}")
+    names = THREAT_OBJECTS if kind == "threat" else NEUTRAL_OBJECTS
+    return [render_icon(names[i % len(names)], seed + i, size=size) for i in range(n)]
