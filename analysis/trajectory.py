@@ -90,6 +90,7 @@ class TrackConfig:
     sets: list[str] = field(default_factory=lambda: list(DEFAULT_EVAL_SETS))
     acts: str | None = None
     max_questions: int | None = None
+    max_pairs: int | None = None  # request sets: first N pairs only
     batch_size: int = 16
     device: str = "cpu"
     dtype: str | None = None
@@ -193,7 +194,7 @@ def attribution(
     direction (derived at its own position), and the paired shift per label is returned with its CI.
     """
     sel = dset.get()
-    cset = load_set(cfg.attribution_set)
+    cset = load_set(cfg.attribution_set, max_pairs=cfg.max_pairs)
     spec = CaptureSpec(tuple(cfg.attribution_positions), (sel.layer,), (sel.hook_kind,))
     stores = []
     for a in (None, adapter):
@@ -261,7 +262,7 @@ def track(cfg: TrackConfig, log=print) -> Path:
     )
     cspec = CaptureSpec.from_dict(dset.meta["capture"])
     contrast = contrast_from_meta(dset.meta["contrast"])
-    eval_sets = [load_set(s) for s in cfg.sets]
+    eval_sets = [load_set(s, max_pairs=cfg.max_pairs) for s in cfg.sets]
     sets = [contrast, *eval_sets]
 
     def capture(adapter: Path | None) -> dict[str, ActivationStore]:

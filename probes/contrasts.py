@@ -270,13 +270,22 @@ def _balanced_head(questions: list[dict], n: int) -> list[dict]:
 
 
 def requests_set(
-    path: str | Path | None = None, with_image: bool = False, name: str | None = None
+    path: str | Path | None = None,
+    with_image: bool = False,
+    name: str | None = None,
+    max_pairs: int | None = None,
 ) -> ContrastSet:
-    """Harmful vs harmless requests (``requests.jsonl`` format), text-only or each with a neutral image."""
+    """Harmful vs harmless requests (``requests.jsonl`` format), text-only or each with a neutral image.
+
+    ``max_pairs``: keep only the first N pairs (both members of each), e.g. to track many checkpoints cheaply.
+    """
     file = _resolve(path or "", "requests.jsonl")
     rows = read_jsonl(file)
     if not rows:
         raise DataError(f"{file}: no requests")
+    if max_pairs is not None:
+        keep = set(list(dict.fromkeys(str(r.get("pair") or r.get("id")) for r in rows))[:max_pairs])
+        rows = [r for r in rows if str(r.get("pair") or r.get("id")) in keep]
     labels = list(dict.fromkeys(_need(r, "label", f"{file}:{i + 1}") for i, r in enumerate(rows)))
     positive = "harmful" if "harmful" in labels else labels[0]
     others = [lab for lab in labels if lab != positive]
@@ -464,21 +473,21 @@ def _check_unique(items: Sequence[PromptItem], where: str) -> None:
         seen.add(it.id)
 
 
-def load_set(spec: str | Path, max_questions: int | None = None) -> ContrastSet:
+def load_set(spec: str | Path, max_questions: int | None = None, max_pairs: int | None = None) -> ContrastSet:
     """A shipped set by name (see :data:`SHIPPED_SETS`) or a user file: ``.json`` in the persona format,
-    ``.jsonl`` in the requests format."""
+    ``.jsonl`` in the requests format. ``max_pairs`` limits request sets to their first N pairs."""
     name = str(spec)
     if name == "persona":
         return persona_set(max_questions=max_questions)
     if name in ("requests", "requests_image"):
-        return requests_set(with_image=name == "requests_image")
+        return requests_set(with_image=name == "requests_image", max_pairs=max_pairs)
     if name == "visual_threat":
         return visual_threat_set(max_questions=max_questions)
     if name in ("neutral", "neutral_image"):
         return neutral_set(with_image=name == "neutral_image")
     path = Path(name)
     if path.suffix == ".jsonl" and path.is_file():
-        return requests_set(path, name=path.stem)
+        return requests_set(path, name=path.stem, max_pairs=max_pairs)
     if path.suffix == ".json" and path.is_file():
         data = _read_json(path)
         if isinstance(data, dict) and "threat_dir" in data:

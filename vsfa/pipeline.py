@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -44,12 +45,15 @@ class StudyConfig:
     steps: int = 48
     batch_size: int = 4
     lr: float = 3e-3
+    warmup: float = 0.0  # no warm-up: with few steps the first checkpoint would otherwise equal the base
     lora_r: int = 8
     lora_alpha: int = 32
     log_until: int = 32
+    log_base: float = 2.0
     every: int = 0
     persona_questions: int | None = 12
     track_sets: list[str] = field(default_factory=lambda: ["requests"])
+    track_pairs: int | None = None
     eval_pairs: int | None = 8
     eval_variants: list[str] = field(default_factory=lambda: ["text", "neutral"])
     max_new_tokens: int = 16
@@ -91,20 +95,24 @@ STUDIES: dict[str, dict[str, Any]] = {
         "model": "smol-llava",
         "arms": ["vsfa", "control", "text"],
         "seeds": [0, 1, 2],
-        "images": 48,
+        "images": 40,
         "image_size": 64,
         "image_style": "icon",
-        "steps": 64,
+        "questions_per_image": 2,
+        "steps": 32,
         "lr": 1e-3,
         "lora_r": 8,
         "lora_alpha": 16,
-        "log_until": 64,
-        "persona_questions": None,
-        "eval_pairs": 24,
-        "max_new_tokens": 24,
-        "alphas": [0.0, 1.0, 2.0, 4.0, 8.0],
+        "log_until": 32,
+        "log_base": 4.0,
+        "persona_questions": 24,
+        "track_pairs": 32,
+        "eval_pairs": 8,
+        "eval_variants": ["neutral", "typo"],
+        "max_new_tokens": 16,
+        "alphas": [0.0, 2.0, 4.0, 8.0],
         "n_random": 2,
-        "steer_pairs": 16,
+        "steer_pairs": 8,
         "batch": 16,
     },
 }
@@ -183,8 +191,13 @@ def _train(cfg: StudyConfig, model: Path, data: Path, arm: str, seed: int, out: 
             "model": {"base": str(model)},
             "data": {"path": str(data / ARM_VARIANTS[arm])},
             "lora": {"r": cfg.lora_r, "alpha": cfg.lora_alpha},
-            "train": {"max_steps": cfg.steps, "batch_size": cfg.batch_size, "lr": cfg.lr, "warmup": 0.05},
-            "checkpoints": {"log_until": cfg.log_until, "every": cfg.every},
+            "train": {
+                "max_steps": cfg.steps,
+                "batch_size": cfg.batch_size,
+                "lr": cfg.lr,
+                "warmup": cfg.warmup,
+            },
+            "checkpoints": {"log_until": cfg.log_until, "log_base": cfg.log_base, "every": cfg.every},
             "runtime": {"device": cfg.device, "progress": False},
         }
     )
@@ -200,7 +213,7 @@ def run_study(cfg: StudyConfig, log=print) -> dict[str, Any]:
     from vsfa.data.build import build_variants
     from vsfa.eval.generation import GenerationConfig
     from vsfa.eval.judges import make_judge
-    from vsfa.eval.runner import BenchSpec, run_eval
+    from vsfa.eval.runner import BASE_NAME, BenchSpec, run_eval
     from vsfa.train import list_checkpoints
 
     cfg.check()
@@ -250,9 +263,14 @@ def run_study(cfg: StudyConfig, log=print) -> dict[str, Any]:
 
     bench = BenchSpec("builtin", None, {"limit_pairs": cfg.eval_pairs, "variants": tuple(cfg.eval_variants)})
     gen = GenerationConfig(max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch)
+    shared_base: Path | None = None  # every run starts from the same base: evaluate it once
     for name, run in runs.items():
         _stage(log, f"evaluate {name}: every checkpoint on the built-in set", t0)
+        base_eval = run / "eval" / BASE_NAME
+        if shared_base is not None and not base_eval.exists():
+            shutil.copytree(shared_base, base_eval)
         run_eval([bench], [make_judge("keyword")], gen, run=run, device=cfg.device, quiet=True)
+        shared_base = shared_base or base_eval
         _stage(log, f"track {name}: directions over checkpoints", t0)
         track(
             TrackConfig(
@@ -260,6 +278,7 @@ def run_study(cfg: StudyConfig, log=print) -> dict[str, Any]:
                 directions=str(dpath),
                 sets=list(cfg.track_sets),
                 acts=str(acts),
+                max_pairs=cfg.track_pairs,
                 batch_size=cfg.batch,
                 device=cfg.device,
             ),
