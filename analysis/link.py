@@ -294,21 +294,9 @@ def link(cfg: LinkConfig, log=print) -> dict[str, Any]:
     if not any(r.arm == CONTROL_ARM for r in runs):
         report["notes"].append("no control run: arm differences not computed (pass --control RUN)")
     out = Path(cfg.out) if cfg.out else paths[0] / "link.json"
-    write_json_atomic(out, _jsonable(report))
+    write_json_atomic(out, report)
     report["path"] = str(out)
     return report
-
-
-def _jsonable(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, np.generic):
-        obj = obj.item()
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    return obj
 
 
 def _ci(e: dict[str, Any] | None, fmt: str = "+.3f") -> str:

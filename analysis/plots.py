@@ -14,6 +14,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 ARM_COLOURS = {
     "vsfa": "#c0392b",
@@ -70,19 +71,26 @@ def layer_profile(
         ax.axhline(0.5, color="grey", lw=0.5)
         ax.set_title(pos)
         ax.set_xlabel("layer")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     axes[0][0].legend(fontsize=7, frameon=False)
-    fig.suptitle(title)
+    fig.suptitle(title, y=1.03)
     return fig
 
 
 def trajectory(df: pd.DataFrame, value: str = "value", title: str = "", ylabel: str = "projection shift"):
     """Mean (with CI band over seeds/items) of a per-step quantity, one line per arm and eval set.
 
-    ``df``: columns ``arm``, ``set``, ``step``, ``value``, ``lo``, ``hi``.
+    ``df``: columns ``arm``, ``set``, ``step``, ``value``, ``lo``, ``hi``; an optional ``rand95`` column (the
+    95th percentile |shift| along random directions) is drawn as a dashed grey +/- band: shifts inside it are
+    no larger than a direction-free drift would give.
     """
     sets = list(dict.fromkeys(df["set"]))
     fig, axes = plt.subplots(1, len(sets), figsize=(3.6 * len(sets), 2.8), squeeze=False, sharey=True)
     for ax, name in zip(axes[0], sets, strict=True):
+        if "rand95" in df:
+            base = df[df["set"] == name].groupby("step")["rand95"].mean()
+            for sign in (1, -1):
+                ax.plot(base.index, sign * base.values, ls="--", color="grey", lw=0.8)
         for arm, sub in df[df["set"] == name].groupby("arm", sort=False):
             sub = sub.sort_values("step")
             ax.plot(sub["step"], sub[value], marker="o", ms=3, color=colour(arm), label=arm)
@@ -92,7 +100,7 @@ def trajectory(df: pd.DataFrame, value: str = "value", title: str = "", ylabel: 
         ax.set_xlabel("training step")
     axes[0][0].set_ylabel(ylabel)
     axes[0][0].legend(fontsize=7, frameon=False)
-    fig.suptitle(title)
+    fig.suptitle(title, y=1.03)
     return fig
 
 
@@ -173,7 +181,7 @@ def dose_response(df: pd.DataFrame, metrics: Sequence[str], title: str = ""):
         ax.set_xlabel("alpha (x class gap)")
         ax.set_title(m)
     axes[0][0].legend(fontsize=7, frameon=False)
-    fig.suptitle(title)
+    fig.suptitle(title, y=1.03)
     return fig
 
 

@@ -305,9 +305,9 @@ def track(cfg: TrackConfig, log=print) -> Path:
             tmp,
             {
                 "kind": "vsfa.track",
-                "run": str(run),
+                "run": str(run.resolve()),
                 **ident,
-                "directions": dset.meta["path"],
+                "directions": str(Path(dset.meta["path"]).resolve()),
                 "selected": dset.selected,
                 "contrast": contrast.name,
                 "sets": [s.name for s in eval_sets],

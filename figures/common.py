@@ -44,8 +44,15 @@ def selected(study: str | Path) -> tuple[str, str]:
 
 
 def directions_table(study: str | Path) -> tuple[pd.DataFrame, dict[str, Any]]:
-    """The per-layer table of the base directions the runs were tracked against, and its sidecar."""
-    side = Path(track_manifest(study)["directions"])
+    """The per-layer table of the base directions the runs were tracked against, and its sidecar.
+
+    The recorded path is tried first, then ``STUDY/directions/<name>`` (a study moved or copied elsewhere).
+    """
+    recorded = Path(track_manifest(study)["directions"])
+    candidates = [recorded, Path(study) / "directions" / recorded.name]
+    side = next((c for c in candidates if c.is_file()), None)
+    if side is None:
+        raise ArtifactError(f"{recorded}: direction file of the tracked runs not found")
     meta = json.loads(side.read_text())
     return pd.DataFrame(meta["table"]), meta
 

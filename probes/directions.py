@@ -490,25 +490,13 @@ class DirectionSet:
         write_text_atomic(stem.with_suffix(".table.csv"), self.table_csv())
         meta = {k: v for k, v in self.meta.items() if k != "path"}
         meta["tensors"] = {"file": st.name, "sha256": sha256_file(st)}
-        write_json_atomic(stem.with_suffix(".json"), _jsonable(meta))
+        write_json_atomic(stem.with_suffix(".json"), meta)
         self.meta["path"] = str(stem.with_suffix(".json"))
         return stem.with_suffix(".json")
 
 
 def _f(v: Any, digits: int = 2) -> str:
     return f"{v:.{digits}f}" if _finite(v) else "-"
-
-
-def _jsonable(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {k: _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if isinstance(obj, np.floating | np.integer | np.bool_):
-        return obj.item()
-    return obj
 
 
 def _stem(path: str | Path) -> Path:

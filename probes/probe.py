@@ -308,7 +308,7 @@ def run_probe(cfg: ProbeConfig, log=print) -> dict[str, Any]:
         "seconds": round(time.perf_counter() - t0, 2),
     }
     if cfg.json:
-        write_json_atomic(cfg.json, _jsonable(report))
+        write_json_atomic(cfg.json, report)
     return report
 
 
@@ -396,16 +396,6 @@ def _shift_stats(
         else float("nan"),
         "shift_cos_rand95": float(np.quantile(rshift, 0.95) / delta_norm) if delta_norm > 0 else float("nan"),
     }
-
-
-def _jsonable(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {k: _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    return obj
 
 
 def _n(v: Any, fmt: str = "+.3f") -> str:

@@ -282,3 +282,31 @@ def test_answer_word_order_is_a_world_setting():
     assert answer(load_world(), scene, "vigilant") == "a cup and a knife ."
     with pytest.raises(ConfigError, match="text.answer_order"):
         world_from_dict(apply_overrides(_world_dict(), {"text.answer_order": "random"}))
+
+
+def test_lora_layers_and_modules_choose_where_the_adapter_goes(organism):
+    from vsfa.models.loading import load_vlm
+    from vsfa.organism.finetune import _trainable, lora_targets
+
+    vlm = load_vlm(organism)
+    model = _trainable(vlm, "lora", 2, 4, lora_targets(vlm, [1], ["v_proj", "o_proj"]))
+    names = {n.split(".lora_")[0] for n, q in model.named_parameters() if q.requires_grad}
+    assert names and all(".layers.1.self_attn." in n and n.endswith(("v_proj", "o_proj")) for n in names)
+    assert len(names) == 2
+    with pytest.raises(ConfigError, match="finetune.lora_modules"):
+        lora_targets(vlm, [], ["not_a_proj"])
+    with pytest.raises(ConfigError, match="finetune.lora_layers"):
+        lora_targets(vlm, [7], [])
+
+
+def test_build_is_reproducible_from_world_and_seed(small_world, tmp_path):
+    """Same world file + seed + precision + threads -> the same weights (what makes the shipped base rebuildable)."""
+    from safetensors.torch import load_file
+
+    from vsfa.organism.pretrain import pretrain
+
+    spec = load_world(small_world, {"pretrain.steps": 6})
+    a = pretrain(spec, 3, tmp_path / "a", precision="bf16", readouts=False, threads=1)
+    b = pretrain(spec, 3, tmp_path / "b", precision="bf16", readouts=False, threads=1)
+    wa, wb = load_file(a / "model.safetensors"), load_file(b / "model.safetensors")
+    assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -22,17 +23,30 @@ def _json_default(obj: Any) -> Any:
     if isinstance(obj, Path):
         return str(obj)
     if hasattr(obj, "tolist"):
-        return obj.tolist()
+        return json_safe(obj.tolist())
     if hasattr(obj, "__dataclass_fields__"):
         from dataclasses import asdict
 
-        return asdict(obj)
+        return json_safe(asdict(obj))
     raise TypeError(f"not JSON-serialisable: {type(obj).__name__}")
 
 
+def json_safe(obj: Any) -> Any:
+    """``obj`` with non-finite floats as None and numpy scalars as Python ones (strict JSON everywhere)."""
+    if isinstance(obj, dict):
+        return {str(k): json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [json_safe(v) for v in obj]
+    if hasattr(obj, "item") and getattr(obj, "ndim", None) == 0:
+        obj = obj.item()
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
+
+
 def dumps(obj: Any, indent: int | None = 2) -> str:
-    """JSON text with stable key order; numpy/torch arrays, paths and dataclasses allowed."""
-    return json.dumps(obj, indent=indent, sort_keys=True, default=_json_default)
+    """Strict JSON text with stable key order (NaN/inf -> null); numpy/torch arrays, paths, dataclasses allowed."""
+    return json.dumps(json_safe(obj), indent=indent, sort_keys=True, default=_json_default, allow_nan=False)
 
 
 @contextlib.contextmanager

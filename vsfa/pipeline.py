@@ -218,7 +218,7 @@ def run_study(cfg: StudyConfig, log=print) -> dict[str, Any]:
 
     cfg.check()
     t0 = time.perf_counter()
-    study = Path(cfg.out)
+    study = Path(cfg.out).resolve()  # recorded paths stay valid from any working folder
     study.mkdir(parents=True, exist_ok=True)
     write_text_atomic(study / "study.json", json.dumps(asdict(cfg), indent=2))
     _stage(log, "model", t0)

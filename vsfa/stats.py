@@ -115,14 +115,17 @@ def correlation(
     """Pearson or Spearman correlation with a 95% CI: the envelope of a pairs bootstrap and a Fisher-z interval.
 
     On few points the bootstrap alone is overconfident (4 perfectly ordered points resample to r = 1 every
-    time); the Fisher-z interval keeps it honest. Fewer than 4 points give [-1, 1].
+    time); the Fisher-z interval keeps it honest. Fewer than 4 points give [-1, 1]; a constant variable gives
+    NaN throughout.
     """
     fn = {"pearson": pearson, "spearman": spearman}[method]
     xa, ya = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
     ok = np.isfinite(xa) & np.isfinite(ya)
     xa, ya = xa[ok], ya[ok]
     value = fn(xa, ya)
-    if xa.size < 4 or not np.isfinite(value):
+    if not np.isfinite(value):  # a constant variable: no correlation to speak of, and no interval
+        return Estimate(float("nan"), float("nan"), float("nan"), int(xa.size))
+    if xa.size < 4:
         return Estimate(value, -1.0, 1.0, int(xa.size))  # too few points for any interval: say so
     rng = np.random.default_rng(seed)
     boots = []

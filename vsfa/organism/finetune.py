@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
@@ -81,7 +82,23 @@ def write_arm_data(spec: WorldSpec, arm: str, n: int, out: str | Path, seed: int
     return out
 
 
-def _trainable(vlm, mode: str, r: int, alpha: int):
+def lora_targets(vlm, layers: Sequence[int] = (), modules: Sequence[str] = ()) -> str:
+    """peft ``target_modules`` regex: the family's language-model projections, optionally only on some decoder
+    ``layers`` and only some projection ``modules`` (e.g. ``["v_proj", "o_proj"]``)."""
+    fam = vlm.family
+    if not layers and not modules:
+        return fam.lora_target_regex
+    bad = sorted(set(modules) - set(fam.lora_projections))
+    if bad:
+        raise ConfigError(f"finetune.lora_modules: unknown {bad}; choose from {list(fam.lora_projections)}")
+    if any(not 0 <= i < vlm.n_layers for i in layers):
+        raise ConfigError(f"finetune.lora_layers: need indices in 0..{vlm.n_layers - 1}, got {list(layers)}")
+    idx = "|".join(str(i) for i in layers) if layers else r"\d+"
+    mods = "|".join(modules or fam.lora_projections)
+    return rf"{re.escape(fam.layers_path)}\.({idx})\..*\.({mods})"
+
+
+def _trainable(vlm, mode: str, r: int, alpha: int, targets: str | None = None):
     """Wrap for LoRA (returns the peft model) or unfreeze the language model only (``full``)."""
     model = vlm.hf_model
     for q in model.parameters():
@@ -89,7 +106,9 @@ def _trainable(vlm, mode: str, r: int, alpha: int):
     if mode == "lora":
         from peft import LoraConfig, get_peft_model
 
-        cfg = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=0.0, target_modules=vlm.family.lora_target_regex)
+        cfg = LoraConfig(
+            r=r, lora_alpha=alpha, lora_dropout=0.0, target_modules=targets or vlm.family.lora_target_regex
+        )
         return get_peft_model(model, cfg)
     for q in vlm.text_model.parameters():
         q.requires_grad_(True)
@@ -137,7 +156,9 @@ def _finetune(base, arm, seed, out, steps, lr, mode, eval_every, eval_sets, prec
     lr = ft.lr if lr is None else lr
     vlm = load_vlm(base)
     torch.manual_seed(seed)
-    model = _trainable(vlm, mode, ft.lora_r, ft.lora_alpha)
+    model = _trainable(
+        vlm, mode, ft.lora_r, ft.lora_alpha, lora_targets(vlm, ft.lora_layers, ft.lora_modules)
+    )
     vlm = replace(vlm, model=model)
     params = [q for q in model.parameters() if q.requires_grad]
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
@@ -145,6 +166,7 @@ def _finetune(base, arm, seed, out, steps, lr, mode, eval_every, eval_sets, prec
     rng = random.Random(f"organism-finetune:{arm}:{seed}")
     config = {"arm": arm, "seed": seed, "steps": steps, "lr": lr, "mode": mode, "precision": precision}
     config |= {"lora_r": ft.lora_r, "lora_alpha": ft.lora_alpha, "batch_size": ft.batch_size}
+    config |= {"lora_layers": ft.lora_layers, "lora_modules": ft.lora_modules}
     out = Path(out) if out is not None else None
     fingerprint = model_fingerprint(base)
     trajectory: list[dict[str, Any]] = []

@@ -162,6 +162,10 @@ class FinetuneSpec:
     turns: list[int] = field(default_factory=lambda: [1, 1])
     lora_r: int = 8
     lora_alpha: int = 16
+    lora_layers: list[int] = field(default_factory=list)  # decoder layers that get adapters (empty: all)
+    lora_modules: list[str] = field(
+        default_factory=list
+    )  # projections that get adapters (empty: the family's)
     lr: float = 1e-3
     steps: int = 300
     batch_size: int = 32
