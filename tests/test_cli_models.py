@@ -30,8 +30,3 @@ def test_models_list(run_cli):
     proc = run_cli("models", "list", check=True)
     for name in ("llava", "qwen2_5_vl", "qwen3_vl", "gemma3", "idefics3", "llava_next", "qwen2_vl"):
         assert name in proc.stdout
-
-
-def test_demo_prints_layer_summary(run_cli, tmp_path):
-    proc = run_cli("demo", "--out", tmp_path / "run", check=True)
-    assert "blocks.1.hook_resid_post" in proc.stdout and "backend bridge" in proc.stdout
