@@ -21,8 +21,11 @@ app.add_typer(models_app, name="models")
 
 
 def _quiet_transformers() -> None:
+    import warnings
+
     from transformers.utils import logging as hf_logging
 
+    warnings.filterwarnings("ignore", category=FutureWarning)  # library deprecation notices, not ours
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
 
