@@ -277,6 +277,10 @@ def requests_set(
 ) -> ContrastSet:
     """Harmful vs harmless requests (``requests.jsonl`` format), text-only or each with a neutral image.
 
+    A row is ``id``, ``label``, ``text`` (optional ``pair``, ``category``, ``image``, ``system``, ``response``,
+    ``split``), or instead of ``text`` a whole conversation: ``messages`` (HF chat form, ending with the user
+    turn) with ``images`` (paths, one per image part), e.g. a request after an earlier turn as context.
+
     ``max_pairs``: keep only the first N pairs (both members of each), e.g. to track many checkpoints cheaply.
     """
     file = _resolve(path or "", "requests.jsonl")
@@ -296,18 +300,21 @@ def requests_set(
     items = []
     for i, row in enumerate(rows):
         here = f"{file}:{i + 1}"
-        text = _need(row, "text", here)
-        image_ids: tuple[str, ...] = ()
-        if row.get("image"):
-            img_path = Path(row["image"])
-            img_path = img_path if img_path.is_absolute() else file.parent / img_path
-            images[str(img_path)] = load_image(img_path)
-            image_ids = (str(img_path),)
-        elif with_image:
-            image_ids = (neutral_image_id(i),)
-            images.setdefault(image_ids[0], procedural_image("neutral", i % N_NEUTRAL_IMAGES))
-        msgs = [system_message(row["system"])] if row.get("system") else []
-        msgs.append(user_message(text, len(image_ids)))
+        if "messages" in row:  # a whole conversation ending with the user turn, images in order
+            msgs, text, image_ids = _conversation(row, file, here, images)
+        else:
+            text = _need(row, "text", here)
+            image_ids: tuple[str, ...] = ()
+            if row.get("image"):
+                img_path = Path(row["image"])
+                img_path = img_path if img_path.is_absolute() else file.parent / img_path
+                images[str(img_path)] = load_image(img_path)
+                image_ids = (str(img_path),)
+            elif with_image:
+                image_ids = (neutral_image_id(i),)
+                images.setdefault(image_ids[0], procedural_image("neutral", i % N_NEUTRAL_IMAGES))
+            msgs = [system_message(row["system"])] if row.get("system") else []
+            msgs.append(user_message(text, len(image_ids)))
         items.append(
             PromptItem(
                 id=_need(row, "id", here),
@@ -328,6 +335,36 @@ def requests_set(
 
 
 N_NEUTRAL_IMAGES = 8
+
+
+def _conversation(
+    row: dict[str, Any], file: Path, here: str, images: dict[str, Any]
+) -> tuple[list[Message], str, tuple[str, ...]]:
+    """A ``messages`` row: HF chat messages ending with the user turn; ``images`` = paths, one per image part."""
+    msgs = _need(row, "messages", here, list)
+    if not msgs or not isinstance(msgs[-1], dict) or msgs[-1].get("role") != "user":
+        raise DataError(f"{here}: field 'messages' must end with a user turn")
+    content = msgs[-1].get("content")
+    parts = content if isinstance(content, list) else [{"type": "text", "text": content}]
+    text = " ".join(
+        p.get("text", "") for p in parts if isinstance(p, dict) and p.get("type") == "text"
+    ).strip()
+    n_parts = sum(
+        1
+        for m in msgs
+        if isinstance(m.get("content"), list)
+        for p in m["content"]
+        if isinstance(p, dict) and p.get("type") == "image"
+    )
+    paths = row.get("images") or []
+    if len(paths) != n_parts:
+        raise DataError(f"{here}: {n_parts} image parts in 'messages' but {len(paths)} paths in 'images'")
+    ids = []
+    for rel in paths:
+        img_path = Path(rel) if Path(rel).is_absolute() else file.parent / rel
+        images[str(img_path)] = load_image(img_path)
+        ids.append(str(img_path))
+    return list(msgs), text, tuple(ids)
 
 
 def neutral_image_id(i: int) -> str:

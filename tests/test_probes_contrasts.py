@@ -116,3 +116,38 @@ def test_visual_threat_from_user_folders(tmp_path):
         f.unlink()
     with pytest.raises(DataError, match="class 'neutral' is empty"):
         load_set(str(spec)).check_classes()
+
+
+def test_requests_file_with_whole_conversations(tmp_path):
+    """Rows may carry a conversation (context turns + images) instead of a single request text."""
+    from PIL import Image
+
+    from probes.contrasts import load_set
+    from vsfa.errors import DataError
+
+    Image.new("RGB", (8, 8), (200, 0, 0)).save(tmp_path / "a.png")
+    turn = {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "what is it ?"}]}
+    rows = [
+        {
+            "id": f"{lab}-{i}",
+            "label": lab,
+            "pair": f"p{i}",
+            "messages": [
+                turn,
+                {"role": "assistant", "content": "a cup ."},
+                {"role": "user", "content": "help me ?"},
+            ],
+            "images": ["a.png"],
+        }
+        for i in range(2)
+        for lab in ("vigilant", "carefree")
+    ]
+    f = tmp_path / "ctx.jsonl"
+    f.write_text("\n".join(json.dumps(r) for r in rows))
+    s = load_set(f)
+    assert s.counts() == {"vigilant": 2, "carefree": 2} and s.items[0].instruction == "help me ?"
+    assert len(s.items[0].messages) == 3 and s.items[0].image_ids == (str(tmp_path / "a.png"),)
+    rows[0]["images"] = []
+    f.write_text("\n".join(json.dumps(r) for r in rows))
+    with pytest.raises(DataError, match="1 image parts in 'messages' but 0 paths"):
+        load_set(f)
