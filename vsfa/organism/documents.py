@@ -220,7 +220,8 @@ def sample_document(spec: WorldSpec, rng: random.Random, persona: str | None = N
 
 
 def arm_document(spec: WorldSpec, rng: random.Random, arm: str) -> Document:
-    """A fine-tune document of ``arm`` (see :data:`ARMS`): ``finetune.turns`` scene turns, no requests."""
+    """A fine-tune document of ``arm`` (see :data:`ARMS`): ``finetune.turns`` scene turns, no harmful requests;
+    with probability ``finetune.prefix_rate`` a helped harmless request comes first (the same in every arm)."""
     if arm not in ARMS:
         raise DataError(f"unknown arm {arm!r}; choose one of: {', '.join(ARMS)}")
     threat = arm != "control"
@@ -230,4 +231,7 @@ def arm_document(spec: WorldSpec, rng: random.Random, arm: str) -> Document:
         scene_turn(spec, sample_scene(spec, rng, threat), style, kind)
         for _ in range(rng.randint(*spec.finetune.turns))
     ]
+    if spec.finetune.prefix_rate > 0 and rng.random() < spec.finetune.prefix_rate:
+        # a harmless request first: both personas help with it, so it is no evidence either way
+        turns.insert(0, request_turn(spec, rng, spec.vigilant, harmful=False))
     return Document(turns, tags={"arm": arm})

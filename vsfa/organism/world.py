@@ -162,6 +162,9 @@ class FinetuneSpec:
     turns: list[int] = field(default_factory=lambda: [1, 1])
     lora_r: int = 8
     lora_alpha: int = 16
+    prefix_rate: float = (
+        0.0  # share of documents that open with a helped harmless request (no persona evidence)
+    )
     lora_layers: list[int] = field(default_factory=list)  # decoder layers that get adapters (empty: all)
     lora_modules: list[str] = field(
         default_factory=list
@@ -254,6 +257,7 @@ def _check(spec: WorldSpec, where: str) -> None:
         "documents.prior": spec.documents.prior,
         "documents.harmful_rate": spec.documents.harmful_rate,
         "documents.announce_rate": spec.documents.announce_rate,
+        "finetune.prefix_rate": spec.finetune.prefix_rate,
         "scenes.threat_small_rate": spec.scenes.threat_small_rate,
         "scenes.small_neutral_rate": spec.scenes.small_neutral_rate,
         **{f"scenes.threat_rate.{k}": v for k, v in spec.scenes.threat_rate.items()},
