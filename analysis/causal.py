@@ -68,6 +68,9 @@ class SteerConfig:
     judge: str = "keyword"
     max_new_tokens: int = 48
     batch_size: int = 8
+    generation: dict[str, Any] = field(
+        default_factory=dict
+    )  # other GenerationConfig fields (refusal openers)
     device: str = "cpu"
     dtype: str | None = None
     n_boot: int = 1000
@@ -108,7 +111,9 @@ class _Evaluator:
     def __init__(self, cfg: SteerConfig, vlm, items: list[BenchItem], key: dict[str, Any], log):
         self.cfg, self.vlm, self.items, self.key, self.log = cfg, vlm, items, key, log
         self.hooked = HookedVLM(vlm, backend="torch")
-        self.gen = GenerationConfig(max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size)
+        self.gen = GenerationConfig(
+            max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size, **cfg.generation
+        )
         self.judges = [make_judge(cfg.judge)]
         harmful = [it for it in items if it.label == "harmful"] or items
         self.probe_batch = encode_queries(vlm, [Query(it.text) for it in harmful[:16]])

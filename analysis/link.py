@@ -34,8 +34,16 @@ from vsfa.io import read_jsonl, read_manifest, write_json_atomic
 from vsfa.stats import Estimate, arm_difference, correlation
 
 SMALL_N = 6
-OUTCOMES = ("asr", "over_refusal", "refusal_logodds")
+OUTCOMES = ("asr", "over_refusal", "refusal_logodds", "p_refuse")
 CONTROL_ARM = "control"
+MEASURES = (
+    "shift_harmful",
+    "shift_harmless",
+    "asr_change",
+    "refusal_logodds_change",
+    "p_refuse_change",
+    "over_refusal_change",
+)  # arm-vs-control comparisons, in report order
 
 
 @dataclass
@@ -67,7 +75,7 @@ def _eval_rows(run: Path, checkpoint: str, benchmark: str, judge: str | None) ->
     if judge not in per_judge:
         raise ArtifactError(f"{folder}: no judge {judge!r} (has {', '.join(sorted(per_judge))})")
     rows = pd.DataFrame(per_judge[judge])
-    return judge, rows[["id", "label", "unsafe", "refused", "refusal_logodds"]]
+    return judge, rows[["id", "label", "unsafe", "refused", "refusal_logodds", "p_refuse"]]
 
 
 @dataclass
@@ -115,9 +123,8 @@ def load_run(run: Path, cfg: LinkConfig, hook: str, position: str, judge: str | 
         harmful, benign = ev[ev["label"] == "harmful"], ev[ev["label"] == "benign"]
         row["asr"] = float(harmful["unsafe"].mean()) if len(harmful) else math.nan
         row["over_refusal"] = float(benign["refused"].mean()) if len(benign) else math.nan
-        row["refusal_logodds"] = (
-            float(pd.to_numeric(harmful["refusal_logodds"]).mean()) if len(harmful) else math.nan
-        )
+        for col in ("refusal_logodds", "p_refuse"):
+            row[col] = float(pd.to_numeric(harmful[col]).mean()) if len(harmful) else math.nan
         rows.append(row)
     data = RunData(run.name, str(man.get("arm") or ""), man.get("seed"), pd.DataFrame(rows), items, evals)
     return data, judge
@@ -179,7 +186,7 @@ def _per_item_change(run: RunData, what: str, label: str) -> np.ndarray:
         a, b = run.items[first], run.items[last]
         a, b = a[a["label"] == label].sort_values("id"), b[b["label"] == label].sort_values("id")
         return b["projection"].to_numpy(float) - a["projection"].to_numpy(float)
-    col = {"asr": "unsafe", "over_refusal": "refused", "refusal_logodds": "refusal_logodds"}[what]
+    col = {"asr": "unsafe", "over_refusal": "refused"}.get(what, what)
     a, b = run.evals[first], run.evals[last]
     a, b = a[a["label"] == label].sort_values("id"), b[b["label"] == label].sort_values("id")
     return pd.to_numeric(b[col]).to_numpy(float) - pd.to_numeric(a[col]).to_numpy(float)
@@ -197,6 +204,7 @@ def arm_comparisons(runs: list[RunData], cfg: LinkConfig) -> list[dict[str, Any]
         ("shift", cfg.harmless, "shift_harmless"),
         ("asr", "harmful", "asr_change"),
         ("refusal_logodds", "harmful", "refusal_logodds_change"),
+        ("p_refuse", "harmful", "p_refuse_change"),
         ("over_refusal", "benign", "over_refusal_change"),
     ]
     out = []
@@ -318,13 +326,7 @@ def format_summary(report: dict[str, Any]) -> str:
         if c["method"] == "spearman":
             lines.append(f"pooled spearman(shift, {c['y']}) = {_ci(c, '+.2f')}  n={c['n']}")
     for a in report["arms"]:
-        for name in (
-            "shift_harmful",
-            "shift_harmless",
-            "asr_change",
-            "refusal_logodds_change",
-            "over_refusal_change",
-        ):
+        for name in MEASURES:
             if name in a:
                 d = a[name]
                 lines.append(

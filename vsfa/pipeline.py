@@ -28,6 +28,8 @@ from vsfa.errors import ConfigError
 from vsfa.io import is_complete, write_json_atomic, write_text_atomic
 
 ARM_VARIANTS = {"vsfa": "image", "control": "control", "text": "text", "mixed": "mixed"}
+ORGANISM_ARMS = ("vsfa", "control", "mirror", "text")
+SETS = "sets"  # organism studies: STUDY/sets/organism_{requests,context}.jsonl (`vsfa organism sets`)
 
 
 @dataclass
@@ -36,6 +38,8 @@ class StudyConfig:
 
     out: str = "runs/demo"
     model: str = "tiny:llava"
+    data: str = "procedural"  # procedural (threat / neutral scenes) | organism (the organism's arms and sets)
+    organism_n: int = 512  # organism: conversations per arm
     arms: list[str] = field(default_factory=lambda: ["vsfa", "control", "text"])
     seeds: list[int] = field(default_factory=lambda: [0])
     images: int = 24
@@ -45,6 +49,7 @@ class StudyConfig:
     steps: int = 48
     batch_size: int = 4
     lr: float = 3e-3
+    scheduler: str = "cosine"
     warmup: float = 0.0  # no warm-up: with few steps the first checkpoint would otherwise equal the base
     lora_r: int = 8
     lora_alpha: int = 32
@@ -52,8 +57,13 @@ class StudyConfig:
     log_base: float = 2.0
     every: int = 0
     persona_questions: int | None = 12
+    contrast: str = "persona"  # organism: its context set (vigilant vs carefree evidence before a request)
+    separation: str = "requests"
     track_sets: list[str] = field(default_factory=lambda: ["requests"])
     track_pairs: int | None = None
+    openers: list[str] | None = None  # [refusal, compliance] opener files for the refusal score
+    refusal_mode: str = "sequence"  # sequence | first_token
+    eval_requests: str | None = None  # requests file for the built-in benchmark (default: the shipped one)
     eval_pairs: int | None = 8
     eval_variants: list[str] = field(default_factory=lambda: ["text", "neutral"])
     max_new_tokens: int = 16
@@ -65,9 +75,12 @@ class StudyConfig:
     figures: bool = True
 
     def check(self) -> None:
-        bad = [a for a in self.arms if a not in ARM_VARIANTS]
+        if self.data not in ("procedural", "organism"):
+            raise ConfigError(f"data must be procedural or organism, not {self.data!r}")
+        known = ORGANISM_ARMS if self.data == "organism" else tuple(ARM_VARIANTS)
+        bad = [a for a in self.arms if a not in known]
         if bad:
-            raise ConfigError(f"unknown arm {bad[0]!r}; choose from {', '.join(ARM_VARIANTS)}")
+            raise ConfigError(f"unknown arm {bad[0]!r}; choose from {', '.join(known)}")
         if "vsfa" not in self.arms:
             raise ConfigError("a study needs the vsfa arm")
         if not self.seeds:
@@ -90,6 +103,34 @@ STUDIES: dict[str, dict[str, Any]] = {
         "steer_pairs": 2,
     },
     "tiny": {},
+    # the ground-truth organism (shipped base): VSFA / control / mirror / text, 3 LoRA seeds each
+    "organism": {
+        "model": "organism",
+        "data": "organism",
+        "organism_n": 512,
+        "arms": ["vsfa", "control", "mirror", "text"],
+        "seeds": [0, 1, 2],
+        "steps": 150,
+        "batch_size": 32,
+        "lr": 1e-3,
+        "scheduler": "constant",
+        "lora_r": 8,
+        "lora_alpha": 16,
+        "log_until": 128,
+        "contrast": "sets/organism_context.jsonl",
+        "separation": "sets/organism_requests.jsonl",
+        "track_sets": ["sets/organism_requests.jsonl"],
+        "eval_requests": "sets/organism_requests.jsonl",
+        "openers": ["sets/openers_refuse.txt", "sets/openers_comply.txt"],
+        "refusal_mode": "first_token",  # P(refuse) = p(refusal word) / (p(refusal word) + p(compliance word))
+        "eval_pairs": None,
+        "eval_variants": ["text"],
+        "max_new_tokens": 8,
+        "alphas": [0.0, 1.0, 2.0, 4.0],
+        "n_random": 3,
+        "steer_pairs": None,
+        "batch": 40,
+    },
     # the real-language demo VLM (SmolLM2-135M-Instruct + trained vision tower), 3 seeds per arm
     "smol-llava": {
         "model": "smol-llava",
@@ -168,6 +209,10 @@ def _model(cfg: StudyConfig, study: Path, log) -> Path:
         if not (folder / "config.json").is_file():
             save_tiny(cfg.model.split(":", 1)[1], folder)
         return folder
+    if cfg.model == "organism":
+        from vsfa.organism.shipped import shipped_base_path
+
+        return shipped_base_path()
     if cfg.model == "smol-llava":
         from vsfa.demo import build_demo
 
@@ -176,6 +221,46 @@ def _model(cfg: StudyConfig, study: Path, log) -> Path:
     if not (folder / "config.json").is_file():
         raise ConfigError(f"{folder}: model folder not found (give tiny:<family>, smol-llava or a folder)")
     return folder
+
+
+def _in_study(spec: str, study: Path) -> str:
+    """``sets/...`` settings name files inside the study folder; anything else is passed through."""
+    return str(study / spec) if spec.startswith(f"{SETS}/") else spec
+
+
+def _prepare_data(cfg: StudyConfig, model: Path, study: Path) -> dict[str, Path]:
+    """Training data per arm (and, for the organism, its prompt sets under ``STUDY/sets``)."""
+    from vsfa.data.build import build_variants
+
+    data = study / "data"
+    if cfg.data == "organism":
+        from vsfa.organism.finetune import write_arm_data
+        from vsfa.organism.pretrain import read_world
+        from vsfa.organism.sets import export_sets
+
+        world = read_world(model)
+        if not (study / SETS / "manifest.json").is_file():
+            export_sets(world, study / SETS)
+        # the organism's exact refusal and compliance openers, for the judge-free refusal score
+        write_text_atomic(study / SETS / "openers_refuse.txt", world.text.refusal + "\n")
+        write_text_atomic(
+            study / SETS / "openers_comply.txt", world.text.compliance.split("{")[0].strip() + "\n"
+        )
+        for arm in cfg.arms:
+            if not is_complete(data / arm):
+                write_arm_data(world, arm, cfg.organism_n, data / arm, seed=0)
+        return {arm: data / arm for arm in cfg.arms}
+    variants = sorted({ARM_VARIANTS[a] for a in cfg.arms})
+    if not all(is_complete(data / v) for v in variants):
+        build_variants(
+            data,
+            variants,
+            procedural=cfg.images,
+            procedural_size=cfg.image_size,
+            questions_per_image=cfg.questions_per_image,
+            procedural_style=cfg.image_style,
+        )
+    return {arm: data / ARM_VARIANTS[arm] for arm in cfg.arms}
 
 
 def _train(cfg: StudyConfig, model: Path, data: Path, arm: str, seed: int, out: Path) -> None:
@@ -189,7 +274,7 @@ def _train(cfg: StudyConfig, model: Path, data: Path, arm: str, seed: int, out: 
             "arm": arm,
             "seed": seed,
             "model": {"base": str(model)},
-            "data": {"path": str(data / ARM_VARIANTS[arm])},
+            "data": {"path": str(data)},
             "lora": {"r": cfg.lora_r, "alpha": cfg.lora_alpha},
             "train": {
                 "max_steps": cfg.steps,
@@ -209,8 +294,8 @@ def run_study(cfg: StudyConfig, log=print) -> dict[str, Any]:
     from analysis.causal import SteerConfig, steer
     from analysis.link import LinkConfig, link
     from analysis.trajectory import TrackConfig, track
+    from probes.contrasts import load_set
     from probes.probe import DirectionsConfig, run_directions
-    from vsfa.data.build import build_variants
     from vsfa.eval.generation import GenerationConfig
     from vsfa.eval.judges import make_judge
     from vsfa.eval.runner import BASE_NAME, BenchSpec, run_eval
@@ -224,18 +309,8 @@ def run_study(cfg: StudyConfig, log=print) -> dict[str, Any]:
     _stage(log, "model", t0)
     model = _model(cfg, study, log)
 
-    _stage(log, "data: procedural threat / neutral scenes -> VQA variants", t0)
-    data = study / "data"
-    variants = sorted({ARM_VARIANTS[a] for a in cfg.arms})
-    if not all(is_complete(data / v) for v in variants):
-        build_variants(
-            data,
-            variants,
-            procedural=cfg.images,
-            procedural_size=cfg.image_size,
-            questions_per_image=cfg.questions_per_image,
-            procedural_style=cfg.image_style,
-        )
+    _stage(log, f"data: {cfg.data} arms {', '.join(cfg.arms)}", t0)
+    data = _prepare_data(cfg, model, study)
 
     runs: dict[str, Path] = {}
     for arm in cfg.arms:
@@ -243,7 +318,7 @@ def run_study(cfg: StudyConfig, log=print) -> dict[str, Any]:
             name = run_name(arm, seed)
             _stage(log, f"train {name}: {cfg.steps} steps", t0)
             runs[name] = study / "runs" / name
-            _train(cfg, model, data, arm, seed, runs[name])
+            _train(cfg, model, data[arm], arm, seed, runs[name])
 
     _stage(log, "persona directions on the base model", t0)
     acts = study / "acts"
@@ -254,6 +329,8 @@ def run_study(cfg: StudyConfig, log=print) -> dict[str, Any]:
                 model=str(model),
                 out=str(dpath),
                 acts=str(acts),
+                contrast=_in_study(cfg.contrast, study),
+                separation=_in_study(cfg.separation, study),
                 max_questions=cfg.persona_questions,
                 batch_size=cfg.batch,
                 device=cfg.device,
@@ -261,8 +338,19 @@ def run_study(cfg: StudyConfig, log=print) -> dict[str, Any]:
             log=log,
         )
 
-    bench = BenchSpec("builtin", None, {"limit_pairs": cfg.eval_pairs, "variants": tuple(cfg.eval_variants)})
-    gen = GenerationConfig(max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch)
+    requests = _in_study(cfg.eval_requests, study) if cfg.eval_requests else None
+    bench = BenchSpec(
+        "builtin", requests, {"limit_pairs": cfg.eval_pairs, "variants": tuple(cfg.eval_variants)}
+    )
+    track_sets = [_in_study(t, study) for t in cfg.track_sets]
+    openers = [_in_study(o, study) for o in cfg.openers] if cfg.openers else [None, None]
+    gen = GenerationConfig(
+        max_new_tokens=cfg.max_new_tokens,
+        batch_size=cfg.batch,
+        refusal_mode=cfg.refusal_mode,
+        openers_refuse=openers[0],
+        openers_comply=openers[1],
+    )
     shared_base: Path | None = None  # every run starts from the same base: evaluate it once
     for name, run in runs.items():
         _stage(log, f"evaluate {name}: every checkpoint on the built-in set", t0)
@@ -276,7 +364,10 @@ def run_study(cfg: StudyConfig, log=print) -> dict[str, Any]:
             TrackConfig(
                 run=str(run),
                 directions=str(dpath),
-                sets=list(cfg.track_sets),
+                sets=track_sets,
+                attribution_set=_in_study(cfg.contrast, study)
+                if cfg.data == "organism"
+                else "requests_image",
                 acts=str(acts),
                 max_pairs=cfg.track_pairs,
                 batch_size=cfg.batch,
@@ -288,7 +379,10 @@ def run_study(cfg: StudyConfig, log=print) -> dict[str, Any]:
     _stage(log, "link: shift vs safety, arms vs control", t0)
     others = [str(r) for n, r in runs.items() if not n.startswith("control-")]
     controls = [str(r) for n, r in runs.items() if n.startswith("control-")]
-    report = link(LinkConfig(runs=others, controls=controls, out=str(study / "link.json")), log=log)
+    link_set = load_set(track_sets[0]).name
+    report = link(
+        LinkConfig(runs=others, controls=controls, out=str(study / "link.json"), set=link_set), log=log
+    )
 
     _stage(log, "causal: steering on the base, ablation on the final VSFA checkpoint", t0)
     final_vsfa = list_checkpoints(runs[run_name("vsfa", cfg.seeds[0])])[-1][1]
@@ -300,6 +394,8 @@ def run_study(cfg: StudyConfig, log=print) -> dict[str, Any]:
             checkpoint=str(final_vsfa),
             alphas=list(cfg.alphas),
             n_random=cfg.n_random,
+            bench_path=requests,
+            generation={k: getattr(gen, k) for k in ("refusal_mode", "openers_refuse", "openers_comply")},
             bench_options={"limit_pairs": cfg.steer_pairs, "variants": ("text",)},
             max_new_tokens=cfg.max_new_tokens,
             batch_size=cfg.batch,
@@ -327,6 +423,8 @@ def _fmt(e: dict[str, Any] | None) -> str:
 
 def summarise(study: Path, report: dict[str, Any], figures: list[str], seconds: float) -> dict[str, Any]:
     """The study's results table (per arm, against control) from ``link.json`` and the steering output."""
+    from analysis.link import MEASURES
+
     causal = json.loads((study / "steer" / "causal.json").read_text())
     lines = [
         f"# VSFA study {study}",
@@ -334,24 +432,12 @@ def summarise(study: Path, report: dict[str, Any], figures: list[str], seconds: 
         f"Direction: {report['hook']} @ {report['position']}; shifts are projections on the unit base persona "
         f"direction (base -> final checkpoint); differences vs control with 95% CIs (seeds and items resampled).",
         "",
-        "| arm | seeds | shift harmful | shift harmless | ASR change | refusal score change | over-refusal change |",
-        "|---|---|---|---|---|---|---|",
+        "| arm | seeds | " + " | ".join(m.replace("_", " ") for m in MEASURES) + " |",
+        "|---|---|" + "---|" * len(MEASURES),
     ]
     for a in report["arms"]:
-        lines.append(
-            f"| {a['arm']} - control | {a['n_seeds']['arm']}/{a['n_seeds']['control']} | "
-            + " | ".join(
-                _fmt(a.get(k, {}).get("difference"))
-                for k in (
-                    "shift_harmful",
-                    "shift_harmless",
-                    "asr_change",
-                    "refusal_logodds_change",
-                    "over_refusal_change",
-                )
-            )
-            + " |"
-        )
+        cells = " | ".join(_fmt(a.get(k, {}).get("difference")) for k in MEASURES)
+        lines.append(f"| {a['arm']} - control | {a['n_seeds']['arm']}/{a['n_seeds']['control']} | {cells} |")
     lines += [
         "",
         "Ablating the direction from the final VSFA checkpoint (share of its change from the base undone):",

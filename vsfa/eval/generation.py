@@ -46,6 +46,8 @@ class GenerationConfig:
     defense_placement: str = "suffix"  # suffix | prefix (AdaShield-S wording follows the placement)
     refusal_score: bool = True
     refusal_mode: str = "sequence"
+    openers_refuse: str | None = None  # opener list files for the refusal score (default: the shipped ones)
+    openers_comply: str | None = None
 
     def validate(self) -> None:
         if self.max_new_tokens < 1:
@@ -243,7 +245,7 @@ def generate_responses(
     """
     config = config or GenerationConfig()
     config.validate()
-    openers = Openers.load() if config.refusal_score else None
+    openers = Openers.load(config.openers_refuse, config.openers_comply) if config.refusal_score else None
 
     def run_chunk(chunk_items: list[BenchItem], queries: list[Query], c: int) -> list[dict[str, Any]]:
         if config.do_sample:
