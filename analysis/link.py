@@ -136,7 +136,7 @@ def correlations(
 ):
     """Spearman and Pearson of ``x`` with each outcome across the rows (checkpoints), with bootstrap CIs."""
     out = []
-    for y in outcomes:
+    for y in (o for o in outcomes if o in table):
         for method in ("spearman", "pearson"):
             est = correlation(table[x].to_numpy(float), table[y].to_numpy(float), method, n_boot, seed)
             entry = {"x": x, "y": y, "method": method, **_est(est)}
