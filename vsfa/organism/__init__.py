@@ -7,9 +7,11 @@ exact behavioural readouts and ground truth for persona directions.
 
 Modules: :mod:`~vsfa.organism.world` (specification), :mod:`~vsfa.organism.render` (icons),
 :mod:`~vsfa.organism.documents` (documents, arms), :mod:`~vsfa.organism.model` (tokenizer, processor, config,
-fast encoder), :mod:`~vsfa.organism.pretrain`, :mod:`~vsfa.organism.readouts`, :mod:`~vsfa.organism.finetune`.
+fast encoder), :mod:`~vsfa.organism.pretrain`, :mod:`~vsfa.organism.readouts`, :mod:`~vsfa.organism.finetune`,
+:mod:`~vsfa.organism.shipped` (the base that ships with the toolkit).
 """
 
+from vsfa.organism.shipped import shipped_base_info, shipped_base_path
 from vsfa.organism.world import WorldSpec, load_world
 
-__all__ = ["WorldSpec", "load_world"]
+__all__ = ["WorldSpec", "load_world", "shipped_base_info", "shipped_base_path"]

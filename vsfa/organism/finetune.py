@@ -84,15 +84,18 @@ def write_arm_data(spec: WorldSpec, arm: str, n: int, out: str | Path, seed: int
 
 def lora_targets(vlm, layers: Sequence[int] = (), modules: Sequence[str] = ()) -> str:
     """peft ``target_modules`` regex: the family's language-model projections, optionally only on some decoder
-    ``layers`` and only some projection ``modules`` (e.g. ``["v_proj", "o_proj"]``)."""
+    ``layers`` (negative indices count from the last, e.g. ``[-1]``) and only some projection ``modules`` (e.g.
+    ``["v_proj", "o_proj"]``)."""
     fam = vlm.family
     if not layers and not modules:
         return fam.lora_target_regex
     bad = sorted(set(modules) - set(fam.lora_projections))
     if bad:
         raise ConfigError(f"finetune.lora_modules: unknown {bad}; choose from {list(fam.lora_projections)}")
-    if any(not 0 <= i < vlm.n_layers for i in layers):
-        raise ConfigError(f"finetune.lora_layers: need indices in 0..{vlm.n_layers - 1}, got {list(layers)}")
+    n = vlm.n_layers
+    if any(not -n <= i < n for i in layers):
+        raise ConfigError(f"finetune.lora_layers: need indices in -{n}..{n - 1}, got {list(layers)}")
+    layers = sorted({i % n for i in layers})  # negative indices count from the last layer
     idx = "|".join(str(i) for i in layers) if layers else r"\d+"
     mods = "|".join(modules or fam.lora_projections)
     return rf"{re.escape(fam.layers_path)}\.({idx})\..*\.({mods})"

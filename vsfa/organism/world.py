@@ -165,7 +165,9 @@ class FinetuneSpec:
     prefix_rate: float = (
         0.0  # share of documents that open with a helped harmless request (no persona evidence)
     )
-    lora_layers: list[int] = field(default_factory=list)  # decoder layers that get adapters (empty: all)
+    lora_layers: list[int] = field(
+        default_factory=list
+    )  # decoder layers with adapters (empty: all; -1: last)
     lora_modules: list[str] = field(
         default_factory=list
     )  # projections that get adapters (empty: the family's)
