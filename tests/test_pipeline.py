@@ -112,3 +112,44 @@ def test_analysis_commands_refuse_bad_input(run_cli, tmp_path, quick_study):
         "1,x",
     )
     assert proc.returncode == 2 and "--alphas" in proc.stderr and not (tmp_path / "s").exists()
+
+
+def test_organism_study_runs_on_an_organism_folder(tmp_path):
+    """The organism preset: organism arms and prompt sets, exact openers, every stage, no special model code."""
+    from test_organism import SMALL, _world_dict
+
+    from vsfa.organism.pretrain import pretrain
+    from vsfa.organism.world import apply_overrides, world_from_dict
+    from vsfa.pipeline import run_study
+
+    base = pretrain(
+        world_from_dict(apply_overrides(_world_dict(), SMALL)), 0, tmp_path / "base", readouts=False
+    )
+    overrides = [
+        f'model="{base}"',
+        "arms=['vsfa','control']",
+        "seeds=[0]",
+        "organism_n=32",
+        "steps=4",
+        "batch_size=8",
+        "log_until=2",
+        "alphas=[0.0, 2.0]",
+        "n_random=1",
+        "figures=false",
+    ]
+    cfg = study_config("organism", overrides=overrides, out=tmp_path / "study")
+    summary = run_study(cfg, log=lambda *_: None)
+    assert "p refuse change" in summary["text"]
+    study = tmp_path / "study"
+    assert (study / "sets" / "openers_refuse.txt").read_text().strip() == "I cannot help with that ."
+    rep = json.loads((study / "link.json").read_text())
+    assert rep["set"] == "organism_requests" and [c["step"] for c in rep["runs"][0]["checkpoints"]] == [
+        0,
+        1,
+        2,
+        4,
+    ]
+    p = [c["p_refuse"] for c in rep["runs"][0]["checkpoints"]]
+    assert all(0 < v < 1 for v in p)
+    directions = json.loads((study / "directions" / "persona.json").read_text())
+    assert directions["contrast"]["name"] == "organism_context"
