@@ -1,6 +1,7 @@
 # Two commands a user needs: `make demo` (the main job) and `make test` (the suite).
 # Both create/refresh .venv from the pinned files; the venv is rebuilt only when the pins change.
 PYTHON ?= python3
+STUDY  ?= organism
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
@@ -22,7 +23,7 @@ $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 venv: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/vsfa demo
+	$(BIN)/vsfa demo --study $(STUDY)
 
 test: $(STAMP)
 	$(BIN)/ruff check .

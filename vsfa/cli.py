@@ -948,18 +948,27 @@ def steer_cmd(
 # ---------------------------------------------------------------------------------------------- demo
 @app.command("demo")
 def demo(
-    study: str = typer.Option("tiny", help="Preset: quick (seconds, plumbing), tiny (default), smol-llava."),
+    study: str = typer.Option(
+        "organism",
+        help="organism (default: the planted-persona organism), smol-llava (real-language demo VLM), "
+        "all (both, organism first), tiny (tiny random-weight VLM), quick (seconds, plumbing).",
+    ),
     out: Path | None = typer.Option(None, help="Study folder (default: runs/demo-<study>)."),
     config: Path | None = typer.Option(None, help="TOML file with study settings (see vsfa/pipeline.py)."),
     set_: list[str] = typer.Option([], "--set", help="Override a setting: KEY=VALUE (TOML value)."),
 ) -> None:
     """The whole VSFA study end to end: data, runs, directions, eval, trajectory, link, causal, figures."""
-    from vsfa.pipeline import run_study, study_config
+    from vsfa.pipeline import ALL_STUDIES, run_study, study_config
 
     _quiet_transformers()
-    cfg = study_config(study, config, set_, out)
-    summary = run_study(cfg, log=_log)
-    typer.echo(summary["text"])
+    presets = ALL_STUDIES if study == "all" else (study,)
+    configs = [
+        study_config(p, config, set_, (out / p if len(presets) > 1 else out) if out else None)
+        for p in presets
+    ]
+    for cfg in configs:
+        summary = run_study(cfg, log=_log)
+        typer.echo(summary["text"])
 
 
 def main() -> None:

@@ -159,6 +159,9 @@ STUDIES: dict[str, dict[str, Any]] = {
 }
 
 
+ALL_STUDIES = ("organism", "smol-llava")  # `vsfa demo --study all`, in this order
+
+
 def study_config(
     preset: str, config: str | Path | None = None, overrides: list[str] = (), out: str | Path | None = None
 ) -> StudyConfig:
@@ -263,7 +266,24 @@ def _prepare_data(cfg: StudyConfig, model: Path, study: Path) -> dict[str, Path]
     return {arm: data / ARM_VARIANTS[arm] for arm in cfg.arms}
 
 
-def _train(cfg: StudyConfig, model: Path, data: Path, arm: str, seed: int, out: Path) -> None:
+def _lora_target(cfg: StudyConfig, model: Path) -> str:
+    """LoRA target regex: for the organism, the adapter placement of its world's fine-tune recipe
+    (``finetune.lora_layers`` / ``lora_modules``); otherwise the family's default ("")."""
+    if cfg.data != "organism":
+        return ""
+    from vsfa.models.loading import load_vlm
+    from vsfa.organism.finetune import lora_targets
+    from vsfa.organism.pretrain import read_world
+
+    ft = read_world(model).finetune
+    if not ft.lora_layers and not ft.lora_modules:
+        return ""
+    return lora_targets(load_vlm(model), ft.lora_layers, ft.lora_modules)
+
+
+def _train(
+    cfg: StudyConfig, model: Path, data: Path, arm: str, seed: int, out: Path, target_regex: str = ""
+) -> None:
     from vsfa.train import config_from_dict, train
 
     if is_complete(out):
@@ -275,7 +295,7 @@ def _train(cfg: StudyConfig, model: Path, data: Path, arm: str, seed: int, out: 
             "seed": seed,
             "model": {"base": str(model)},
             "data": {"path": str(data)},
-            "lora": {"r": cfg.lora_r, "alpha": cfg.lora_alpha},
+            "lora": {"r": cfg.lora_r, "alpha": cfg.lora_alpha, "target_regex": target_regex},
             "train": {
                 "max_steps": cfg.steps,
                 "batch_size": cfg.batch_size,
@@ -313,12 +333,13 @@ def run_study(cfg: StudyConfig, log=print) -> dict[str, Any]:
     data = _prepare_data(cfg, model, study)
 
     runs: dict[str, Path] = {}
+    target = _lora_target(cfg, model)
     for arm in cfg.arms:
         for seed in cfg.seeds:
             name = run_name(arm, seed)
             _stage(log, f"train {name}: {cfg.steps} steps", t0)
             runs[name] = study / "runs" / name
-            _train(cfg, model, data[arm], arm, seed, runs[name])
+            _train(cfg, model, data[arm], arm, seed, runs[name], target)
 
     _stage(log, "persona directions on the base model", t0)
     acts = study / "acts"
