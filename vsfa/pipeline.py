@@ -150,6 +150,7 @@ STUDIES: dict[str, dict[str, Any]] = {
         "track_pairs": 32,
         "eval_pairs": 8,
         "eval_variants": ["neutral", "typo"],
+        "refusal_mode": "first_token",  # one forward pass for the refusal score instead of one per opener
         "max_new_tokens": 16,
         "alphas": [0.0, 2.0, 4.0, 8.0],
         "n_random": 2,
