@@ -68,9 +68,8 @@ class SteerConfig:
     judge: str = "keyword"
     max_new_tokens: int = 48
     batch_size: int = 8
-    generation: dict[str, Any] = field(
-        default_factory=dict
-    )  # other GenerationConfig fields (refusal openers)
+    # other GenerationConfig fields, e.g. refusal_mode, openers_refuse, openers_comply
+    generation: dict[str, Any] = field(default_factory=dict)
     device: str = "cpu"
     dtype: str | None = None
     n_boot: int = 1000
