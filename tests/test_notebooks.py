@@ -70,7 +70,7 @@ def test_notebook_is_committed_clean(name):
     assert nb.metadata["kernelspec"]["name"] == "python3"
     assert nb.cells[0].cell_type == "markdown" and "VSFA_STUDY" in nb.cells[0].source
     code = [c for c in nb.cells if c.cell_type == "code"]
-    assert 'os.environ.get("VSFA_STUDY", "runs/demo-tiny")' in code[0].source
+    assert 'os.environ.get("VSFA_STUDY", "runs/demo-organism")' in code[0].source
     assert all(not c.outputs and c.execution_count is None for c in code), "commit notebooks without outputs"
 
 
