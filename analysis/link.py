@@ -192,13 +192,8 @@ def _per_item_change(run: RunData, what: str, label: str) -> np.ndarray:
     return pd.to_numeric(b[col]).to_numpy(float) - pd.to_numeric(a[col]).to_numpy(float)
 
 
-def arm_comparisons(runs: list[RunData], cfg: LinkConfig) -> list[dict[str, Any]]:
-    """Every arm against the control arm, from per-item changes (two-level bootstrap)."""
-    by_arm: dict[str, list[RunData]] = defaultdict(list)
-    for r in runs:
-        by_arm[r.arm].append(r)
-    if CONTROL_ARM not in by_arm:
-        return []
+def _changes(runs: list[RunData], cfg: LinkConfig) -> dict[str, dict[str, np.ndarray]]:
+    """Per arm and measure: the ``[runs, items]`` matrix of per-item changes from the base to the final step."""
     measures = [
         ("shift", cfg.harmful, "shift_harmful"),
         ("shift", cfg.harmless, "shift_harmless"),
@@ -207,24 +202,59 @@ def arm_comparisons(runs: list[RunData], cfg: LinkConfig) -> list[dict[str, Any]
         ("p_refuse", "harmful", "p_refuse_change"),
         ("over_refusal", "benign", "over_refusal_change"),
     ]
-    out = []
+    by_arm: dict[str, list[RunData]] = defaultdict(list)
+    for r in runs:
+        by_arm[r.arm].append(r)
+    out: dict[str, dict[str, np.ndarray]] = {}
     for arm, members in by_arm.items():
+        mats = {
+            name: np.array([_per_item_change(r, what, label) for r in members])
+            for what, label, name in measures
+        }
+        out[arm] = {name: m for name, m in mats.items() if m.size}
+    return out
+
+
+def arm_levels(runs: list[RunData], cfg: LinkConfig) -> list[dict[str, Any]]:
+    """Every arm's own change from the base (mean over runs and items, two-level bootstrap CI)."""
+    out = []
+    for arm, mats in _changes(runs, cfg).items():
+        members = [r.run for r in runs if r.arm == arm]
+        entry: dict[str, Any] = {"arm": arm, "runs": members, "n_seeds": len(members)}
+        for name, m in mats.items():
+            zero = np.zeros((1, m.shape[1]))
+            entry[name] = _est(arm_difference(m, zero, n_boot=cfg.n_boot, seed=cfg.seed))
+        out.append(entry)
+    return out
+
+
+def arm_comparisons(runs: list[RunData], cfg: LinkConfig) -> list[dict[str, Any]]:
+    """Every arm against the control arm, from per-item changes (two-level bootstrap)."""
+    changes = _changes(runs, cfg)
+    if CONTROL_ARM not in changes:
+        return []
+    control = changes[CONTROL_ARM]
+    out = []
+    for arm, mats in changes.items():
         if arm == CONTROL_ARM:
             continue
-        entry: dict[str, Any] = {"arm": arm, "vs": CONTROL_ARM, "runs": [r.run for r in members]}
-        entry["controls"] = [r.run for r in by_arm[CONTROL_ARM]]
-        for what, label, name in measures:
-            a = np.array([_per_item_change(r, what, label) for r in members])
-            b = np.array([_per_item_change(r, what, label) for r in by_arm[CONTROL_ARM]])
-            if a.size == 0 or b.size == 0:
+        entry: dict[str, Any] = {
+            "arm": arm,
+            "vs": CONTROL_ARM,
+            "runs": [r.run for r in runs if r.arm == arm],
+            "controls": [r.run for r in runs if r.arm == CONTROL_ARM],
+        }
+        for name, a in mats.items():
+            if name not in control:
                 continue
+            b = control[name]
             entry[name] = {
                 "arm": float(a.mean()),
                 "control": float(b.mean()),
                 "difference": _est(arm_difference(a, b, n_boot=cfg.n_boot, seed=cfg.seed)),
                 "n_items": int(a.shape[1]),
             }
-        entry["n_seeds"] = {"arm": len(members), "control": len(by_arm[CONTROL_ARM])}
+        entry["n_seeds"] = {"arm": len(entry["runs"]), "control": len(entry["controls"])}
         out.append(entry)
     return out
 
@@ -285,6 +315,7 @@ def link(cfg: LinkConfig, log=print) -> dict[str, Any]:
             **{r.run: correlations(r.table, x, n_boot=cfg.n_boot, seed=cfg.seed) for r in runs},
             "pooled": correlations(pooled, x, n_boot=cfg.n_boot, seed=cfg.seed),
         },
+        "arm_levels": arm_levels(runs, cfg),
         "arms": arm_comparisons(runs, cfg),
         "early_prediction": {r.run: early_prediction(r.table, x) for r in runs if r.arm != CONTROL_ARM},
         "settings": {"n_boot": cfg.n_boot, "seed": cfg.seed, "ci": 0.95, "small_n": SMALL_N},

@@ -31,7 +31,8 @@ def test_every_figure_and_the_summary(quick_study):
             assert (quick_study / "figures" / f"{name}{ext}").stat().st_size > 1000, name
     assert len(SCRIPTS) == 6
     summary = (quick_study / "summary.md").read_text()
-    assert "| vsfa - control | 1/1 |" in summary and "one run per arm" in summary
+    assert "| vsfa - control | 1/1 |" in summary and "| control (change from base) | 1 |" in summary
+    assert "one run per arm" in summary
     assert "Ablating the direction" in summary and "random-0" in summary
 
 

@@ -452,11 +452,15 @@ def summarise(study: Path, report: dict[str, Any], figures: list[str], seconds: 
         f"# VSFA study {study}",
         "",
         f"Direction: {report['hook']} @ {report['position']}; shifts are projections on the unit base persona "
-        f"direction (base -> final checkpoint); differences vs control with 95% CIs (seeds and items resampled).",
+        f"direction; every value is a change from the base to the final checkpoint, mean over seeds and items, "
+        f"with a 95% CI resampling both (two-level bootstrap); 'arm - control' rows are differences of changes.",
         "",
         "| arm | seeds | " + " | ".join(m.replace("_", " ") for m in MEASURES) + " |",
         "|---|---|" + "---|" * len(MEASURES),
     ]
+    for lv in report.get("arm_levels", []):
+        cells = " | ".join(_fmt(lv.get(k)) for k in MEASURES)
+        lines.append(f"| {lv['arm']} (change from base) | {lv['n_seeds']} | {cells} |")
     for a in report["arms"]:
         cells = " | ".join(_fmt(a.get(k, {}).get("difference")) for k in MEASURES)
         lines.append(f"| {a['arm']} - control | {a['n_seeds']['arm']}/{a['n_seeds']['control']} | {cells} |")
