@@ -154,3 +154,23 @@ def test_organism_study_runs_on_an_organism_folder(tmp_path):
     assert all(0 < v < 1 for v in p)
     directions = json.loads((study / "directions" / "persona.json").read_text())
     assert directions["contrast"]["name"] == "organism_context"
+
+
+def test_study_settings_reach_the_training_config(tmp_path, monkeypatch):
+    """Every training setting of a study lands in the run's TrainConfig (nothing silently dropped)."""
+    import vsfa.train
+    from vsfa.pipeline import _train
+
+    seen = []
+    monkeypatch.setattr(vsfa.train, "train", lambda c, quiet=True: seen.append(c))
+    cfg = study_config("organism", overrides=["lr=0.002", "scheduler='constant'", "warmup=0.1", "steps=1"])
+    _train(cfg, tmp_path / "model", tmp_path / "data", "vsfa", 3, tmp_path / "run", "x\\.y")
+    (c,) = seen
+    assert (c.train.lr, c.train.scheduler, c.train.warmup, c.train.max_steps) == (0.002, "constant", 0.1, 1)
+    assert (c.seed, c.arm, c.lora.target_regex, c.lora.r, c.train.batch_size) == (
+        3,
+        "vsfa",
+        "x\\.y",
+        cfg.lora_r,
+        cfg.batch_size,
+    )

@@ -302,6 +302,7 @@ def _train(
                 "batch_size": cfg.batch_size,
                 "lr": cfg.lr,
                 "warmup": cfg.warmup,
+                "scheduler": cfg.scheduler,
             },
             "checkpoints": {"log_until": cfg.log_until, "log_base": cfg.log_base, "every": cfg.every},
             "runtime": {"device": cfg.device, "progress": False},
