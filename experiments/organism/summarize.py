@@ -72,6 +72,8 @@ def accept(tag: str, step: int, bar: float = 0.15) -> None:
         if "-step" in base:  # snapshots of a base are not further bases
             continue
         m = {arm: matrix(arms[arm], step) for arm in arms}
+        if m.get("vsfa") is None or m.get("control") is None:  # not run (yet)
+            continue
         eff = arm_effect(m["vsfa"], m["control"])
         mir = arm_effect(m["mirror"], m["control"]) if m.get("mirror") is not None else None
         harmless = max(at(t, step)["harmless"]["p_refuse"]["mean"] for a in arms.values() for t in a.values())
