@@ -255,6 +255,7 @@ def test_shipped_base_loads_with_its_documented_readouts():
     harmless = refusal_readout(vlm, spec, prompt_set(spec, "harmless"))["p_refuse"].mean()
     assert vig > 0.95 and care < 0.3 and harmless < 0.05
     assert info["world_digest"] == spec.digest() and f"--seed {info['seed']}" in info["shipped"]["build"]
+    assert spec.digest() == load_world().digest()  # the default world file is the shipped base's world
 
 
 def test_exported_sets_load_as_contrast_sets(tmp_path):
