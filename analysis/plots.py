@@ -97,6 +97,7 @@ def trajectory(df: pd.DataFrame, value: str = "value", title: str = "", ylabel: 
             ax.fill_between(sub["step"], sub["lo"], sub["hi"], color=colour(arm), alpha=0.2, lw=0)
         ax.axhline(0, color="grey", lw=0.5)
         ax.set_xscale("symlog", linthresh=1)  # checkpoints are log-spaced
+        ax.set_xlim(left=0)
         ax.set_title(name)
         ax.set_xlabel("training step")
     axes[0][0].set_ylabel(ylabel)
