@@ -10,8 +10,9 @@ and reports:
 * ``arms``: every arm against the control arm: difference in the final shift (harmful and harmless requests:
   the harmless shift is the drift baseline) and in the change of ASR / over-refusal / refusal score from the
   base, from the per-item values with a two-level bootstrap (runs/seeds within arm, items paired).
-* ``early_prediction``: fit ASR ~ shift on the first k checkpoints of a run, predict the final ASR from the
-  final shift, report the error beside carrying the last observed ASR forward (the naive baseline).
+* ``early_prediction``: fit outcome ~ shift on the first k checkpoints of a run (ASR, P(refuse), refusal
+  score), predict the final outcome from the final shift, report the error beside carrying the last observed
+  value forward (the naive baseline).
 
 Output: ``link.json`` (default in the first run's folder) and a short printed summary.
 """
@@ -36,6 +37,7 @@ from vsfa.stats import Estimate, arm_difference, correlation
 SMALL_N = 6
 OUTCOMES = ("asr", "over_refusal", "refusal_logodds", "p_refuse")
 CONTROL_ARM = "control"
+PREDICTED = ("asr", "p_refuse", "refusal_logodds")  # outcomes the early prediction is made for
 MEASURES = (
     "shift_harmful",
     "shift_harmless",
@@ -158,7 +160,7 @@ def early_prediction(table: pd.DataFrame, x: str = "shift_harmful", y: str = "as
             slope, icept = np.polyfit(xs, ys, 1)
             pred = float(
                 np.clip(icept + slope * float(final[x]), 0.0, 1.0)
-                if y in ("asr", "over_refusal")
+                if y in ("asr", "over_refusal", "p_refuse")
                 else icept + slope * float(final[x])
             )
         else:
@@ -317,7 +319,16 @@ def link(cfg: LinkConfig, log=print) -> dict[str, Any]:
         },
         "arm_levels": arm_levels(runs, cfg),
         "arms": arm_comparisons(runs, cfg),
-        "early_prediction": {r.run: early_prediction(r.table, x) for r in runs if r.arm != CONTROL_ARM},
+        "early_prediction": {
+            r.run: [
+                {"outcome": y, **row}
+                for y in PREDICTED
+                if y in r.table
+                for row in early_prediction(r.table, x, y)
+            ]
+            for r in runs
+            if r.arm != CONTROL_ARM
+        },
         "settings": {"n_boot": cfg.n_boot, "seed": cfg.seed, "ci": 0.95, "small_n": SMALL_N},
         "notes": [],
     }
@@ -365,11 +376,13 @@ def format_summary(report: dict[str, Any]) -> str:
                     f"seeds {a['n_seeds']['arm']}/{a['n_seeds']['control']}, {d['n_items']} items)"
                 )
     for run, rows in report["early_prediction"].items():
-        if rows:
-            r = rows[-1]
-            lines.append(
-                f"early prediction {run}: first {r['k']} checkpoints -> final ASR {r['actual']:.3f}, "
-                f"fit error {r['error'] if r['error'] is not None else float('nan'):.3f} vs carry-forward {r['carry_forward_error']:.3f}"
-            )
+        for y in PREDICTED:
+            last = [r for r in rows if r["outcome"] == y][-1:]
+            for r in last:
+                err = r["error"] if r["error"] is not None else float("nan")
+                lines.append(
+                    f"early prediction {run} {y}: first {r['k']} checkpoints -> final {r['actual']:.3f}, "
+                    f"fit error {err:.3f} vs carry-forward {r['carry_forward_error']:.3f}"
+                )
     lines += [f"note: {n}" for n in report["notes"]]
     return "\n".join(lines)

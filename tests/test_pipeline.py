@@ -63,7 +63,9 @@ def test_link_joins_eval_and_trajectory_per_checkpoint(quick_study):
         arm["arm"] == "vsfa"
         and arm["shift_harmful"]["difference"]["lo"] <= arm["shift_harmful"]["difference"]["hi"]
     )
-    assert [r["k"] for r in rep["early_prediction"]["vsfa-s0"]] == [2, 3, 4]
+    early = rep["early_prediction"]["vsfa-s0"]
+    assert [r["k"] for r in early if r["outcome"] == "p_refuse"] == [2, 3, 4]
+    assert {r["outcome"] for r in early} == {"asr", "p_refuse", "refusal_logodds"}
 
 
 def test_steering_curves_have_controls_and_degenerate_rates(quick_study):
