@@ -87,8 +87,8 @@ class RunData:
     run: str
     arm: str
     seed: Any
-    table: pd.DataFrame  # one row per step: shift_<label> (+ _lo/_hi), asr, over_refusal, refusal_logodds
-    items: dict[str, pd.DataFrame]  # per step: projections of the set (id, label, projection)
+    table: pd.DataFrame  # one row per step: shift_<label> (+ _lo/_hi) and the eval outcomes
+    items: dict[int, pd.DataFrame]  # per step: projections of the set (id, label, projection)
     evals: dict[int, pd.DataFrame]  # per step: eval rows
 
 
