@@ -176,3 +176,15 @@ def test_study_settings_reach_the_training_config(tmp_path, monkeypatch):
         cfg.lora_r,
         cfg.batch_size,
     )
+
+
+def test_link_cli_on_the_quick_study(run_cli, quick_study, tmp_path):
+    runs = quick_study / "runs"
+    out = tmp_path / "link.json"
+    proc = run_cli(
+        "link", "--run", runs / "vsfa-s0", "--control", runs / "control-s0", "--out", out, check=True
+    )
+    assert "vsfa - control shift_harmful:" in proc.stdout and "pooled spearman" in proc.stdout
+    assert "note: one run per arm" in proc.stdout
+    rep = json.loads(out.read_text())
+    assert rep["arm_levels"][0]["arm"] == "vsfa" and rep["arm_levels"][1]["arm"] == "control"
