@@ -248,18 +248,7 @@ def track(cfg: TrackConfig, log=print) -> Path:
     if not checkpoints:
         raise ArtifactError(f"{run / 'checkpoints'}: no complete checkpoints to track")
     acts = Path(cfg.acts) if cfg.acts else default_acts_root(run / "checkpoints" / "x")
-    dset = base_directions(
-        base_dir,
-        cfg.directions,
-        acts,
-        cfg.max_questions,
-        cfg.batch_size,
-        cfg.device,
-        cfg.dtype,
-        cfg.backend,
-        cfg.seed,
-        log,
-    )
+    dset = base_directions(base_dir, cfg, acts, log)
     cspec = CaptureSpec.from_dict(dset.meta["capture"])
     contrast = contrast_from_meta(dset.meta["contrast"])
     eval_sets = [load_set(s, max_pairs=cfg.max_pairs) for s in cfg.sets]

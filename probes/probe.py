@@ -187,24 +187,15 @@ def _paired(base: ActivationStore, tuned: ActivationStore) -> None:
         raise ArtifactError(f"{base.folder} and {tuned.folder} hold different items; cannot pair them")
 
 
-def base_directions(
-    base_dir: Path,
-    directions: str | Path | None,
-    acts: Path,
-    max_questions: int | None = None,
-    batch_size: int = 16,
-    device: str = "cpu",
-    dtype: str | None = None,
-    backend: str = "torch",
-    seed: int = 0,
-    log=print,
-) -> DirectionSet:
-    """The fixed base directions: the given artifact, else ``ACTS/../directions/persona-<fp>`` (derived if absent).
+def base_directions(base_dir: Path, cfg: ProbeConfig | Any, acts: Path, log=print) -> DirectionSet:
+    """The fixed base directions: ``cfg.directions``, else ``ACTS/../directions/persona-<fp>`` (derived if absent).
 
-    Checks that the directions were derived on ``base_dir`` (model fingerprint).
+    ``cfg`` is any settings object with ``directions``, ``max_questions``, ``batch_size``, ``device``, ``dtype``,
+    ``backend``, ``seed`` (``vsfa probe``'s and ``vsfa track``'s). Checks that the directions were derived on
+    ``base_dir`` (model fingerprint) and fit its width and depth.
     """
-    if directions:
-        dset = load_directions(directions)
+    if cfg.directions:
+        dset = load_directions(cfg.directions)
     else:
         dpath = acts.parent / "directions" / f"persona-{model_fingerprint(base_dir)[:12]}"
         if dpath.with_suffix(".json").is_file():
@@ -215,12 +206,12 @@ def base_directions(
                 model=str(base_dir),
                 out=str(dpath),
                 acts=str(acts),
-                max_questions=max_questions,
-                batch_size=batch_size,
-                device=device,
-                dtype=dtype,
-                backend=backend,
-                seed=seed,
+                max_questions=cfg.max_questions,
+                batch_size=cfg.batch_size,
+                device=cfg.device,
+                dtype=cfg.dtype,
+                backend=cfg.backend,
+                seed=cfg.seed,
             )
             dset, _, _ = run_directions(dcfg, log=log)
     fp = dset.meta.get("model", {}).get("fingerprint")
@@ -229,6 +220,8 @@ def base_directions(
             f"{dset.meta['path']}: directions were derived on {dset.meta['model'].get('source')}, "
             f"not on the base {base_dir}"
         )
+    n_layers, d_model = model_dims(base_dir)
+    dset.check_fits(d_model, n_layers, getattr(cfg, "hook_kind", None), where=f"{base_dir} ")
     return dset
 
 
@@ -237,22 +230,9 @@ def run_probe(cfg: ProbeConfig, log=print) -> dict[str, Any]:
     t0 = time.perf_counter()
     ckpt = Path(cfg.checkpoint)
     manifest, base_dir = checkpoint_info(ckpt, cfg.base)
-    n_layers, d_model = model_dims(base_dir)
     acts = Path(cfg.acts) if cfg.acts else default_acts_root(ckpt)
-    dset = base_directions(
-        base_dir,
-        cfg.directions,
-        acts,
-        cfg.max_questions,
-        cfg.batch_size,
-        cfg.device,
-        cfg.dtype,
-        cfg.backend,
-        cfg.seed,
-        log,
-    )
+    dset = base_directions(base_dir, cfg, acts, log)
     dpath = Path(dset.meta["path"])
-    dset.check_fits(d_model, n_layers, cfg.hook_kind, where=f"{base_dir} ")
     position = cfg.position or (dset.selected or {}).get("position") or dset.positions[0]
     if position not in dset.positions:
         raise ArtifactError(
