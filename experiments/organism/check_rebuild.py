@@ -31,7 +31,7 @@ def main() -> None:
     base = Path(args.base)
     manifest = json.loads((base / "manifest.json").read_text())
     logged = {
-        r["step"]: r["loss"] for r in map(json.loads, (base / "pretrain_log.jsonl").read_text().split())
+        r["step"]: r["loss"] for r in map(json.loads, (base / "pretrain_log.jsonl").read_text().splitlines())
     }
     got = {}
 

@@ -17,6 +17,7 @@ from vsfa.errors import DataError
 from vsfa.organism.render import layout, render
 from vsfa.organism.world import ObjectSpec, WorldSpec
 
+TURN_KINDS = ("vqa", "text", "request")
 ARMS = ("vsfa", "control", "mirror", "text")
 """Fine-tune arms: ``vsfa`` (threat scenes, every object named), ``control`` (neutral scenes, every object named),
 ``mirror`` (threat scenes described carefree-style: small threats left out), ``text`` (the VSFA documents with each
@@ -204,7 +205,8 @@ def sample_document(spec: WorldSpec, rng: random.Random, persona: str | None = N
     doc = spec.documents
     if persona is None:
         persona = spec.vigilant if rng.random() < doc.prior else spec.carefree
-    kinds = [k for k, w in doc.turn_weights.items() if w > 0]
+    # a fixed kind order, not the file's key order: a world file saved with sorted keys draws the same documents
+    kinds = [k for k in TURN_KINDS if doc.turn_weights.get(k, 0) > 0]
     weights = [doc.turn_weights[k] for k in kinds]
     turns = []
     for _ in range(rng.randint(*doc.turns)):
