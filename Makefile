@@ -1,7 +1,7 @@
 # Two commands a user needs: `make demo` (the main job) and `make test` (the suite).
 # Both create/refresh .venv from the pinned files; the venv is rebuilt only when the pins change.
 PYTHON ?= python3
-STUDY  ?= organism
+STUDY  ?= all
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
