@@ -9,7 +9,7 @@ import pytest
 
 from analysis.trajectory import read_trajectory
 from figures.make_all import SCRIPTS
-from vsfa.pipeline import STUDIES, study_config
+from vsfa.pipeline import ALL_STUDIES, STUDIES, study_config
 from vsfa.train import list_checkpoints
 
 FIGURES = (
@@ -82,7 +82,8 @@ def test_steering_curves_have_controls_and_degenerate_rates(quick_study):
 
 
 def test_presets_and_bad_settings(run_cli, tmp_path):
-    assert {"quick", "tiny", "smol-llava"} <= set(STUDIES)
+    assert {"quick", "tiny", "smol-llava", "organism"} <= set(STUDIES)
+    assert [study_config(p).model for p in ALL_STUDIES] == ["organism", "smol-llava"]  # --study all, in order
     assert study_config("quick", overrides=["steps=5"]).steps == 5
     proc = run_cli("demo", "--study", "nope", "--out", tmp_path / "x")
     assert proc.returncode == 2 and "unknown study 'nope'" in proc.stderr and not (tmp_path / "x").exists()
