@@ -10,6 +10,8 @@ and reports:
 * ``arms``: every arm against the control arm: difference in the final shift (harmful and harmless requests:
   the harmless shift is the drift baseline) and in the change of ASR / over-refusal / refusal score from the
   base, from the per-item values with a two-level bootstrap (runs/seeds within arm, items paired).
+* ``direction_search``: every tracked layer x position ranked by how well its shift tracks P(refuse) across
+  all checkpoints of all runs (Spearman with CI), the best named beside the naive last-token, last-layer one.
 * ``early_prediction``: fit outcome ~ shift on the first k checkpoints of a run (ASR, P(refuse), refusal
   score), predict the final outcome from the final shift, report the error beside carrying the last observed
   value forward (the naive baseline).
@@ -268,6 +270,50 @@ def _est(e: Estimate) -> dict[str, Any]:
     }
 
 
+def direction_search(
+    paths: list[Path], runs: list[RunData], cfg: LinkConfig, outcome: str = "p_refuse"
+) -> dict[str, Any]:
+    """Which tracked direction (layer x position, difference of means) best tracks ``outcome``?
+
+    For every hook and position in the trajectories, the shift of harmful requests at each checkpoint of every
+    run is correlated (Spearman, pooled over runs and arms) with the outcome at that checkpoint. Returns all
+    candidates sorted by the correlation, the best one, and the naive choice (last token, last layer) beside it.
+    """
+    outcomes = pd.concat(
+        [r.table[["step", outcome]].assign(run=r.run) for r in runs if outcome in r.table], ignore_index=True
+    )
+    if outcomes.empty:
+        return {}
+    shifts = []
+    for p, r in zip(paths, runs, strict=True):
+        t = read_trajectory(p)
+        t = t[(t["set"] == cfg.set) & (t["label"] == cfg.harmful) & (t["metric"] == "shift")]
+        shifts.append(t[["step", "hook", "layer", "position", "value"]].assign(run=r.run))
+    joined = pd.concat(shifts, ignore_index=True).merge(outcomes, on=["run", "step"])
+    rows = []
+    for (hook, position), sub in joined.groupby(["hook", "position"], sort=False):
+        est = correlation(sub["value"], sub[outcome], "spearman", cfg.n_boot, cfg.seed)
+        rows.append(
+            {
+                "hook": hook,
+                "layer": int(sub["layer"].iloc[0]),
+                "position": position,
+                "method": "dom",
+                **_est(est),
+            }
+        )
+    rows.sort(key=lambda r: -(r["value"] if r["value"] is not None else -2.0))
+    naive_layer = max(r["layer"] for r in rows)
+    naive = next((r for r in rows if r["position"] == "last" and r["layer"] == naive_layer), None)
+    return {
+        "outcome": outcome,
+        "x": f"shift of {cfg.harmful} requests",
+        "best": rows[0],
+        "naive": naive,
+        "all": rows,
+    }
+
+
 # ----------------------------------------------------------------------------------------------- link
 def link(cfg: LinkConfig, log=print) -> dict[str, Any]:
     """Join trajectories and evaluations of the runs (and controls); write and return the report."""
@@ -317,6 +363,7 @@ def link(cfg: LinkConfig, log=print) -> dict[str, Any]:
             **{r.run: correlations(r.table, x, n_boot=cfg.n_boot, seed=cfg.seed) for r in runs},
             "pooled": correlations(pooled, x, n_boot=cfg.n_boot, seed=cfg.seed),
         },
+        "direction_search": direction_search(paths, runs, cfg),
         "arm_levels": arm_levels(runs, cfg),
         "arms": arm_comparisons(runs, cfg),
         "early_prediction": {
@@ -383,6 +430,15 @@ def format_summary(report: dict[str, Any]) -> str:
                 lines.append(
                     f"early prediction {run} {y}: first {r['k']} checkpoints -> final {r['actual']:.3f}, "
                     f"fit error {err:.3f} vs carry-forward {r['carry_forward_error']:.3f}"
+                )
+    search = report.get("direction_search") or {}
+    if search:
+        for tag in ("best", "naive"):
+            d = search.get(tag)
+            if d:
+                lines.append(
+                    f"{tag} direction for {search['outcome']}: {d['hook']} @ {d['position']} ({d['method']}), "
+                    f"spearman {_ci(d, '+.2f')} n={d['n']}"
                 )
     lines += [f"note: {n}" for n in report["notes"]]
     return "\n".join(lines)

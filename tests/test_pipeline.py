@@ -189,3 +189,9 @@ def test_link_cli_on_the_quick_study(run_cli, quick_study, tmp_path):
     assert "note: one run per arm" in proc.stdout
     rep = json.loads(out.read_text())
     assert rep["arm_levels"][0]["arm"] == "vsfa" and rep["arm_levels"][1]["arm"] == "control"
+    search = rep["direction_search"]
+    tracked = read_trajectory(runs / "vsfa-s0")
+    assert len(search["all"]) == tracked[["hook", "position"]].drop_duplicates().shape[0]
+    assert search["naive"]["position"] == "last" and search["naive"]["layer"] == tracked["layer"].max()
+    assert search["best"] == search["all"][0] and search["outcome"] == "p_refuse"
+    assert "best direction for p_refuse:" in proc.stdout
