@@ -34,7 +34,8 @@ SETS = "sets"  # organism studies: STUDY/sets/organism_{requests,context}.jsonl 
 
 @dataclass
 class StudyConfig:
-    """A study's settings (TOML-loadable). ``model``: ``tiny:<family>``, ``smol-llava`` or a model folder."""
+    """A study's settings (TOML-loadable). ``model``: ``tiny:<family>``, ``organism`` (the shipped base),
+    ``smol-llava`` or a model folder."""
 
     out: str = "runs/demo"
     model: str = "tiny:llava"
@@ -223,7 +224,9 @@ def _model(cfg: StudyConfig, study: Path, log) -> Path:
         return build_demo(log=log)
     folder = Path(cfg.model)
     if not (folder / "config.json").is_file():
-        raise ConfigError(f"{folder}: model folder not found (give tiny:<family>, smol-llava or a folder)")
+        raise ConfigError(
+            f"{folder}: model folder not found (give tiny:<family>, organism, smol-llava or a folder)"
+        )
     return folder
 
 
