@@ -16,7 +16,6 @@ resumable and content-keyed), ``curves.csv`` (one row per point, metric columns 
 
 from __future__ import annotations
 
-import csv
 import math
 import time
 from dataclasses import dataclass, field
@@ -36,7 +35,7 @@ from vsfa.eval.items import BenchItem
 from vsfa.eval.judges import make_judge
 from vsfa.eval.modelio import Query, encode_queries
 from vsfa.eval.runner import BenchSpec, evaluate_items
-from vsfa.io import atomic_path, model_fingerprint, read_jsonl, write_json_atomic, write_manifest
+from vsfa.io import model_fingerprint, read_jsonl, write_csv_atomic, write_json_atomic, write_manifest
 from vsfa.stats import bootstrap
 
 CURVE_METRICS = (
@@ -257,12 +256,7 @@ def steer(cfg: SteerConfig, log=print) -> Path:
                 )
                 for outcome in ("asr", "refusal_logodds")
             }
-    columns = list(dict.fromkeys(k for r in curves for k in r))
-    with atomic_path(out / "curves.csv") as tmp, open(tmp, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=columns)
-        w.writeheader()
-        for r in curves:
-            w.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in r.items()})
+    write_csv_atomic(out / "curves.csv", curves, list(dict.fromkeys(k for r in curves for k in r)))
     summary = {
         "kind": "vsfa.steer",
         "model": str(cfg.model),

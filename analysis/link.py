@@ -40,14 +40,17 @@ SMALL_N = 6
 OUTCOMES = ("asr", "over_refusal", "refusal_logodds", "p_refuse")
 CONTROL_ARM = "control"
 PREDICTED = ("asr", "p_refuse", "refusal_logodds")  # outcomes the early prediction is made for
-MEASURES = (
-    "shift_harmful",
-    "shift_harmless",
-    "asr_change",
-    "refusal_logodds_change",
-    "p_refuse_change",
-    "over_refusal_change",
-)  # arm-vs-control comparisons, in report order
+# Arm comparisons, in report order: (name, what changes, which items). Shift items are the tracked set's
+# labels (LinkConfig.harmful / .harmless); evaluation items are the benchmark's labels (harmful / benign).
+MEASURE_SPECS = (
+    ("shift_harmful", "shift", "harmful"),
+    ("shift_harmless", "shift", "harmless"),
+    ("asr_change", "asr", "harmful"),
+    ("refusal_logodds_change", "refusal_logodds", "harmful"),
+    ("p_refuse_change", "p_refuse", "harmful"),
+    ("over_refusal_change", "over_refusal", "benign"),
+)
+MEASURES = tuple(name for name, _, _ in MEASURE_SPECS)
 
 
 @dataclass
@@ -199,12 +202,7 @@ def _per_item_change(run: RunData, what: str, label: str) -> np.ndarray:
 def _changes(runs: list[RunData], cfg: LinkConfig) -> dict[str, dict[str, np.ndarray]]:
     """Per arm and measure: the ``[runs, items]`` matrix of per-item changes from the base to the final step."""
     measures = [
-        ("shift", cfg.harmful, "shift_harmful"),
-        ("shift", cfg.harmless, "shift_harmless"),
-        ("asr", "harmful", "asr_change"),
-        ("refusal_logodds", "harmful", "refusal_logodds_change"),
-        ("p_refuse", "harmful", "p_refuse_change"),
-        ("over_refusal", "benign", "over_refusal_change"),
+        (name, what, getattr(cfg, label) if what == "shift" else label) for name, what, label in MEASURE_SPECS
     ]
     by_arm: dict[str, list[RunData]] = defaultdict(list)
     for r in runs:
@@ -213,16 +211,18 @@ def _changes(runs: list[RunData], cfg: LinkConfig) -> dict[str, dict[str, np.nda
     for arm, members in by_arm.items():
         mats = {
             name: np.array([_per_item_change(r, what, label) for r in members])
-            for what, label, name in measures
+            for name, what, label in measures
         }
         out[arm] = {name: m for name, m in mats.items() if m.size}
     return out
 
 
-def arm_levels(runs: list[RunData], cfg: LinkConfig) -> list[dict[str, Any]]:
+def arm_levels(
+    changes: dict[str, dict[str, np.ndarray]], runs: list[RunData], cfg: LinkConfig
+) -> list[dict[str, Any]]:
     """Every arm's own change from the base (mean over runs and items, two-level bootstrap CI)."""
     out = []
-    for arm, mats in _changes(runs, cfg).items():
+    for arm, mats in changes.items():
         members = [r.run for r in runs if r.arm == arm]
         entry: dict[str, Any] = {"arm": arm, "runs": members, "n_seeds": len(members)}
         for name, m in mats.items():
@@ -232,9 +232,10 @@ def arm_levels(runs: list[RunData], cfg: LinkConfig) -> list[dict[str, Any]]:
     return out
 
 
-def arm_comparisons(runs: list[RunData], cfg: LinkConfig) -> list[dict[str, Any]]:
+def arm_comparisons(
+    changes: dict[str, dict[str, np.ndarray]], runs: list[RunData], cfg: LinkConfig
+) -> list[dict[str, Any]]:
     """Every arm against the control arm, from per-item changes (two-level bootstrap)."""
-    changes = _changes(runs, cfg)
     if CONTROL_ARM not in changes:
         return []
     control = changes[CONTROL_ARM]
@@ -341,6 +342,7 @@ def link(cfg: LinkConfig, log=print) -> dict[str, Any]:
             data.arm = CONTROL_ARM
         runs.append(data)
     x = f"shift_{cfg.harmful}"
+    changes = _changes(runs, cfg)
     pooled = pd.concat([r.table.assign(run=r.run, arm=r.arm) for r in runs], ignore_index=True)
     report: dict[str, Any] = {
         "kind": "vsfa.link",
@@ -364,8 +366,8 @@ def link(cfg: LinkConfig, log=print) -> dict[str, Any]:
             "pooled": correlations(pooled, x, n_boot=cfg.n_boot, seed=cfg.seed),
         },
         "direction_search": direction_search(paths, runs, cfg),
-        "arm_levels": arm_levels(runs, cfg),
-        "arms": arm_comparisons(runs, cfg),
+        "arm_levels": arm_levels(changes, runs, cfg),
+        "arms": arm_comparisons(changes, runs, cfg),
         "early_prediction": {
             r.run: [
                 {"outcome": y, **row}

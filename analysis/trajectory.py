@@ -21,7 +21,6 @@ captured once for every run that shares ``--acts``.
 
 from __future__ import annotations
 
-import csv
 import math
 import time
 from collections.abc import Iterable
@@ -34,10 +33,10 @@ import numpy as np
 from probes.capture import Capturer, CaptureSpec, ModelSpec
 from probes.contrasts import load_set
 from probes.directions import DirectionSet, project
-from probes.probe import DEFAULT_EVAL_SETS, base_directions, compare, contrast_from_meta, default_acts_root
+from probes.probe import CompareOptions, base_directions, compare, contrast_from_meta, default_acts_root
 from probes.store import ActivationStore
 from vsfa.errors import ArtifactError
-from vsfa.io import atomic_dir, read_manifest, write_manifest
+from vsfa.io import atomic_dir, read_manifest, write_csv_atomic, write_manifest
 from vsfa.stats import bootstrap, paired_diff
 from vsfa.training.loop import list_checkpoints
 
@@ -81,23 +80,12 @@ SET_METRICS = ("shift", "shift_gap", "shift_sd", "rand_shift95", "shift_cos", "s
 
 
 @dataclass
-class TrackConfig:
-    """Settings of ``vsfa track``."""
+class TrackConfig(CompareOptions):
+    """Settings of ``vsfa track`` (the comparison settings plus the run and the attribution)."""
 
     run: str = ""
-    directions: str | None = None
-    base: str | None = None
-    sets: list[str] = field(default_factory=lambda: list(DEFAULT_EVAL_SETS))
-    acts: str | None = None
-    max_questions: int | None = None
     max_pairs: int | None = None  # request sets: first N pairs only
-    batch_size: int = 16
-    device: str = "cpu"
-    dtype: str | None = None
-    backend: str = "torch"
     n_boot: int = 1000
-    n_random: int = 32
-    seed: int = 0
     attribution_set: str | None = "requests_image"
     attribution_positions: list[str] = field(default_factory=lambda: list(ATTRIBUTION_POSITIONS))
 
@@ -223,17 +211,6 @@ def attribution(
     return rows
 
 
-def _write_csv(path: Path, rows: Iterable[dict[str, Any]], columns: tuple[str, ...]) -> int:
-    n = 0
-    with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=columns)
-        writer.writeheader()
-        for r in rows:
-            writer.writerow({k: (f"{r[k]:.6g}" if isinstance(r[k], float) else r[k]) for k in columns})
-            n += 1
-    return n
-
-
 def track(cfg: TrackConfig, log=print) -> Path:
     """Measure every checkpoint of ``cfg.run`` along the base directions; returns ``RUN/track``."""
     t0 = time.perf_counter()
@@ -286,10 +263,10 @@ def track(cfg: TrackConfig, log=print) -> Path:
         attr = attribution(base_dir, checkpoints[-1][1], dset, cfg, acts, who)
     out = run / TRACK_DIR
     with atomic_dir(out) as tmp:
-        n_rows = _write_csv(tmp / "trajectory.csv", rows, COLUMNS)
-        _write_csv(tmp / "projections.csv", items, ITEM_COLUMNS)
+        n_rows = write_csv_atomic(tmp / "trajectory.csv", rows, COLUMNS)
+        write_csv_atomic(tmp / "projections.csv", items, ITEM_COLUMNS)
         if attr:
-            _write_csv(tmp / "attribution.csv", attr, ATTRIBUTION_COLUMNS)
+            write_csv_atomic(tmp / "attribution.csv", attr, ATTRIBUTION_COLUMNS)
         write_manifest(
             tmp,
             {

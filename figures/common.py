@@ -7,12 +7,12 @@ import json
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from analysis.trajectory import TRACK_DIR, read_track_file
 from vsfa.errors import ArtifactError
 from vsfa.io import read_manifest
+from vsfa.stats import bootstrap
 
 
 def run_folders(study: str | Path) -> list[Path]:
@@ -79,9 +79,8 @@ def over_seeds(df: pd.DataFrame, by: list[str]) -> pd.DataFrame:
         if len(sub) == 1:
             lo, hi = float(sub["lo"].iloc[0]), float(sub["hi"].iloc[0])
         else:
-            rng = np.random.default_rng(0)
-            boots = [vals[rng.integers(0, len(vals), len(vals))].mean() for _ in range(1000)]
-            lo, hi = np.quantile(boots, [0.025, 0.975])
+            est = bootstrap(vals, n_boot=1000, seed=0)
+            lo, hi = est.lo, est.hi
         rows.append(
             {**dict(zip(by, key, strict=True)), "value": vals.mean(), "lo": lo, "hi": hi, "runs": len(sub)}
         )

@@ -71,17 +71,13 @@ class DirectionsConfig:
 
 
 @dataclass
-class ProbeConfig:
-    """Settings of ``vsfa probe``."""
+class CompareOptions:
+    """Settings shared by everything that compares models along the fixed base directions (probe, track)."""
 
-    checkpoint: str = ""
     base: str | None = None
     directions: str | None = None
     sets: list[str] = field(default_factory=lambda: list(DEFAULT_EVAL_SETS))
-    json: str | None = None
     acts: str | None = None
-    position: str | None = None
-    hook_kind: str | None = None
     max_questions: int | None = None
     batch_size: int = 16
     device: str = "cpu"
@@ -90,6 +86,16 @@ class ProbeConfig:
     n_boot: int = 2000
     n_random: int = 32
     seed: int = 0
+
+
+@dataclass
+class ProbeConfig(CompareOptions):
+    """Settings of ``vsfa probe``."""
+
+    checkpoint: str = ""
+    json: str | None = None
+    position: str | None = None
+    hook_kind: str | None = None
 
 
 def default_acts_root(anchor: Path) -> Path:
@@ -187,12 +193,13 @@ def _paired(base: ActivationStore, tuned: ActivationStore) -> None:
         raise ArtifactError(f"{base.folder} and {tuned.folder} hold different items; cannot pair them")
 
 
-def base_directions(base_dir: Path, cfg: ProbeConfig | Any, acts: Path, log=print) -> DirectionSet:
+def base_directions(
+    base_dir: Path, cfg: CompareOptions, acts: Path, log=print, hook_kind: str | None = None
+) -> DirectionSet:
     """The fixed base directions: ``cfg.directions``, else ``ACTS/../directions/persona-<fp>`` (derived if absent).
 
-    ``cfg`` is any settings object with ``directions``, ``max_questions``, ``batch_size``, ``device``, ``dtype``,
-    ``backend``, ``seed`` (``vsfa probe``'s and ``vsfa track``'s). Checks that the directions were derived on
-    ``base_dir`` (model fingerprint) and fit its width and depth.
+    Checks that the directions were derived on ``base_dir`` (model fingerprint) and fit its width and depth
+    (and ``hook_kind`` when given).
     """
     if cfg.directions:
         dset = load_directions(cfg.directions)
@@ -221,7 +228,7 @@ def base_directions(base_dir: Path, cfg: ProbeConfig | Any, acts: Path, log=prin
             f"not on the base {base_dir}"
         )
     n_layers, d_model = model_dims(base_dir)
-    dset.check_fits(d_model, n_layers, getattr(cfg, "hook_kind", None), where=f"{base_dir} ")
+    dset.check_fits(d_model, n_layers, hook_kind, where=f"{base_dir} ")
     return dset
 
 
@@ -231,7 +238,7 @@ def run_probe(cfg: ProbeConfig, log=print) -> dict[str, Any]:
     ckpt = Path(cfg.checkpoint)
     manifest, base_dir = checkpoint_info(ckpt, cfg.base)
     acts = Path(cfg.acts) if cfg.acts else default_acts_root(ckpt)
-    dset = base_directions(base_dir, cfg, acts, log)
+    dset = base_directions(base_dir, cfg, acts, log, cfg.hook_kind)
     dpath = Path(dset.meta["path"])
     position = cfg.position or (dset.selected or {}).get("position") or dset.positions[0]
     if position not in dset.positions:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 import torch
-from test_probes_probe import synthetic_store
+from test_probes_probe import persona_rows, synthetic_store
 
 from analysis.trajectory import COLUMNS, _rows_for
 from probes.directions import derive
@@ -20,17 +20,7 @@ def _contrast(tmp_path, direction: torch.Tensor, tag: str):
     """A persona-like contrast whose class means differ by 2 x ``direction`` (unit)."""
     g = torch.Generator().manual_seed(1)
     n = 80
-    y = torch.tensor([1, 0] * (n // 2))
-    rows = [
-        {
-            "id": f"i{i}",
-            "label": "vig" if y[i] else "care",
-            "group": f"q{i // 2 % 10}",
-            "pair": f"p{i % 4 // 2}",
-        }
-        | {"split": "heldout" if i >= 60 else "extract", "set": "persona"}
-        for i in range(n)
-    ]
+    rows, y = persona_rows(n)
     x = torch.randn(n, D, generator=g) * 0.1 + y[:, None] * 2.0 * direction
     return synthetic_store(tmp_path / f"c-{tag}", x, rows, "vig", "care")
 

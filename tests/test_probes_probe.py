@@ -211,6 +211,23 @@ def synthetic_store(folder: Path, x: torch.Tensor, rows: list[dict], positive: s
     return open_store(folder)
 
 
+def persona_rows(n: int) -> tuple[list[dict], torch.Tensor]:
+    """Index rows of a persona-like contrast (classes vig/care alternating, 10 questions, 2 pairs, last 20 held
+    out) and the class vector ``y`` (1 = vig)."""
+    y = torch.tensor([1, 0] * (n // 2))
+    rows = [
+        {
+            "id": f"i{i}",
+            "label": "vig" if y[i] else "care",
+            "group": f"q{i // 2 % 10}",
+            "pair": f"p{i % 4 // 2}",
+        }
+        | {"split": "heldout" if i >= n - 20 else "extract", "set": "persona"}
+        for i in range(n)
+    ]
+    return rows, y
+
+
 def test_compare_recovers_a_planted_shift(tmp_path):
     """Checkpoint = base + 0.5 along the persona direction + an orthogonal drift: the report gives the 0.5."""
     from probes.directions import derive
@@ -222,17 +239,7 @@ def test_compare_recovers_a_planted_shift(tmp_path):
     u[0] = 1.0
     drift = torch.zeros(d)
     drift[1] = 3.0  # moves activations, but not along u
-    y = torch.tensor([1, 0] * (n // 2))
-    rows = [
-        {
-            "id": f"i{i}",
-            "label": "vig" if y[i] else "care",
-            "group": f"q{i // 2 % 10}",
-            "pair": f"p{i % 4 // 2}",
-        }
-        | {"split": "heldout" if i >= 60 else "extract", "set": "persona"}
-        for i in range(n)
-    ]
+    rows, y = persona_rows(n)
     x = torch.randn(n, d, generator=g) * 0.1 + y[:, None] * 2.0 * u
     contrast_b = synthetic_store(tmp_path / "cb", x, rows, "vig", "care")
     contrast_c = synthetic_store(tmp_path / "cc", x + 0.5 * u + drift, rows, "vig", "care")

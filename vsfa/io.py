@@ -6,13 +6,14 @@ A folder is complete only when its ``manifest.json`` exists; write it last with 
 from __future__ import annotations
 
 import contextlib
+import csv
 import hashlib
 import json
 import math
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -75,6 +76,18 @@ def write_text_atomic(path: str | Path, text: str) -> Path:
 def write_json_atomic(path: str | Path, obj: Any) -> Path:
     """Write JSON to ``path`` atomically."""
     return write_text_atomic(path, dumps(obj) + "\n")
+
+
+def write_csv_atomic(path: str | Path, rows: Iterable[dict[str, Any]], columns: Sequence[str]) -> int:
+    """Write ``rows`` (dicts with at least ``columns``) as CSV atomically; floats as ``%.6g``. Returns the row count."""
+    n = 0
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(columns))
+        writer.writeheader()
+        for r in rows:
+            writer.writerow({k: (f"{r[k]:.6g}" if isinstance(r[k], float) else r[k]) for k in columns})
+            n += 1
+    return n
 
 
 def write_jsonl_atomic(path: str | Path, rows: list[dict[str, Any]]) -> Path:

@@ -18,7 +18,6 @@ Every estimate is ``{"value", "lo", "hi", "n"}`` from a seeded percentile bootst
 
 from __future__ import annotations
 
-import csv
 import re
 from collections import defaultdict
 from collections.abc import Callable, Iterable
@@ -234,15 +233,11 @@ def table_rows(eval_dir: str | Path) -> list[dict[str, Any]]:
 
 def write_table(eval_dir: str | Path, out: str | Path | None = None) -> Path:
     """Write the across-checkpoint table as CSV (default ``eval_dir/table.csv``)."""
-    from vsfa.io import atomic_path
+    from vsfa.io import write_csv_atomic
 
     rows = table_rows(eval_dir)
     if not rows:
         raise ArtifactError(f"{eval_dir}: no <checkpoint>/<benchmark>/metrics.json found")
     out = Path(out) if out else Path(eval_dir) / "table.csv"
-    with atomic_path(out) as tmp, open(tmp, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=TABLE_COLUMNS)
-        writer.writeheader()
-        for r in rows:
-            writer.writerow({k: (f"{r[k]:.6g}" if isinstance(r[k], float) else r[k]) for k in TABLE_COLUMNS})
+    write_csv_atomic(out, rows, TABLE_COLUMNS)
     return out
