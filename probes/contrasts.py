@@ -306,10 +306,7 @@ def requests_set(
             text = _need(row, "text", here)
             image_ids: tuple[str, ...] = ()
             if row.get("image"):
-                img_path = Path(row["image"])
-                img_path = img_path if img_path.is_absolute() else file.parent / img_path
-                images[str(img_path)] = load_image(img_path)
-                image_ids = (str(img_path),)
+                image_ids = (_file_image(row["image"], file, images),)
             elif with_image:
                 image_ids = (neutral_image_id(i),)
                 images.setdefault(image_ids[0], procedural_image("neutral", i % N_NEUTRAL_IMAGES))
@@ -359,12 +356,14 @@ def _conversation(
     paths = row.get("images") or []
     if len(paths) != n_parts:
         raise DataError(f"{here}: {n_parts} image parts in 'messages' but {len(paths)} paths in 'images'")
-    ids = []
-    for rel in paths:
-        img_path = Path(rel) if Path(rel).is_absolute() else file.parent / rel
-        images[str(img_path)] = load_image(img_path)
-        ids.append(str(img_path))
-    return list(msgs), text, tuple(ids)
+    return list(msgs), text, tuple(_file_image(rel, file, images) for rel in paths)
+
+
+def _file_image(rel: str, file: Path, images: dict[str, Any]) -> str:
+    """Load an image named in a set file (relative to the file) into ``images``; returns its id (the path)."""
+    img_path = Path(rel) if Path(rel).is_absolute() else file.parent / rel
+    images[str(img_path)] = load_image(img_path)
+    return str(img_path)
 
 
 def neutral_image_id(i: int) -> str:
