@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from analysis.trajectory import read_projections, read_trajectory
+from analysis.trajectory import read_projections, read_track_manifest, read_trajectory
 from vsfa.errors import ArtifactError, ConfigError
 from vsfa.eval.metrics import join_judged
 from vsfa.io import read_jsonl, read_manifest, write_json_atomic
@@ -100,7 +100,7 @@ class RunData:
 def load_run(run: Path, cfg: LinkConfig, hook: str, position: str, judge: str | None) -> tuple[RunData, str]:
     """Read a run's trajectory and evaluation at ``hook``/``position``."""
     traj = read_trajectory(run)
-    man = read_manifest(run / "track")
+    man = read_track_manifest(run)
     sel = traj[
         (traj["hook"] == hook)
         & (traj["position"] == position)
@@ -324,7 +324,7 @@ def link(cfg: LinkConfig, log=print) -> dict[str, Any]:
     for p in paths:
         if not p.is_dir():
             raise ArtifactError(f"{p}: run folder not found")
-    man = read_manifest(paths[0] / "track")
+    man = read_track_manifest(paths[0])
     sel = man.get("selected") or {}
     hook = cfg.hook or sel.get("hook")
     position = cfg.position or sel.get("position")

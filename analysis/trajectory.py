@@ -297,12 +297,20 @@ def read_projections(run: str | Path):
     return read_track_file(run, "projections.csv")
 
 
+def read_track_manifest(run: str | Path) -> dict[str, Any]:
+    """``RUN/track/manifest.json`` (ArtifactError naming the command to run if the run was not tracked)."""
+    folder = Path(run) / TRACK_DIR
+    if not (folder / "manifest.json").is_file():
+        raise ArtifactError(f"{run}: not tracked (run `vsfa track --run {run}` first)")
+    return read_manifest(folder)
+
+
 def read_track_file(run: str | Path, name: str):
     """One CSV of a complete ``RUN/track`` folder as a DataFrame (ArtifactError if absent)."""
     import pandas as pd
 
     folder = Path(run) / TRACK_DIR
-    read_manifest(folder)
+    read_track_manifest(run)
     if not (folder / name).is_file():
         raise ArtifactError(f"{folder / name}: not found")
     return pd.read_csv(folder / name)

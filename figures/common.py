@@ -9,7 +9,7 @@ from typing import Any
 
 import pandas as pd
 
-from analysis.trajectory import TRACK_DIR, read_track_file
+from analysis.trajectory import TRACK_DIR, read_track_file, read_track_manifest
 from vsfa.errors import ArtifactError
 from vsfa.io import read_manifest
 from vsfa.stats import bootstrap
@@ -32,7 +32,7 @@ def trajectories(study: str | Path) -> pd.DataFrame:
 
 
 def track_manifest(study: str | Path) -> dict[str, Any]:
-    return read_manifest(run_folders(study)[0] / TRACK_DIR)
+    return read_track_manifest(run_folders(study)[0])
 
 
 def selected(study: str | Path) -> tuple[str, str]:

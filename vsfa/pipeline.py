@@ -173,7 +173,7 @@ def study_config(
     from vsfa.config import from_dict
 
     if preset not in STUDIES:
-        raise ConfigError(f"unknown study {preset!r}; choose from {', '.join(STUDIES)}")
+        raise ConfigError(f"unknown study {preset!r}; choose from {', '.join(STUDIES)} (or all)")
     values: dict[str, Any] = {"out": f"runs/demo-{preset}", **STUDIES[preset]}
     if config is not None:
         path = Path(config)
