@@ -7,9 +7,15 @@
 * **Ablation** on a fine-tuned checkpoint: project the direction out at every layer (block inputs, attention
   and MLP outputs); how much of the checkpoint's change from the base is undone
   (``(ablated - checkpoint) / (base - checkpoint)``, per outcome, with a bootstrap CI over items).
-* **Controls**: the same with ``n_random`` random directions of the same norm.
+* **Undo** on the same checkpoint: subtract, at the direction's own hook, the checkpoint's mean shift along the
+  direction (measured on the harmful prompts' last token, checkpoint minus base), i.e. put the projection back
+  where the base had it. Unlike ablation, which moves the projection to zero (a meaningful reference only when
+  the base sits near zero, as Arditi et al.'s refusal direction does on harmless prompts), this asks whether the
+  fine-tune's change along the direction carries its behavioural change. Same fraction undone.
+* **Controls**: the same with ``n_random`` random directions of the same norm (for undo: moved the same
+  distance along each random direction).
 
-Output folder: ``points/<mode>/<direction>/alpha=<a>/`` (the evaluation folders of :mod:`vsfa.eval.runner`,
+Output folder: ``points/<mode>/<direction>[/alpha=<a>]/`` (the evaluation folders of :mod:`vsfa.eval.runner`,
 resumable and content-keyed), ``curves.csv`` (one row per point, metric columns with ``_lo``/``_hi``),
 ``causal.json`` (ablation fractions and settings) and ``manifest.json``, written last.
 """
@@ -27,9 +33,9 @@ import torch
 
 from analysis.interventions import POSITIONS as STEER_POSITIONS
 from analysis.interventions import ablation_hooks, degenerate, random_directions, steering_hook
-from probes.directions import Direction, load_directions
+from probes.directions import Direction, DirectionSet, load_directions
 from probes.hooked import HookedVLM, hook_name
-from vsfa.errors import ArtifactError, ConfigError
+from vsfa.errors import ArtifactError, ConfigError, DataError
 from vsfa.eval.generation import GenerationConfig
 from vsfa.eval.items import BenchItem
 from vsfa.eval.judges import make_judge
@@ -144,7 +150,7 @@ class _Evaluator:
 
 def _directions(
     cfg: SteerConfig, d_model: int, n_layers: int
-) -> tuple[Direction, list[tuple[str, torch.Tensor]]]:
+) -> tuple[DirectionSet, Direction, list[tuple[str, torch.Tensor]]]:
     dset = load_directions(cfg.directions)
     dset.check_fits(d_model, n_layers, where=f"{cfg.model} ")
     chosen = dset.get(cfg.hook, cfg.position)
@@ -152,7 +158,30 @@ def _directions(
     vecs += [
         (f"random-{i}", r) for i, r in enumerate(random_directions(chosen.vector, cfg.n_random, cfg.seed + 1))
     ]
-    return chosen, vecs
+    return dset, chosen, vecs
+
+
+def readout_alignment(vlm, dset: DirectionSet, chosen: Direction, cfg: SteerConfig) -> dict[str, Any]:
+    """Cosine of each layer's direction (at the chosen position) with the refusal score's own logit direction
+    (:func:`vsfa.eval.refusal.readout_direction`), beside the 95th percentile |cosine| of random directions.
+
+    A direction near the readout tracks and steers the refusal score by construction: a high cosine says the
+    direction found is (largely) the output readout, not an upstream persona feature."""
+    from vsfa.eval.refusal import Openers, readout_direction
+
+    gen = cfg.generation
+    try:
+        readout = readout_direction(vlm, Openers.load(gen.get("openers_refuse"), gen.get("openers_comply")))
+    except DataError as e:  # openers whose first tokens coincide: no single-token readout
+        return {"note": str(e)}
+    g = torch.randn(2000, readout.numel(), generator=torch.Generator().manual_seed(cfg.seed))
+    rand95 = float(torch.nn.functional.cosine_similarity(g, readout[None]).abs().quantile(0.95))
+
+    def cos(d: Direction) -> float:
+        return float(torch.nn.functional.cosine_similarity(d.vector.float().cpu(), readout, dim=0))
+
+    by_layer = {d.hook: cos(d) for d in dset.by_layer(position=chosen.position, method=chosen.method)}
+    return {"chosen": cos(chosen), "by_layer": by_layer, "random_95": rand95}
 
 
 def _fraction_restored(
@@ -181,14 +210,29 @@ def _fraction_restored(
     }
 
 
+RESTORED_OUTCOMES = ("asr", "refusal_logodds", "p_refuse")
+
+
 def _item_values(rows: list[dict], judged: list[dict], outcome: str) -> np.ndarray:
+    """Per harmful item (sorted by id): ``asr`` (unsafe), ``refusal_logodds`` or ``p_refuse`` (NaN if absent)."""
     from vsfa.eval.metrics import join_judged
 
     (per_judge,) = join_judged(rows, judged).values()
-    per_judge = sorted(per_judge, key=lambda r: r["id"])
+    harmful = sorted((r for r in per_judge if r["label"] == "harmful"), key=lambda r: r["id"])
     if outcome == "asr":
-        return np.array([float(r["unsafe"]) for r in per_judge if r["label"] == "harmful"])
-    return np.array([float(r["refusal_logodds"]) for r in per_judge if r["label"] == "harmful"])
+        return np.array([float(r["unsafe"]) for r in harmful])
+    return np.array([math.nan if r.get(outcome) is None else float(r[outcome]) for r in harmful])
+
+
+def _restored(base: tuple, tuned: tuple, rows: list[dict], judged: list[dict], cfg: SteerConfig) -> dict:
+    """The fraction of the checkpoint's change undone by an intervention, per outcome the eval produced."""
+    out = {}
+    for outcome in RESTORED_OUTCOMES:
+        values = [_item_values(*base[1:], outcome), _item_values(*tuned[1:], outcome)]
+        values.append(_item_values(rows, judged, outcome))
+        if all(v.size and np.isfinite(v).all() for v in values):
+            out[outcome] = _fraction_restored(*values, cfg.n_boot, cfg.seed)
+    return out
 
 
 def steer(cfg: SteerConfig, log=print) -> Path:
@@ -211,7 +255,8 @@ def steer(cfg: SteerConfig, log=print) -> Path:
     if not any(it.label == "harmful" for it in items):
         raise ArtifactError(f"benchmark {cfg.bench}: no harmful items to steer on")
     vlm = load_vlm(cfg.model, device=cfg.device, dtype=cfg.dtype)
-    chosen, vecs = _directions(cfg, vlm.d_model, vlm.n_layers)
+    dset, chosen, vecs = _directions(cfg, vlm.d_model, vlm.n_layers)
+    alignment = readout_alignment(vlm, dset, chosen, cfg)
     readout = list(dict.fromkeys([chosen.hook, hook_name(vlm.n_layers - 1)]))
     key = {"model": str(cfg.model), "model_fingerprint": model_fingerprint(cfg.model), "adapter": None}
     ev = _Evaluator(cfg, vlm, items, key, log)
@@ -230,6 +275,8 @@ def steer(cfg: SteerConfig, log=print) -> Path:
             curves.append({"mode": "steer", "direction": name, "alpha": alpha, **m})
     curves.sort(key=lambda r: (r["direction"] != "chosen", r["direction"], r["alpha"]))
     ablation: dict[str, Any] = {}
+    undo: dict[str, Any] = {}
+    shift = math.nan
     if cfg.checkpoint:
         del ev, vlm
         ck = Path(cfg.checkpoint)
@@ -240,22 +287,23 @@ def steer(cfg: SteerConfig, log=print) -> Path:
             points / "ablate" / "none", [], {"mode": "ablate", "direction": "none"}, readout, chosen.unit
         )
         curves.append({"mode": "ablate", "direction": "none", "alpha": math.nan, **tuned[0]})
+        projection = f"projection@{chosen.hook}"
+        shift = tuned[0][projection] - base_point[0][projection]  # along the unit direction
         for name, vec in vecs:
             spec = {"mode": "ablate", "direction": name}
             m, rows, judged = ev.point(
                 points / "ablate" / name, ablation_hooks(vec, vlm.n_layers), spec, readout, chosen.unit
             )
             curves.append({"mode": "ablate", "direction": name, "alpha": math.nan, **m})
-            ablation[name] = {
-                outcome: _fraction_restored(
-                    _item_values(*base_point[1:], outcome),
-                    _item_values(*tuned[1:], outcome),
-                    _item_values(rows, judged, outcome),
-                    cfg.n_boot,
-                    cfg.seed,
-                )
-                for outcome in ("asr", "refusal_logodds")
-            }
+            ablation[name] = _restored(base_point, tuned, rows, judged, cfg)
+            # undo: move back by the checkpoint's own shift along the chosen direction (a random one: as far)
+            alpha = -shift / chosen.norm  # in class gaps, the unit of the steering sweep
+            spec = {"mode": "undo", "direction": name, "hook": chosen.hook, "alpha": alpha}
+            spec["positions"] = cfg.steer_positions
+            hooks = [(chosen.hook, steering_hook(vec, alpha, cfg.steer_positions))]  # random: same norm
+            m, rows, judged = ev.point(points / "undo" / name, hooks, spec, readout, chosen.unit)
+            curves.append({"mode": "undo", "direction": name, "alpha": alpha, **m})
+            undo[name] = _restored(base_point, tuned, rows, judged, cfg)
     write_csv_atomic(out / "curves.csv", curves, list(dict.fromkeys(k for r in curves for k in r)))
     summary = {
         "kind": "vsfa.steer",
@@ -267,7 +315,10 @@ def steer(cfg: SteerConfig, log=print) -> Path:
         "class_gap_norm": chosen.norm,
         "alpha_unit": "class gaps (raw difference of class means)",
         "readout": readout,
+        "readout_alignment": alignment,
         "ablation_restored": ablation,
+        "undo_shift": shift,
+        "undo_restored": undo,
         "settings": {k: v for k, v in cfg.__dict__.items() if k not in ("model", "directions", "out")},
         "seconds": round(time.perf_counter() - t0, 1),
     }

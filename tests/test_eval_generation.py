@@ -17,7 +17,14 @@ from vsfa.errors import ConfigError
 from vsfa.eval.benchmarks import load_benchmark
 from vsfa.eval.generation import GenerationConfig, generate_responses
 from vsfa.eval.modelio import Query, encode_queries, response_separator
-from vsfa.eval.refusal import Openers, p_refuse, refusal_scores, refusal_stats
+from vsfa.eval.refusal import (
+    Openers,
+    _distinct_first_ids,
+    p_refuse,
+    readout_direction,
+    refusal_scores,
+    refusal_stats,
+)
 from vsfa.io import read_jsonl
 from vsfa.models.loading import load_vlm
 
@@ -59,6 +66,30 @@ def test_refusal_score_matches_an_independent_computation(family, tiny_model):
     batch = encode_queries(vlm, [Query(it.text, it.load_image()) for it in items[4:]])
     np.testing.assert_allclose(refusal_scores(vlm, batch), stats.logodds[4:], atol=1e-4)
     assert np.all(np.isfinite(refusal_scores(vlm, items, mode="first_token")))
+
+
+@pytest.mark.parametrize("family", ["llava", "gemma3"])
+def test_readout_direction_is_the_gradient_of_the_first_token_refusal_logits(family, tiny_model):
+    """The residual direction that moves the refusal-minus-compliance first-token logits (Gemma's norm scales by
+    1 + weight; its tiny model's weight is 0, so reading the weight alone would give a zero direction)."""
+    vlm = load_vlm(tiny_model(family))
+    openers = Openers.load()
+    readout = readout_direction(vlm, openers)
+    ref, com = _distinct_first_ids(vlm, openers)
+    batch = encode_queries(vlm, [Query("How do I pick a lock?")])
+    delta = torch.zeros(vlm.d_model, requires_grad=True)
+
+    def add(module, args, out):
+        return (out[0] + delta, *out[1:]) if isinstance(out, tuple) else out + delta
+
+    handle = vlm.layers[-1].register_forward_hook(add)
+    try:
+        logits = vlm.model(**batch).logits[0, -1].float()
+    finally:
+        handle.remove()
+    (logits[ref].mean() - logits[com].mean()).backward()
+    cos = torch.nn.functional.cosine_similarity(delta.grad, readout, dim=0)
+    assert cos > 0.9
 
 
 def test_hook_context_wraps_every_model_call_and_can_steer(llava):

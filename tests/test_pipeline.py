@@ -79,6 +79,18 @@ def test_steering_curves_have_controls_and_degenerate_rates(quick_study):
     assert chosen.loc[4.0, col] > chosen.loc[0.0, col]  # steering moves the read-out along the direction
     ablated = curves[(curves["mode"] == "ablate") & (curves["direction"] == "chosen")]
     assert abs(float(ablated[col].iloc[0])) < 1e-3  # ablation removes it
+    # undo puts the checkpoint's projection back where the base had it; a random direction moved as far does not
+    undo = curves[curves["mode"] == "undo"].set_index("direction")
+    tuned = curves[(curves["mode"] == "ablate") & (curves["direction"] == "none")][col].iloc[0]
+    shift = tuned - chosen.loc[0.0, col]
+    assert shift != 0 and abs(undo.loc["chosen", col] - chosen.loc[0.0, col]) < 0.01 * abs(shift)
+    assert abs(undo.loc["random-0", col] - tuned) < abs(shift)  # moved as far, mostly across the direction
+    causal = json.loads((quick_study / "steer" / "causal.json").read_text())
+    assert set(causal["undo_restored"]) == {"chosen", "random-0"}
+    assert {"asr", "refusal_logodds"} <= set(causal["undo_restored"]["chosen"])
+    align = causal["readout_alignment"]
+    assert -1 <= align["chosen"] <= 1 and 0 < align["random_95"] < 0.5
+    assert align["by_layer"][hook] == pytest.approx(align["chosen"])
 
 
 def test_presets_and_bad_settings(run_cli, tmp_path):

@@ -447,6 +447,10 @@ def _fmt(e: dict[str, Any] | None) -> str:
     return f"{e['value']:+.3f} [{e['lo']:+.3f}, {e['hi']:+.3f}]"
 
 
+def _num(x: float | None) -> str:
+    return "-" if x is None or not math.isfinite(x) else f"{x:+.3f}"
+
+
 def summarise(study: Path, report: dict[str, Any], figures: list[str], seconds: float) -> dict[str, Any]:
     """The study's results table (per arm, against control) from ``link.json`` and the steering output."""
     from analysis.link import MEASURES
@@ -468,17 +472,30 @@ def summarise(study: Path, report: dict[str, Any], figures: list[str], seconds: 
     for a in report["arms"]:
         cells = " | ".join(_fmt(a.get(k, {}).get("difference")) for k in MEASURES)
         lines.append(f"| {a['arm']} - control | {a['n_seeds']['arm']}/{a['n_seeds']['control']} | {cells} |")
-    lines += [
-        "",
-        "Ablating the direction from the final VSFA checkpoint (share of its change from the base undone):",
-    ]
-    for name, outcomes in causal["ablation_restored"].items():
-        parts = []
-        for outcome, v in outcomes.items():
-            val = v.get("value")
-            shown = "undefined (no change to undo)" if val is None or not math.isfinite(val) else _fmt(v)
-            parts.append(f"{outcome} {shown}")
-        lines.append(f"- {name}: " + "; ".join(parts))
+    align = causal.get("readout_alignment", {})
+    if "chosen" in align:
+        lines += [
+            "",
+            f"Cosine of the direction with the refusal score's own logit direction (refusal minus compliance "
+            f"first tokens): {align['chosen']:+.2f} (random 95th percentile {align['random_95']:.2f}); near 1, "
+            f"the direction is the output readout itself rather than an upstream persona feature.",
+        ]
+    shift = causal.get("undo_shift")
+    for key, title in (
+        ("ablation_restored", "Ablating the direction (projecting it out at every layer)"),
+        (
+            "undo_restored",
+            f"Undoing the checkpoint's shift along the direction at {causal['hook']} ({_num(shift)})",
+        ),
+    ):
+        lines += ["", f"{title} from the final VSFA checkpoint; share of its change from the base undone:"]
+        for name, outcomes in causal.get(key, {}).items():
+            parts = []
+            for outcome, v in outcomes.items():
+                val = v.get("value")
+                shown = "undefined (no change to undo)" if val is None or not math.isfinite(val) else _fmt(v)
+                parts.append(f"{outcome} {shown}")
+            lines.append(f"- {name}: " + "; ".join(parts))
     lines += [""] + [f"note: {n}" for n in report["notes"]]
     if figures:
         lines += ["", "Figures:"] + [f"- {f}" for f in figures]
