@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +41,14 @@ from vsfa.eval.items import BenchItem
 from vsfa.eval.judges import make_judge
 from vsfa.eval.modelio import Query, encode_queries
 from vsfa.eval.runner import BenchSpec, evaluate_items
-from vsfa.io import model_fingerprint, read_jsonl, write_csv_atomic, write_json_atomic, write_manifest
+from vsfa.io import (
+    model_fingerprint,
+    read_jsonl,
+    sha256_bytes,
+    write_csv_atomic,
+    write_json_atomic,
+    write_manifest,
+)
 from vsfa.stats import bootstrap
 
 CURVE_METRICS = (
@@ -79,6 +86,8 @@ class SteerConfig:
     dtype: str | None = None
     n_boot: int = 1000
     seed: int = 0
+    # steer along the direction minus its component on the refusal score's logit direction (readout_direction)
+    orthogonal_to_readout: bool = False
 
 
 def _points_metrics(rows: list[dict[str, Any]], judged: list[dict[str, Any]]) -> dict[str, float]:
@@ -141,19 +150,32 @@ class _Evaluator:
         for name in readout:
             metrics[f"projection@{name}"] = float((cache[name][:, -1, :] @ u).mean())
         self.log(
-            f"  {intervention['mode']} {intervention['direction']} alpha={intervention.get('alpha', '-')}: "
+            f"  {intervention['mode']} {intervention['direction']} alpha={intervention.get('alpha', math.nan):.3g}: "
             f"ASR {metrics['asr']:.2f}, refusal score {metrics['refusal_logodds_harmful']:+.2f}, "
             f"degenerate {metrics['degenerate']:.0%} ({time.perf_counter() - t0:.0f} s)"
         )
         return metrics, rows, judged
 
 
+def _digest(vec: torch.Tensor) -> str:
+    """Content key of a direction vector: a cached evaluation point is reused only for the same vector."""
+    return sha256_bytes(vec.detach().float().cpu().numpy().tobytes())[:16]
+
+
 def _directions(
-    cfg: SteerConfig, d_model: int, n_layers: int
+    cfg: SteerConfig, d_model: int, n_layers: int, readout: torch.Tensor | None
 ) -> tuple[DirectionSet, Direction, list[tuple[str, torch.Tensor]]]:
     dset = load_directions(cfg.directions)
     dset.check_fits(d_model, n_layers, where=f"{cfg.model} ")
     chosen = dset.get(cfg.hook, cfg.position)
+    if cfg.orthogonal_to_readout:
+        if readout is None:
+            raise ConfigError(
+                "steer: --orthogonal-to-readout needs a refusal readout; the openers give none here"
+            )
+        r = readout / readout.norm()
+        v = chosen.vector.float().cpu()
+        chosen = replace(chosen, vector=v - (v @ r) * r, meta={**chosen.meta, "orthogonal_to_readout": True})
     vecs = [("chosen", chosen.vector.float())]
     vecs += [
         (f"random-{i}", r) for i, r in enumerate(random_directions(chosen.vector, cfg.n_random, cfg.seed + 1))
@@ -161,20 +183,26 @@ def _directions(
     return dset, chosen, vecs
 
 
-def readout_alignment(vlm, dset: DirectionSet, chosen: Direction, cfg: SteerConfig) -> dict[str, Any]:
+def _readout(vlm, cfg: SteerConfig) -> tuple[torch.Tensor | None, str]:
+    """The refusal score's logit direction for this model and these openers (None, why, if there is none)."""
+    from vsfa.eval.refusal import Openers, readout_direction
+
+    gen = cfg.generation
+    try:
+        return readout_direction(vlm, Openers.load(gen.get("openers_refuse"), gen.get("openers_comply"))), ""
+    except DataError as e:  # openers whose first tokens coincide: no single-token readout
+        return None, str(e)
+
+
+def readout_alignment(
+    readout: torch.Tensor, dset: DirectionSet, chosen: Direction, seed: int = 0
+) -> dict[str, Any]:
     """Cosine of each layer's direction (at the chosen position) with the refusal score's own logit direction
     (:func:`vsfa.eval.refusal.readout_direction`), beside the 95th percentile |cosine| of random directions.
 
     A direction near the readout tracks and steers the refusal score by construction: a high cosine says the
     direction found is (largely) the output readout, not an upstream persona feature."""
-    from vsfa.eval.refusal import Openers, readout_direction
-
-    gen = cfg.generation
-    try:
-        readout = readout_direction(vlm, Openers.load(gen.get("openers_refuse"), gen.get("openers_comply")))
-    except DataError as e:  # openers whose first tokens coincide: no single-token readout
-        return {"note": str(e)}
-    g = torch.randn(2000, readout.numel(), generator=torch.Generator().manual_seed(cfg.seed))
+    g = torch.randn(2000, readout.numel(), generator=torch.Generator().manual_seed(seed))
     rand95 = float(torch.nn.functional.cosine_similarity(g, readout[None]).abs().quantile(0.95))
 
     def cos(d: Direction) -> float:
@@ -255,8 +283,9 @@ def steer(cfg: SteerConfig, log=print) -> Path:
     if not any(it.label == "harmful" for it in items):
         raise ArtifactError(f"benchmark {cfg.bench}: no harmful items to steer on")
     vlm = load_vlm(cfg.model, device=cfg.device, dtype=cfg.dtype)
-    dset, chosen, vecs = _directions(cfg, vlm.d_model, vlm.n_layers)
-    alignment = readout_alignment(vlm, dset, chosen, cfg)
+    readout, why = _readout(vlm, cfg)
+    dset, chosen, vecs = _directions(cfg, vlm.d_model, vlm.n_layers, readout)
+    alignment = {"note": why} if readout is None else readout_alignment(readout, dset, chosen, cfg.seed)
     readout = list(dict.fromkeys([chosen.hook, hook_name(vlm.n_layers - 1)]))
     key = {"model": str(cfg.model), "model_fingerprint": model_fingerprint(cfg.model), "adapter": None}
     ev = _Evaluator(cfg, vlm, items, key, log)
@@ -268,6 +297,7 @@ def steer(cfg: SteerConfig, log=print) -> Path:
         curves.append({"mode": "steer", "direction": name, "alpha": 0.0, **base_point[0]})
         for alpha in sorted({a for a in cfg.alphas if a != 0}):
             spec = {**plain, "direction": name, "alpha": alpha, "positions": cfg.steer_positions}
+            spec["vector"] = _digest(vec)
             hooks = [(chosen.hook, steering_hook(vec, alpha, cfg.steer_positions))]
             m, _, _ = ev.point(
                 points / "steer" / name / f"alpha={alpha:g}", hooks, spec, readout, chosen.unit
@@ -290,7 +320,7 @@ def steer(cfg: SteerConfig, log=print) -> Path:
         projection = f"projection@{chosen.hook}"
         shift = tuned[0][projection] - base_point[0][projection]  # along the unit direction
         for name, vec in vecs:
-            spec = {"mode": "ablate", "direction": name}
+            spec = {"mode": "ablate", "direction": name, "vector": _digest(vec)}
             m, rows, judged = ev.point(
                 points / "ablate" / name, ablation_hooks(vec, vlm.n_layers), spec, readout, chosen.unit
             )
@@ -299,7 +329,7 @@ def steer(cfg: SteerConfig, log=print) -> Path:
             # undo: move back by the checkpoint's own shift along the chosen direction (a random one: as far)
             alpha = -shift / chosen.norm  # in class gaps, the unit of the steering sweep
             spec = {"mode": "undo", "direction": name, "hook": chosen.hook, "alpha": alpha}
-            spec["positions"] = cfg.steer_positions
+            spec.update(positions=cfg.steer_positions, vector=_digest(vec))
             hooks = [(chosen.hook, steering_hook(vec, alpha, cfg.steer_positions))]  # random: same norm
             m, rows, judged = ev.point(points / "undo" / name, hooks, spec, readout, chosen.unit)
             curves.append({"mode": "undo", "direction": name, "alpha": alpha, **m})

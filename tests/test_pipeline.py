@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import pandas as pd
 import pytest
 
+from analysis.causal import SteerConfig, steer
 from analysis.trajectory import read_trajectory
 from figures.make_all import SCRIPTS
 from vsfa.pipeline import ALL_STUDIES, STUDIES, study_config
@@ -93,6 +95,31 @@ def test_steering_curves_have_controls_and_degenerate_rates(quick_study):
     assert align["by_layer"][hook] == pytest.approx(align["chosen"])
 
 
+def test_steering_orthogonal_to_the_readout(quick_study, tmp_path):
+    """--orthogonal-to-readout steers with the direction's part off the refusal logit direction; points cached
+    for the plain direction in the same folder are not reused."""
+    old = json.loads((quick_study / "steer" / "causal.json").read_text())
+    out = tmp_path / "steer"
+    shutil.copytree(quick_study / "steer", out)
+    settings = {**old["settings"], "checkpoint": None, "alphas": [0.0, 4.0], "orthogonal_to_readout": True}
+    steer(
+        SteerConfig(model=old["model"], directions=old["directions"], out=str(out), **settings),
+        log=lambda *_: None,
+    )
+    new = json.loads((out / "causal.json").read_text())
+    assert abs(old["readout_alignment"]["chosen"]) > 1e-3 and abs(new["readout_alignment"]["chosen"]) < 1e-4
+    assert (
+        new["readout_alignment"]["by_layer"] == old["readout_alignment"]["by_layer"]
+    )  # the set's own directions
+
+    def steered(folder):  # the evaluated refusal score (cached per point), not the live projection
+        curves = pd.read_csv(folder / "curves.csv")
+        row = curves[(curves["direction"] == "chosen") & (curves["alpha"] == 4.0)]
+        return float(row["refusal_logodds_harmful"].iloc[0])
+
+    assert steered(out) != steered(quick_study / "steer")
+
+
 def test_presets_and_bad_settings(run_cli, tmp_path):
     assert {"quick", "tiny", "smol-llava", "organism"} <= set(STUDIES)
     assert [study_config(p).model for p in ALL_STUDIES] == ["organism", "smol-llava"]  # --study all, in order
@@ -128,6 +155,9 @@ def test_analysis_commands_refuse_bad_input(run_cli, tmp_path, quick_study):
         "1,x",
     )
     assert proc.returncode == 2 and "--alphas" in proc.stderr and not (tmp_path / "s").exists()
+    steer_args = ["--model", quick_study / "model", "--directions", quick_study / "directions" / "persona.json"]
+    proc = run_cli("steer", *steer_args, "--out", tmp_path / "s", "--bench-opt", "variants=text")
+    assert proc.returncode == 2 and "NAME.KEY=VALUE" in proc.stderr and not (tmp_path / "s").exists()
 
 
 def test_organism_study_runs_on_an_organism_folder(tmp_path):

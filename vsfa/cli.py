@@ -905,7 +905,7 @@ def steer_cmd(
     directions: Path = typer.Option(..., help="Direction artifact (the selected direction is used)."),
     out: Path = typer.Option(..., help="Output folder."),
     checkpoint: Path | None = typer.Option(
-        None, help="Fine-tuned adapter: also ablate the direction from it."
+        None, help="Fine-tuned adapter: also ablate the direction from it and undo its shift."
     ),
     hook: str | None = typer.Option(None, help="Hook (default: the selected one)."),
     position: str | None = typer.Option(None, help="Direction position (default: the selected one)."),
@@ -913,6 +913,7 @@ def steer_cmd(
     steer_positions: str = typer.Option("all", help="all | prompt | generated"),
     n_random: int = typer.Option(3, help="Norm-matched random directions as controls."),
     bench: str = typer.Option("builtin", help="Benchmark NAME or NAME=PATH."),
+    bench_opt: list[str] = typer.Option([], help="Loader option NAME.KEY=VALUE, e.g. builtin.variants=text."),
     limit: int | None = typer.Option(None, help="First N items only."),
     judge: str = typer.Option("keyword"),
     max_new_tokens: int = typer.Option(48),
@@ -923,13 +924,16 @@ def steer_cmd(
     device: str = typer.Option("cpu"),
     dtype: str | None = typer.Option(None),
     seed: int = typer.Option(0),
+    orthogonal_to_readout: bool = typer.Option(
+        False, help="Use the direction minus its component along the refusal score's logit direction."
+    ),
 ) -> None:
-    """Steering sweep on the base model, ablation on a checkpoint, random-direction controls."""
+    """Steering sweep on the base model, ablation and undo on a checkpoint, random-direction controls."""
     from analysis.causal import SteerConfig, steer
-    from vsfa.eval.runner import BenchSpec
+    from vsfa.eval.runner import build_specs
 
     _quiet_transformers()
-    spec = BenchSpec.parse(bench)
+    (spec,) = build_specs([bench], bench_opt)
     cfg = SteerConfig(
         model=str(model),
         directions=str(directions),
@@ -942,6 +946,7 @@ def steer_cmd(
         n_random=n_random,
         bench=spec.name,
         bench_path=spec.path,
+        bench_options=spec.options,
         limit=limit,
         judge=judge,
         max_new_tokens=max_new_tokens,
@@ -954,6 +959,7 @@ def steer_cmd(
         device=device,
         dtype=dtype,
         seed=seed,
+        orthogonal_to_readout=orthogonal_to_readout,
     )
     folder = steer(cfg, log=_log)
     typer.echo(f"wrote {folder / 'curves.csv'} and {folder / 'causal.json'}")
