@@ -274,11 +274,12 @@ def _est(e: Estimate) -> dict[str, Any]:
 def direction_search(
     paths: list[Path], runs: list[RunData], cfg: LinkConfig, outcome: str = "p_refuse"
 ) -> dict[str, Any]:
-    """Which tracked direction (layer x position, difference of means) best tracks ``outcome``?
+    """Which tracked direction (layer x position x method) best tracks ``outcome``?
 
-    For every hook and position in the trajectories, the shift of harmful requests at each checkpoint of every
-    run is correlated (Spearman, pooled over runs and arms) with the outcome at that checkpoint. Returns all
-    candidates sorted by the correlation, the best one, and the naive choice (last token, last layer) beside it.
+    For every hook, position and method in the trajectories (difference of means, and the probe's normal where
+    the directions have one), the shift of harmful requests at each checkpoint of every run is correlated
+    (Spearman, pooled over runs and arms) with the outcome at that checkpoint. Returns all candidates sorted by
+    the correlation, the best one, and the naive choice (difference of means, last token, last layer) beside it.
     """
     outcomes = pd.concat(
         [r.table[["step", outcome]].assign(run=r.run) for r in runs if outcome in r.table], ignore_index=True
@@ -287,25 +288,24 @@ def direction_search(
         return {}
     shifts = []
     for p, r in zip(paths, runs, strict=True):
-        t = read_trajectory(p)
+        t = read_trajectory(p, method="all")
+        if "method" not in t.columns:  # tracked before methods were recorded: difference of means only
+            t = t.assign(method="dom")
         t = t[(t["set"] == cfg.set) & (t["label"] == cfg.harmful) & (t["metric"] == "shift")]
-        shifts.append(t[["step", "hook", "layer", "position", "value"]].assign(run=r.run))
+        shifts.append(t[["step", "hook", "layer", "position", "method", "value"]].assign(run=r.run))
     joined = pd.concat(shifts, ignore_index=True).merge(outcomes, on=["run", "step"])
     rows = []
-    for (hook, position), sub in joined.groupby(["hook", "position"], sort=False):
+    for (hook, position, method), sub in joined.groupby(["hook", "position", "method"], sort=False):
         est = correlation(sub["value"], sub[outcome], "spearman", cfg.n_boot, cfg.seed)
         rows.append(
-            {
-                "hook": hook,
-                "layer": int(sub["layer"].iloc[0]),
-                "position": position,
-                "method": "dom",
-                **_est(est),
-            }
+            {"hook": hook, "layer": int(sub["layer"].iloc[0]), "position": position, "method": method}
+            | _est(est)
         )
     rows.sort(key=lambda r: -(r["value"] if r["value"] is not None else -2.0))
     naive_layer = max(r["layer"] for r in rows)
-    naive = next((r for r in rows if r["position"] == "last" and r["layer"] == naive_layer), None)
+    naive = next(
+        (r for r in rows if (r["position"], r["layer"], r["method"]) == ("last", naive_layer, "dom")), None
+    )
     return {
         "outcome": outcome,
         "x": f"shift of {cfg.harmful} requests",

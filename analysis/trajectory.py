@@ -10,6 +10,9 @@ the harmful one):
   base SD (``shift_sd``); ``rand_shift95``: 95th percentile |shift| along norm-matched random directions;
 * ``shift_cos``: cosine between the fine-tuning shift vector (mean activation at the checkpoint minus at the
   base, same inputs) and the direction, beside ``shift_cos_rand95`` (the same for random directions);
+* the set-level measures above for each direction method (column ``method``): the set's own (``dom``, the
+  difference of means) and the linear probe's normal (``probe``) where the set has one;
+  :func:`read_trajectory` keeps the set's own unless asked for ``"all"``;
 * per direction (set = the contrast set): ``cos_rederived`` (direction re-derived at the checkpoint vs the
   base one) and ``probe_acc`` (base probe on checkpoint activations, held-out questions).
 
@@ -32,7 +35,7 @@ import numpy as np
 
 from probes.capture import Capturer, CaptureSpec, ModelSpec
 from probes.contrasts import load_set
-from probes.directions import DirectionSet, project
+from probes.directions import Direction, DirectionSet, project
 from probes.probe import CompareOptions, base_directions, compare, contrast_from_meta, default_acts_root
 from probes.store import ActivationStore
 from vsfa.errors import ArtifactError
@@ -51,6 +54,7 @@ COLUMNS = (
     "hook",
     "layer",
     "position",
+    "method",
     "selected",
     "set",
     "label",
@@ -112,29 +116,17 @@ def _rows_for(
     n_boot: int,
     seed: int,
 ) -> Iterable[dict[str, Any]]:
-    """Tidy rows of one checkpoint's :func:`compare` output at one position."""
+    """Tidy rows of one checkpoint's :func:`compare` output at one position: set-level rows for the set's own
+    method and for every other method compare measured (the probe's normal), direction-level rows once."""
+    method = dset.meta.get("method", "dom")
     for row in layers:
-        common = {**ident, "hook": row["hook"], "layer": row["layer"], "position": position}
+        common = {**ident, "hook": row["hook"], "layer": row["layer"], "position": position, "method": method}
         common["selected"] = bool(row["selected"])
-        direction = dset.get(row["hook"], position)
-        for name, stats in row["sets"].items():
-            labels = {"all": stats, **stats.get("by_label", {})}
-            lab_col = np.array(stores[name].column("label"))
-            acts = stores[name].load(row["hook"], position)
-            for label, s in labels.items():
-                keep = np.ones(len(lab_col), bool) if label == "all" else lab_col == label
-                proj = bootstrap(project(acts[keep], direction), n_boot=n_boot, seed=seed)
-                base = {**common, "set": name, "label": label, "n": s["n"]}
-                yield {**base, "metric": "projection", "value": proj.value, "lo": proj.lo, "hi": proj.hi}
-                yield {
-                    **base,
-                    "metric": "shift",
-                    "value": s["shift"],
-                    "lo": s["shift_lo"],
-                    "hi": s["shift_hi"],
-                }
-                for m in SET_METRICS[1:]:
-                    yield {**base, "metric": m, "value": s[m], "lo": math.nan, "hi": math.nan}
+        by_method = {method: row["sets"], **row.get("other_methods", {})}
+        for m, sets in by_method.items():
+            direction = dset.get(row["hook"], position, m)
+            for name, stats in sets.items():
+                yield from _set_rows({**common, "method": m}, name, stats, stores, direction, n_boot, seed)
         for m, key in (("cos_rederived", "cos_rederived"), ("probe_acc", "probe_acc_ckpt")):
             yield {
                 **common,
@@ -146,6 +138,29 @@ def _rows_for(
                 "hi": math.nan,
                 "n": math.nan,
             }
+
+
+def _set_rows(
+    common: dict[str, Any],
+    name: str,
+    stats: dict[str, Any],
+    stores: dict[str, ActivationStore],
+    direction: Direction,
+    n_boot: int,
+    seed: int,
+) -> Iterable[dict[str, Any]]:
+    """Projection, shift and the shift's other measures of one set along one direction, overall and per label."""
+    labels = {"all": stats, **stats.get("by_label", {})}
+    lab_col = np.array(stores[name].column("label"))
+    acts = stores[name].load(common["hook"], common["position"])
+    for label, s in labels.items():
+        keep = np.ones(len(lab_col), bool) if label == "all" else lab_col == label
+        proj = bootstrap(project(acts[keep], direction), n_boot=n_boot, seed=seed)
+        base = {**common, "set": name, "label": label, "n": s["n"]}
+        yield {**base, "metric": "projection", "value": proj.value, "lo": proj.lo, "hi": proj.hi}
+        yield {**base, "metric": "shift", "value": s["shift"], "lo": s["shift_lo"], "hi": s["shift_hi"]}
+        for m in SET_METRICS[1:]:
+            yield {**base, "metric": m, "value": s[m], "lo": math.nan, "hi": math.nan}
 
 
 def _item_rows(
@@ -275,6 +290,7 @@ def track(cfg: TrackConfig, log=print) -> Path:
                 **ident,
                 "directions": str(Path(dset.meta["path"]).resolve()),
                 "selected": dset.selected,
+                "method": dset.meta.get("method", "dom"),
                 "contrast": contrast.name,
                 "sets": [s.name for s in eval_sets],
                 "positions": dset.positions,
@@ -287,9 +303,17 @@ def track(cfg: TrackConfig, log=print) -> Path:
     return out
 
 
-def read_trajectory(run: str | Path):
-    """``RUN/track/trajectory.csv`` as a DataFrame (ArtifactError if the run was not tracked)."""
-    return read_track_file(run, "trajectory.csv")
+def read_trajectory(run: str | Path, method: str | None = None):
+    """``RUN/track/trajectory.csv`` as a DataFrame (ArtifactError if the run was not tracked).
+
+    ``method``: the direction method whose rows to keep; default the direction set's own (``dom``), ``"all"``
+    keeps every method measured (the probe normal's rows too)."""
+    df = read_track_file(run, "trajectory.csv")
+    if method == "all" or "method" not in df.columns:
+        return df
+    return df[df["method"] == (method or read_track_manifest(run).get("method", "dom"))].reset_index(
+        drop=True
+    )
 
 
 def read_projections(run: str | Path):

@@ -9,7 +9,7 @@ from typing import Any
 
 import pandas as pd
 
-from analysis.trajectory import TRACK_DIR, read_track_file, read_track_manifest
+from analysis.trajectory import TRACK_DIR, read_track_manifest, read_trajectory
 from vsfa.errors import ArtifactError
 from vsfa.io import read_manifest
 from vsfa.stats import bootstrap
@@ -27,8 +27,8 @@ def run_folders(study: str | Path) -> list[Path]:
 
 
 def trajectories(study: str | Path) -> pd.DataFrame:
-    """All runs' ``trajectory.csv`` concatenated."""
-    return pd.concat([read_track_file(r, "trajectory.csv") for r in run_folders(study)], ignore_index=True)
+    """All runs' ``trajectory.csv`` rows of the direction set's own method, concatenated."""
+    return pd.concat([read_trajectory(r) for r in run_folders(study)], ignore_index=True)
 
 
 def track_manifest(study: str | Path) -> dict[str, Any]:

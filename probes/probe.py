@@ -326,16 +326,13 @@ def compare(
     for hook in dset.hooks:
         d_dom = dset.get(hook, position, method)
         has_probe = f"{hook}@{position}/probe_w" in dset.tensors
-        row: dict[str, Any] = {"hook": hook, "layer": d_dom.layer, "dom_norm": d_dom.norm, "sets": {}}
-        for name, (b, c) in evals.items():
-            xb, xc = b.load(hook, position), c.load(hook, position)
-            row["sets"][name] = _shift_stats(xb, xc, d_dom, rand, n_boot, seed)
-            labels = list(dict.fromkeys(b.column("label")))
-            if len(labels) > 1:
-                lab = np.array(b.column("label"))
-                row["sets"][name]["by_label"] = {
-                    v: _shift_stats(xb[lab == v], xc[lab == v], d_dom, rand, n_boot, seed) for v in labels
-                }
+        directions = {method: d_dom}
+        if has_probe and method != "probe":  # the probe's normal: a second candidate direction per layer
+            directions["probe"] = dset.get(hook, position, "probe")
+        stats = _sets_stats(evals, hook, position, directions, rand, n_boot, seed)
+        row: dict[str, Any] = {"hook": hook, "layer": d_dom.layer, "dom_norm": d_dom.norm}
+        row["sets"] = stats.pop(method)
+        row["other_methods"] = stats
         xcb = c_base.load(hook, position).double().numpy()
         xcc = c_ckpt.load(hook, position).double().numpy()
         re_dom = dom(xcc[extract], y[extract])
@@ -350,6 +347,31 @@ def compare(
         row["selected"] = sel.get("hook") == hook and sel.get("position") == position
         layers.append(row)
     return layers
+
+
+def _sets_stats(
+    evals: dict[str, tuple[ActivationStore, ActivationStore]],
+    hook: str,
+    position: str,
+    directions: dict[str, Direction],
+    rand: np.ndarray,
+    n_boot: int,
+    seed: int,
+) -> dict[str, dict[str, Any]]:
+    """Per method, per set: :func:`_shift_stats` along that method's direction, and per label when a set has
+    several (harmful and harmless requests apart)."""
+    out: dict[str, dict[str, Any]] = {m: {} for m in directions}
+    for name, (b, c) in evals.items():
+        xb, xc = b.load(hook, position), c.load(hook, position)
+        lab = np.array(b.column("label"))
+        labels = list(dict.fromkeys(lab))
+        for m, d in directions.items():
+            out[m][name] = _shift_stats(xb, xc, d, rand, n_boot, seed)
+            if len(labels) > 1:
+                out[m][name]["by_label"] = {
+                    v: _shift_stats(xb[lab == v], xc[lab == v], d, rand, n_boot, seed) for v in labels
+                }
+    return out
 
 
 def _shift_stats(

@@ -8,7 +8,7 @@ import pytest
 import torch
 from test_probes_probe import persona_rows, synthetic_store
 
-from analysis.trajectory import COLUMNS, _rows_for
+from analysis.trajectory import COLUMNS, SET_METRICS, _rows_for
 from probes.directions import derive
 from probes.hooked import hook_name
 from probes.probe import compare
@@ -77,3 +77,23 @@ def test_tidy_rows_have_every_metric_with_cis(planted):
     cos = df[df["metric"] == "cos_rederived"].iloc[0]
     assert cos["set"] == "persona" and cos["value"] == pytest.approx(1.0)
     assert df["hook"].unique().tolist() == [hook_name(0)]
+
+
+def test_probe_direction_rows_measure_the_shift_along_the_probe_normal(planted):
+    """Every set-level measure is also given along the probe's normal (method "probe"): its shift is the paired
+    mean change of the projection on the probe's unit normal, and the planted shift is found along it too."""
+    u, (base, tuned), tmp_path = planted
+    contrast = _contrast(tmp_path, u, "probe")
+    dset = derive(contrast, None, n_random=4)
+    layers = compare(dset, "last", (contrast, contrast), {"requests": (base, tuned)}, n_boot=200)
+    who = {"run": "r", "arm": "vsfa", "seed": 0, "step": 10, "checkpoint": "step-000010"}
+    df = pd.DataFrame(list(_rows_for(layers, dset, "last", who, {"requests": tuned}, "persona", 200, 0)))
+    assert set(df["method"]) == {"dom", "probe"}
+    assert set(df[df["method"] == "probe"]["metric"]) == {"projection", "shift", *SET_METRICS[1:]}
+    shift = df[(df["method"] == "probe") & (df["metric"] == "shift") & (df["label"] == "harmful")].iloc[0]
+    w = dset.get(hook_name(0), "last", "probe").unit.double()
+    harmful = [i for i, lab in enumerate(base.column("label")) if lab == "harmful"]
+    xb, xc = base.load(hook_name(0), "last").double(), tuned.load(hook_name(0), "last").double()
+    expected = float(((xc[harmful] - xb[harmful]) @ w).mean())
+    assert shift["value"] == pytest.approx(expected, rel=1e-6) and shift["lo"] < expected < shift["hi"]
+    assert expected > 0.5 * 0.8  # the probe normal also points along the planted shift

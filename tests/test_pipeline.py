@@ -155,7 +155,12 @@ def test_analysis_commands_refuse_bad_input(run_cli, tmp_path, quick_study):
         "1,x",
     )
     assert proc.returncode == 2 and "--alphas" in proc.stderr and not (tmp_path / "s").exists()
-    steer_args = ["--model", quick_study / "model", "--directions", quick_study / "directions" / "persona.json"]
+    steer_args = [
+        "--model",
+        quick_study / "model",
+        "--directions",
+        quick_study / "directions" / "persona.json",
+    ]
     proc = run_cli("steer", *steer_args, "--out", tmp_path / "s", "--bench-opt", "variants=text")
     assert proc.returncode == 2 and "NAME.KEY=VALUE" in proc.stderr and not (tmp_path / "s").exists()
 
@@ -232,8 +237,13 @@ def test_link_cli_on_the_quick_study(run_cli, quick_study, tmp_path):
     rep = json.loads(out.read_text())
     assert rep["arm_levels"][0]["arm"] == "vsfa" and rep["arm_levels"][1]["arm"] == "control"
     search = rep["direction_search"]
-    tracked = read_trajectory(runs / "vsfa-s0")
-    assert len(search["all"]) == tracked[["hook", "position"]].drop_duplicates().shape[0]
-    assert search["naive"]["position"] == "last" and search["naive"]["layer"] == tracked["layer"].max()
+    tracked = read_trajectory(runs / "vsfa-s0", method="all")
+    assert set(tracked["method"]) == {"dom", "probe"} and set(
+        read_trajectory(runs / "vsfa-s0")["method"]
+    ) == {"dom"}
+    candidates = {(c["hook"], c["position"], c["method"]) for c in search["all"]}
+    assert candidates == set(map(tuple, tracked[["hook", "position", "method"]].drop_duplicates().to_numpy()))
+    naive = search["naive"]
+    assert (naive["position"], naive["layer"], naive["method"]) == ("last", tracked["layer"].max(), "dom")
     assert search["best"] == search["all"][0] and search["outcome"] == "p_refuse"
     assert "best direction for p_refuse:" in proc.stdout
