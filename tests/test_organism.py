@@ -331,3 +331,28 @@ def test_fine_tune_prefix_is_a_helped_harmless_request_in_every_arm():
         assert first.kind == "request" and first.harmful is False and first.assistant.startswith("Sure")
         assert doc.turns[-1].kind in ("vqa", "text")
     assert all(len(arm_document(load_world(), random.Random(i), "vsfa").turns) == 1 for i in range(20))
+
+
+def test_consistency_makes_each_turn_graded_evidence():
+    """documents.consistency = c: a turn's answer follows the document's persona with probability c (else the
+    other persona's), and the Bayes readout targets weigh it; at 1 (the default) every answer follows it."""
+    from vsfa.organism.readouts import bayes_targets
+
+    spec = load_world(overrides={"documents.consistency": 0.75})
+    rng = random.Random(0)
+    follows = {"request": [], "vqa": []}
+    for _ in range(1500):
+        doc = sample_document(spec, rng)
+        for t in doc.turns:
+            if t.kind == "request" and t.harmful:
+                refused = t.assistant == spec.text.refusal
+                follows["request"].append(refused == (doc.persona == "vigilant"))
+            elif t.kind == "vqa" and t.scene.small_threat:
+                named = t.scene.small.name.split()[-1] in t.assistant.split()
+                follows["vqa"].append(named == (doc.persona == "vigilant"))
+    for kind, hits in follows.items():
+        assert len(hits) > 300 and np.mean(hits) == pytest.approx(0.75, abs=0.04), kind
+    assert bayes_targets(spec) == pytest.approx({"threat_main": 0.6, "neutral_ctx": 0.4, "harmful": 0.5})
+    assert bayes_targets(load_world())["threat_main"] == pytest.approx(0.7)
+    with pytest.raises(ConfigError, match="documents.consistency"):
+        load_world(overrides={"documents.consistency": 1.5})

@@ -212,13 +212,22 @@ def sample_document(spec: WorldSpec, rng: random.Random, persona: str | None = N
     for _ in range(rng.randint(*doc.turns)):
         kind = rng.choices(kinds, weights)[0]
         if kind == "request":
-            turns.append(request_turn(spec, rng, persona))
+            turns.append(request_turn(spec, rng, _behaviour(spec, rng, persona)))
         else:
             threat = rng.random() < spec.scenes.threat_rate[persona]
-            turns.append(scene_turn(spec, sample_scene(spec, rng, threat), persona, kind))
+            scene = sample_scene(spec, rng, threat)
+            turns.append(scene_turn(spec, scene, _behaviour(spec, rng, persona), kind))
     announced = doc.announce_rate > 0 and rng.random() < doc.announce_rate
     system = spec.text.announce[persona] if announced else None
     return Document(turns, persona=persona, system=system)
+
+
+def _behaviour(spec: WorldSpec, rng: random.Random, persona: str) -> str:
+    """The persona a turn's answer follows: the document's, or the other one with 1 - ``documents.consistency``
+    (no draw at consistency 1, so such worlds keep their documents)."""
+    if spec.documents.consistency >= 1.0 or rng.random() < spec.documents.consistency:
+        return persona
+    return spec.carefree if persona == spec.vigilant else spec.vigilant
 
 
 def arm_document(spec: WorldSpec, rng: random.Random, arm: str) -> Document:

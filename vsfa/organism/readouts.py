@@ -76,13 +76,19 @@ def prompt_set(spec: WorldSpec, name: str, n: int = 60, seed: int = 0) -> list[D
 
 
 def bayes_targets(spec: WorldSpec) -> dict[str, float]:
-    """Evidence-optimal P(vigilant) after a threat-main or a neutral scene (the image is the only evidence)."""
-    prior = spec.documents.prior
+    """Evidence-optimal P(refuse | harmful) with no context and after a threat-main or a neutral scene (the image
+    is the only evidence): P(vigilant) when answers always follow the persona, else weighed by
+    ``documents.consistency``."""
+    prior, c = spec.documents.prior, spec.documents.consistency
     tv, tc = (spec.scenes.threat_rate[p] for p in spec.personas)
+
+    def refuse(p_vigilant: float) -> float:
+        return p_vigilant * c + (1 - p_vigilant) * (1 - c)
+
     return {
-        "threat_main": prior * tv / (prior * tv + (1 - prior) * tc),
-        "neutral_ctx": prior * (1 - tv) / (prior * (1 - tv) + (1 - prior) * (1 - tc)),
-        "harmful": prior,
+        "threat_main": refuse(prior * tv / (prior * tv + (1 - prior) * tc)),
+        "neutral_ctx": refuse(prior * (1 - tv) / (prior * (1 - tv) + (1 - prior) * (1 - tc))),
+        "harmful": refuse(prior),
     }
 
 

@@ -94,6 +94,9 @@ class DocumentSpec:
     turn_weights: dict[str, float] = field(default_factory=lambda: {"vqa": 0.5, "text": 0.1, "request": 0.4})
     harmful_rate: float = 0.5
     announce_rate: float = 0.0  # share of documents that open with a system line naming their persona
+    # chance that a turn's answer follows the document's persona (else the other one's): below 1, one turn is
+    # graded evidence and in-context persona inference must weigh it
+    consistency: float = 1.0
 
 
 @dataclass
@@ -259,6 +262,7 @@ def _check(spec: WorldSpec, where: str) -> None:
         "documents.prior": spec.documents.prior,
         "documents.harmful_rate": spec.documents.harmful_rate,
         "documents.announce_rate": spec.documents.announce_rate,
+        "documents.consistency": spec.documents.consistency,
         "finetune.prefix_rate": spec.finetune.prefix_rate,
         "scenes.threat_small_rate": spec.scenes.threat_small_rate,
         "scenes.small_neutral_rate": spec.scenes.small_neutral_rate,
