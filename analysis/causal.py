@@ -17,7 +17,8 @@
 
 Output folder: ``points/<mode>/<direction>[/alpha=<a>]/`` (the evaluation folders of :mod:`vsfa.eval.runner`,
 resumable and content-keyed), ``curves.csv`` (one row per point, metric columns with ``_lo``/``_hi``),
-``causal.json`` (ablation fractions and settings) and ``manifest.json``, written last.
+``causal.json`` (the ablation and undo fractions, the readout alignment of :func:`readout_alignment`, and the
+settings) and ``manifest.json``, written last.
 """
 
 from __future__ import annotations
