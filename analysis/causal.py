@@ -71,6 +71,7 @@ class SteerConfig:
     checkpoint: str | None = None
     hook: str | None = None
     position: str | None = None
+    method: str | None = None  # dom | probe (the probe's normal); default the set's own
     alphas: list[float] = field(default_factory=lambda: [0.0, 1.0, 2.0, 4.0, 8.0])
     steer_positions: str = "all"
     n_random: int = 3
@@ -168,7 +169,10 @@ def _directions(
 ) -> tuple[DirectionSet, Direction, list[tuple[str, torch.Tensor]]]:
     dset = load_directions(cfg.directions)
     dset.check_fits(d_model, n_layers, where=f"{cfg.model} ")
-    chosen = dset.get(cfg.hook, cfg.position)
+    chosen = dset.get(cfg.hook, cfg.position, cfg.method)
+    if chosen.method == "probe":  # its raw normal has no natural size: scale it to the class gap along it
+        gap = float(dset.get(chosen.hook, chosen.position, "dom").vector.float() @ chosen.unit.float())
+        chosen = replace(chosen, vector=chosen.unit.float() * gap, bias=None)
     if cfg.orthogonal_to_readout:
         if readout is None:
             raise ConfigError(
@@ -343,8 +347,11 @@ def steer(cfg: SteerConfig, log=print) -> Path:
         "directions": str(cfg.directions),
         "hook": chosen.hook,
         "position": chosen.position,
+        "method": chosen.method,
         "class_gap_norm": chosen.norm,
-        "alpha_unit": "class gaps (raw difference of class means)",
+        "alpha_unit": "class gaps (raw difference of class means)"
+        if chosen.method != "probe"
+        else "class gaps along the probe's normal (the difference of class means projected on it)",
         "readout": readout,
         "readout_alignment": alignment,
         "ablation_restored": ablation,

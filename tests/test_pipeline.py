@@ -90,6 +90,13 @@ def test_steering_curves_have_controls_and_degenerate_rates(quick_study):
     causal = json.loads((quick_study / "steer" / "causal.json").read_text())
     assert set(causal["undo_restored"]) == {"chosen", "random-0"}
     assert {"asr", "refusal_logodds"} <= set(causal["undo_restored"]["chosen"])
+    best = json.loads((quick_study / "link.json").read_text())["direction_search"]["best"]
+    assert (causal["hook"], causal["position"], causal["method"]) == (
+        best["hook"],
+        best["position"],
+        best["method"],
+    )
+    assert "Direction search, best:" in (quick_study / "summary.md").read_text()
     align = causal["readout_alignment"]
     assert -1 <= align["chosen"] <= 1 and 0 < align["random_95"] < 0.5
     assert align["by_layer"][hook] == pytest.approx(align["chosen"])
@@ -118,6 +125,27 @@ def test_steering_orthogonal_to_the_readout(quick_study, tmp_path):
         return float(row["refusal_logodds_harmful"].iloc[0])
 
     assert steered(out) != steered(quick_study / "steer")
+
+
+def test_steering_along_the_probe_normal_counts_class_gaps_along_it(quick_study, tmp_path):
+    """--method probe steers along the probe's unit normal, alpha in class gaps measured along it."""
+    from probes.directions import load_directions
+
+    old = json.loads((quick_study / "steer" / "causal.json").read_text())
+    settings = {**old["settings"], "checkpoint": None, "alphas": [0.0, 4.0], "n_random": 0}
+    settings.update(hook=old["hook"], position=old["position"], method="probe")
+    out = tmp_path / "steer"
+    steer(
+        SteerConfig(model=old["model"], directions=old["directions"], out=str(out), **settings),
+        log=lambda *_: None,
+    )
+    dset = load_directions(old["directions"])
+    unit = dset.get(old["hook"], old["position"], "probe").unit.double()
+    gap = abs(float(dset.get(old["hook"], old["position"], "dom").vector.double() @ unit))
+    curves = pd.read_csv(out / "curves.csv").set_index("alpha")
+    moved = curves.loc[4.0, f"projection@{old['hook']}"] - curves.loc[0.0, f"projection@{old['hook']}"]
+    assert json.loads((out / "causal.json").read_text())["method"] == "probe"
+    assert moved == pytest.approx(4 * gap, rel=1e-3)
 
 
 def test_presets_and_bad_settings(run_cli, tmp_path):

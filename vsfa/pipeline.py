@@ -410,7 +410,9 @@ def run_study(cfg: StudyConfig, log=print) -> dict[str, Any]:
         LinkConfig(runs=others, controls=controls, out=str(study / "link.json"), set=link_set), log=log
     )
 
-    _stage(log, "causal: steering on the base, ablation on the final VSFA checkpoint", t0)
+    # the direction the link's search found to track P(refuse) best (else the selected one)
+    named = (report.get("direction_search") or {}).get("best") or {}
+    _stage(log, "causal: steering on the base, ablation and undo on the final VSFA checkpoint", t0)
     final_vsfa = list_checkpoints(runs[run_name("vsfa", cfg.seeds[0])])[-1][1]
     steer(
         SteerConfig(
@@ -418,6 +420,9 @@ def run_study(cfg: StudyConfig, log=print) -> dict[str, Any]:
             directions=str(dpath),
             out=str(study / "steer"),
             checkpoint=str(final_vsfa),
+            hook=named.get("hook"),
+            position=named.get("position"),
+            method=named.get("method"),
             alphas=list(cfg.alphas),
             n_random=cfg.n_random,
             bench_path=requests,
@@ -451,6 +456,32 @@ def _num(x: float | None) -> str:
     return "-" if x is None or not math.isfinite(x) else f"{x:+.3f}"
 
 
+def _steering_lines(study: Path, report: dict[str, Any], causal: dict[str, Any]) -> list[str]:
+    """Which direction the causal checks used (and how it ranked), and the steering sweep against random."""
+    import pandas as pd
+
+    lines = []
+    search = report.get("direction_search") or {}
+    for tag in ("best", "naive"):
+        d = search.get(tag)
+        if d:
+            lines.append(
+                f"Direction search, {tag}: {d['hook']} @ {d['position']} ({d['method']}), Spearman with "
+                f"{search['outcome']} {_fmt(d)} over {d['n']} checkpoints."
+            )
+    curves = pd.read_csv(study / "steer" / "curves.csv")
+    steer = curves[curves["mode"] == "steer"]
+    col = "p_refuse_harmful" if steer["p_refuse_harmful"].notna().any() else "refusal_logodds_harmful"
+    chosen = steer[steer["direction"] == "chosen"].set_index("alpha")[col]
+    rand = steer[steer["direction"].str.startswith("random")].groupby("alpha")[col].max()
+    cells = ", ".join(f"{a:g}: {v:.3f} ({rand.get(a, math.nan):.3f})" for a, v in chosen.items())
+    lines.append(
+        f"Steering the base along {causal['hook']} @ {causal['position']} ({causal.get('method', 'dom')}), "
+        f"{col.replace('_', ' ')} by alpha in class gaps (highest of the random directions): {cells}."
+    )
+    return lines
+
+
 def summarise(study: Path, report: dict[str, Any], figures: list[str], seconds: float) -> dict[str, Any]:
     """The study's results table (per arm, against control) from ``link.json`` and the steering output."""
     from analysis.link import MEASURES
@@ -472,6 +503,7 @@ def summarise(study: Path, report: dict[str, Any], figures: list[str], seconds: 
     for a in report["arms"]:
         cells = " | ".join(_fmt(a.get(k, {}).get("difference")) for k in MEASURES)
         lines.append(f"| {a['arm']} - control | {a['n_seeds']['arm']}/{a['n_seeds']['control']} | {cells} |")
+    lines += ["", *_steering_lines(study, report, causal)]
     align = causal.get("readout_alignment", {})
     if "chosen" in align:
         lines += [
