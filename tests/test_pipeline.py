@@ -96,7 +96,8 @@ def test_steering_curves_have_controls_and_degenerate_rates(quick_study):
         best["position"],
         best["method"],
     )
-    assert "Direction search, best:" in (quick_study / "summary.md").read_text()
+    summary = (quick_study / "summary.md").read_text()
+    assert "Direction search, best:" in summary and "Persona recovery on held-out pairs" in summary
     align = causal["readout_alignment"]
     assert -1 <= align["chosen"] <= 1 and 0 < align["random_95"] < 0.5
     assert align["by_layer"][hook] == pytest.approx(align["chosen"])

@@ -452,15 +452,26 @@ def _fmt(e: dict[str, Any] | None) -> str:
     return f"{e['value']:+.3f} [{e['lo']:+.3f}, {e['hi']:+.3f}]"
 
 
-def _num(x: float | None) -> str:
-    return "-" if x is None or not math.isfinite(x) else f"{x:+.3f}"
+def _num(x: float | None, fmt: str = "+.3f") -> str:
+    return "-" if x is None or not math.isfinite(x) else format(x, fmt)
 
 
-def _steering_lines(study: Path, report: dict[str, Any], causal: dict[str, Any]) -> list[str]:
-    """Which direction the causal checks used (and how it ranked), and the steering sweep against random."""
+def _direction_lines(study: Path, report: dict[str, Any], causal: dict[str, Any]) -> list[str]:
+    """Persona recovery per layer (ground truth of the contrast set), which direction the causal checks used
+    (and how it ranked), and the steering sweep against random."""
     import pandas as pd
 
-    lines = []
+    from probes.directions import load_directions
+
+    table = load_directions(study / "directions" / "persona").table
+    recovery = "; ".join(
+        f"{r['hook']} @ {r['position']} {_num(r.get('dom_acc_pair'), '.2f')} / {_num(r.get('acc_pair'), '.2f')}"
+        for r in table
+    )
+    lines = [
+        "Persona recovery on held-out pairs of the contrast set (accuracy, difference of means / probe): "
+        f"{recovery}."
+    ]
     search = report.get("direction_search") or {}
     for tag in ("best", "naive"):
         d = search.get(tag)
@@ -503,7 +514,7 @@ def summarise(study: Path, report: dict[str, Any], figures: list[str], seconds: 
     for a in report["arms"]:
         cells = " | ".join(_fmt(a.get(k, {}).get("difference")) for k in MEASURES)
         lines.append(f"| {a['arm']} - control | {a['n_seeds']['arm']}/{a['n_seeds']['control']} | {cells} |")
-    lines += ["", *_steering_lines(study, report, causal)]
+    lines += ["", *_direction_lines(study, report, causal)]
     align = causal.get("readout_alignment", {})
     if "chosen" in align:
         lines += [
