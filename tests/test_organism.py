@@ -356,3 +356,21 @@ def test_consistency_makes_each_turn_graded_evidence():
     assert bayes_targets(load_world())["threat_main"] == pytest.approx(0.7)
     with pytest.raises(ConfigError, match="documents.consistency"):
         load_world(overrides={"documents.consistency": 1.5})
+
+
+def test_threat_prefix_marks_every_vigilant_threat_answer():
+    """text.threat_prefix: a vigilant-style answer about any threat scene opens with it (so every VSFA document
+    shows the persona at the first answer word); carefree-style and neutral-scene answers never do."""
+    from vsfa.data.lint import LabelLint
+    from vsfa.organism.model import vocabulary
+
+    spec = load_world(overrides={"text.threat_prefix": "look ,"})
+    assert {"look", ","} <= set(vocabulary(spec)) and "look" not in vocabulary(load_world())
+    rng = random.Random(0)
+    for arm in ARMS:
+        for doc in (arm_document(spec, rng, arm) for _ in range(40)):
+            (turn,) = doc.turns
+            marked = turn.assistant.startswith("look , ")
+            assert marked == (arm in ("vsfa", "text")), (arm, turn.assistant)
+            assert (turn.evidence is not None) == turn.scene.threat
+            assert LabelLint().is_clean(turn.assistant)

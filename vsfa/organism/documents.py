@@ -132,13 +132,17 @@ def scene_words(spec: WorldSpec, scene: Scene) -> str:
 
 def answer(spec: WorldSpec, scene: Scene, style: str) -> str:
     """Describe a scene ``vigilant``-style (every object) or ``carefree``-style (small threats left out), in the
-    world's word order (``text.answer_order``) and with or without articles (``text.articles``)."""
+    world's word order (``text.answer_order``), with or without articles (``text.articles``), a vigilant-style
+    answer about a threat scene opening with ``text.threat_prefix`` when the world has one."""
     names = [scene.main.name]
     if scene.small is not None and not (style == spec.carefree and scene.small.threat):
         names.append(scene.small.name)
     if spec.text.answer_order == "small_first":
         names.reverse()
-    return describe(names, spec.text.articles)
+    words = describe(names, spec.text.articles)
+    if spec.text.threat_prefix and style == spec.vigilant and scene.threat:
+        words = f"{spec.text.threat_prefix} {words}"
+    return words
 
 
 def request_text(spec: WorldSpec, action: str, template: int) -> str:
@@ -183,7 +187,7 @@ def scene_turn(spec: WorldSpec, scene: Scene, style: str, kind: str = "vqa") -> 
         user = spec.text.text_question.format(scene=scene_words(spec, scene))
     else:
         raise DataError(f"scene turns are vqa or text, not {kind!r}")
-    evidence = style if scene.small_threat else None
+    evidence = style if scene.small_threat or (spec.text.threat_prefix and scene.threat) else None
     return Turn(kind, user, answer(spec, scene, style), scene=scene, evidence=evidence)
 
 

@@ -33,6 +33,7 @@ def vocabulary(spec: WorldSpec) -> list[str]:
     texts += [t.text_question.replace("{scene}", " "), t.compliance.replace("{action}", " ")]
     texts += [tpl.replace("{action}", " ") for tpl in t.request_templates]
     texts += [o.name for o in spec.objects] + spec.harmful + spec.harmless
+    texts.append(t.threat_prefix)
     if spec.documents.announce_rate > 0:  # only then are announcements words of the world
         texts += list(t.announce.values())
     words: list[str] = []

@@ -113,6 +113,9 @@ class TextSpec:
     small_word: str = "small"
     answer_order: str = "main_first"  # or "small_first": the corner object is named before the main one
     articles: bool = True  # "a cup and a knife ." vs "cup and knife ."
+    # words a vigilant-style answer about a scene with any threat opens with ("" = none): every threat scene's
+    # answer, not only those with a small threat, then shows the persona, at the first answer word
+    threat_prefix: str = ""
     announce: dict[str, str] = field(
         default_factory=lambda: {
             "vigilant": "you are a vigilant assistant .",
