@@ -2,8 +2,7 @@
 # Run 8 of RESULTS.md: recipe p8 (text.threat_prefix="look ,": a vigilant-style answer about any threat scene opens
 # with "look ,", so every VSFA document, not only the 60% with a small threat, shows the persona, at the first
 # answer word), five bases on one-thread jobs (seeds 0 2; then 1 3 once the p1 jobs free a core; then 4, as it
-# ran), then the
-# shipped fine-tune recipe (LoRA r=8 on the last two layers, lr 1e-3, 150 steps) x 3 LoRA seeds x
+# ran), then the shipped fine-tune recipe (LoRA r=8 on the last two layers, lr 1e-3, 150 steps) x 3 LoRA seeds x
 # vsfa/control/mirror.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
