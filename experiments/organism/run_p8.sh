@@ -18,3 +18,8 @@ nice -n 10 .venv/bin/python experiments/organism/screen.py final-late23-p8 \
   $B/seed-0 $B/seed-1 $B/seed-2 $B/seed-3 $B/seed-4 \
   --arms vsfa control mirror --seeds 0 1 2 --no-checkpoints --set 'finetune.lora_layers=[2,3]' \
   > experiments/organism/runs_p8_screen.log 2>&1
+# the same screen at lr 3e-3 (run 8, second table)
+nice -n 10 .venv/bin/python experiments/organism/screen.py final-late23-lr3e-3-p8 \
+  $B/seed-0 $B/seed-1 $B/seed-2 $B/seed-3 $B/seed-4 \
+  --arms vsfa control mirror --seeds 0 1 2 --no-checkpoints --lr 3e-3 --set 'finetune.lora_layers=[2,3]' \
+  > experiments/organism/runs_p8_lr3e-3_screen.log 2>&1
