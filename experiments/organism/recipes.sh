@@ -1,6 +1,9 @@
-# World overrides of each recipe (sourced by run_queue.sh; see RESULTS.md for what each one changes).
+# World overrides of each recipe (sourced by run_queue.sh and run_final.sh; see RESULTS.md for what each one changes).
 declare -A RECIPE
 RECIPE[r0]='pretrain.steps=3000'
 RECIPE[p4]='pretrain.steps=3000 scenes.threat_rate={"vigilant":0.5,"carefree":0.5}'
 RECIPE[p6]='pretrain.steps=3000 text.answer_order="small_first" text.articles=false'
 RECIPE[p46]='pretrain.steps=3000 scenes.threat_rate={"vigilant":0.5,"carefree":0.5} text.answer_order="small_first" text.articles=false'
+RECIPE[p1]='documents.announce_rate=0.25'
+RECIPE[p7]='documents.consistency=0.9'
+RECIPE[p8]='text.threat_prefix="look\u0020,"'  # "look ," (\u0020 keeps the value one shell word)
