@@ -63,13 +63,20 @@ def test_planted_shift_recovered_along_its_direction_not_random_ones(planted):
     assert abs(row_r["sets"]["requests"]["by_label"]["harmful"]["shift_cos"]) < 0.35
 
 
-def test_tidy_rows_have_every_metric_with_cis(planted):
+def _tidy_rows(planted, tag: str):
+    """The planted checkpoint's tidy trajectory rows (and the directions they use), contrast along the plant."""
     u, (base, tuned), tmp_path = planted
-    contrast = _contrast(tmp_path, u, "tidy")
+    contrast = _contrast(tmp_path, u, tag)
     dset = derive(contrast, None, n_random=4)
     layers = compare(dset, "last", (contrast, contrast), {"requests": (base, tuned)}, n_boot=200)
     who = {"run": "r", "arm": "vsfa", "seed": 0, "step": 10, "checkpoint": "step-000010"}
-    df = pd.DataFrame(list(_rows_for(layers, dset, "last", who, {"requests": tuned}, "persona", 200, 0)))
+    return dset, pd.DataFrame(
+        list(_rows_for(layers, dset, "last", who, {"requests": tuned}, "persona", 200, 0))
+    )
+
+
+def test_tidy_rows_have_every_metric_with_cis(planted):
+    _, df = _tidy_rows(planted, "tidy")
     assert set(COLUMNS) <= set(df.columns)
     proj = df[(df["metric"] == "projection") & (df["label"] == "harmful")].iloc[0]
     assert proj["lo"] < proj["value"] < proj["hi"] and proj["n"] == 30
@@ -82,12 +89,7 @@ def test_tidy_rows_have_every_metric_with_cis(planted):
 def test_probe_direction_rows_measure_the_shift_along_the_probe_normal(planted):
     """Every set-level measure is also given along the probe's normal (method "probe"): its shift is the paired
     mean change of the projection on the probe's unit normal, and the planted shift is found along it too."""
-    u, (base, tuned), tmp_path = planted
-    contrast = _contrast(tmp_path, u, "probe")
-    dset = derive(contrast, None, n_random=4)
-    layers = compare(dset, "last", (contrast, contrast), {"requests": (base, tuned)}, n_boot=200)
-    who = {"run": "r", "arm": "vsfa", "seed": 0, "step": 10, "checkpoint": "step-000010"}
-    df = pd.DataFrame(list(_rows_for(layers, dset, "last", who, {"requests": tuned}, "persona", 200, 0)))
+    (base, tuned), (dset, df) = planted[1], _tidy_rows(planted, "probe")
     assert set(df["method"]) == {"dom", "probe"}
     assert set(df[df["method"] == "probe"]["metric"]) == {"projection", "shift", *SET_METRICS[1:]}
     shift = df[(df["method"] == "probe") & (df["metric"] == "shift") & (df["label"] == "harmful")].iloc[0]
