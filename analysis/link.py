@@ -398,6 +398,15 @@ def link(cfg: LinkConfig, log=print) -> dict[str, Any]:
     return report
 
 
+def describe_candidate(search: dict[str, Any], tag: str) -> str:
+    """One line for a direction-search candidate (``best`` or ``naive``): where it is and how it tracks."""
+    d = search[tag]
+    return (
+        f"{d['hook']} @ {d['position']} ({d['method']}), Spearman with {search['outcome']} {_ci(d)} "
+        f"over {d['n']} checkpoints"
+    )
+
+
 def _ci(e: dict[str, Any] | None, fmt: str = "+.3f") -> str:
     if not e or e.get("value") is None:
         return "-"
@@ -434,13 +443,8 @@ def format_summary(report: dict[str, Any]) -> str:
                     f"fit error {err:.3f} vs carry-forward {r['carry_forward_error']:.3f}"
                 )
     search = report.get("direction_search") or {}
-    if search:
-        for tag in ("best", "naive"):
-            d = search.get(tag)
-            if d:
-                lines.append(
-                    f"{tag} direction for {search['outcome']}: {d['hook']} @ {d['position']} ({d['method']}), "
-                    f"spearman {_ci(d, '+.2f')} n={d['n']}"
-                )
+    for tag in ("best", "naive"):
+        if search.get(tag):
+            lines.append(f"{tag} direction for {search['outcome']}: {describe_candidate(search, tag)}")
     lines += [f"note: {n}" for n in report["notes"]]
     return "\n".join(lines)

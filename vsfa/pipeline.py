@@ -461,6 +461,7 @@ def _direction_lines(study: Path, report: dict[str, Any], causal: dict[str, Any]
     (and how it ranked), and the steering sweep against random."""
     import pandas as pd
 
+    from analysis.link import describe_candidate
     from probes.directions import load_directions
 
     table = load_directions(study / "directions" / "persona").table
@@ -474,12 +475,8 @@ def _direction_lines(study: Path, report: dict[str, Any], causal: dict[str, Any]
     ]
     search = report.get("direction_search") or {}
     for tag in ("best", "naive"):
-        d = search.get(tag)
-        if d:
-            lines.append(
-                f"Direction search, {tag}: {d['hook']} @ {d['position']} ({d['method']}), Spearman with "
-                f"{search['outcome']} {_fmt(d)} over {d['n']} checkpoints."
-            )
+        if search.get(tag):
+            lines.append(f"Direction search, {tag}: {describe_candidate(search, tag)}.")
     curves = pd.read_csv(study / "steer" / "curves.csv")
     steer = curves[curves["mode"] == "steer"]
     col = "p_refuse_harmful" if steer["p_refuse_harmful"].notna().any() else "refusal_logodds_harmful"
