@@ -106,6 +106,38 @@ def trajectory(df: pd.DataFrame, value: str = "value", title: str = "", ylabel: 
     return fig
 
 
+def direction_search(df: pd.DataFrame, best: dict | None = None, naive: dict | None = None, title: str = ""):
+    """Correlation (with CI) of each candidate direction's shift with an outcome, per layer: one panel per
+    position, one line per method; the best candidate is starred and the naive one ringed.
+
+    ``df``: columns ``layer``, ``position``, ``method``, ``value``, ``lo``, ``hi`` (NaN where undefined).
+    """
+    positions = list(dict.fromkeys(df["position"]))
+    fig, axes = plt.subplots(
+        1, len(positions), figsize=(3.4 * len(positions), 2.8), squeeze=False, sharey=True
+    )
+    for ax, pos in zip(axes[0], positions, strict=True):
+        for method, sub in df[df["position"] == pos].groupby("method", sort=False):
+            sub = sub.sort_values("layer")
+            (line,) = ax.plot(sub["layer"], sub["value"], marker="o", ms=3, label=method)
+            ax.fill_between(sub["layer"], sub["lo"], sub["hi"], color=line.get_color(), alpha=0.2, lw=0)
+        marks = (
+            ("best", best, {"marker": "*", "s": 90, "color": "k"}),
+            ("naive", naive, {"marker": "o", "s": 60, "facecolors": "none", "edgecolors": "k"}),
+        )
+        for tag, mark, kw in marks:
+            if mark and mark.get("position") == pos and mark.get("value") is not None:
+                ax.scatter([mark["layer"]], [mark["value"]], zorder=4, label=tag, **kw)
+        ax.axhline(0, color="grey", lw=0.5)
+        ax.set_title(pos)
+        ax.set_xlabel("layer")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    axes[0][0].set_ylabel("Spearman")
+    axes[0][0].legend(fontsize=7, frameon=False)
+    fig.suptitle(title, y=1.03)
+    return fig
+
+
 def heatmap(matrix: pd.DataFrame, title: str = "", cbar: str = "cosine", vmin: float = -1, vmax: float = 1):
     """Layer x checkpoint heatmap (rows: layers, columns: steps)."""
     fig, ax = plt.subplots(figsize=(0.5 * matrix.shape[1] + 2, 0.25 * matrix.shape[0] + 1.5))

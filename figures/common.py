@@ -26,9 +26,10 @@ def run_folders(study: str | Path) -> list[Path]:
     return runs
 
 
-def trajectories(study: str | Path) -> pd.DataFrame:
-    """All runs' ``trajectory.csv`` rows of the direction set's own method, concatenated."""
-    return pd.concat([read_trajectory(r) for r in run_folders(study)], ignore_index=True)
+def trajectories(study: str | Path, method: str | None = None) -> pd.DataFrame:
+    """All runs' ``trajectory.csv`` rows, concatenated: of the direction set's own method, or ``method``
+    (``"all"``: every method), as :func:`analysis.trajectory.read_trajectory`."""
+    return pd.concat([read_trajectory(r, method) for r in run_folders(study)], ignore_index=True)
 
 
 def track_manifest(study: str | Path) -> dict[str, Any]:

@@ -13,6 +13,7 @@ from figures import (
     fig_asr_vs_shift,
     fig_attribution,
     fig_cosine_heatmap,
+    fig_direction_search,
     fig_directions,
     fig_steering,
     fig_trajectory,
@@ -24,6 +25,7 @@ SCRIPTS = (
     fig_trajectory,
     fig_cosine_heatmap,
     fig_asr_vs_shift,
+    fig_direction_search,
     fig_steering,
     fig_attribution,
 )

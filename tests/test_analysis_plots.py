@@ -71,3 +71,13 @@ def test_all_figure_kinds(tmp_path):
         ]
     )
     _saved(plots.attribution(attr), tmp_path, "attr")
+    search = pd.DataFrame(
+        [
+            {"layer": layer, "position": pos, "method": m, "value": v, "lo": v - 0.2, "hi": v + 0.2}
+            for layer, v in ((0, np.nan), (1, 0.3), (2, 0.9))
+            for pos in ("last", "image_mean")
+            for m in ("dom", "probe")
+        ]
+    )
+    best = {"layer": 2, "position": "last", "value": 0.9}
+    _saved(plots.direction_search(search, best, {**best, "layer": 1, "value": 0.3}), tmp_path, "search")

@@ -21,12 +21,13 @@ PROMISED = {
     "01_directions.ipynb": ["directions_by_layer"],
     "02_trajectories.ipynb": [
         "trajectory",
+        "trajectory_named",
         "heatmap_cos_rederived",
         "heatmap_shift_cos",
         "attribution_harmful",
         "attribution_harmless",
     ],
-    "03_link_to_safety.ipynb": ["asr_vs_shift", "refusal_logodds_vs_shift", "steering"],
+    "03_link_to_safety.ipynb": ["asr_vs_shift", "refusal_logodds_vs_shift", "direction_search", "steering"],
 }
 
 

@@ -10,6 +10,7 @@ import pytest
 
 from analysis.causal import SteerConfig, steer
 from analysis.trajectory import read_trajectory
+from figures import fig_trajectory
 from figures.make_all import SCRIPTS
 from vsfa.pipeline import ALL_STUDIES, STUDIES, study_config
 from vsfa.train import list_checkpoints
@@ -17,10 +18,12 @@ from vsfa.train import list_checkpoints
 FIGURES = (
     "directions_by_layer",
     "trajectory",
+    "trajectory_named",
     "heatmap_cos_rederived",
     "heatmap_shift_cos",
     "asr_vs_shift",
     "refusal_logodds_vs_shift",
+    "direction_search",
     "steering",
     "attribution_harmful",
     "attribution_harmless",
@@ -31,11 +34,26 @@ def test_every_figure_and_the_summary(quick_study):
     for name in FIGURES:
         for ext in (".png", ".pdf"):
             assert (quick_study / "figures" / f"{name}{ext}").stat().st_size > 1000, name
-    assert len(SCRIPTS) == 6
+    assert len(SCRIPTS) == 7
     summary = (quick_study / "summary.md").read_text()
     assert "| vsfa - control | 1/1 |" in summary and "| control (change from base) | 1 |" in summary
     assert "one run per arm" in summary
     assert "Ablating the direction" in summary and "random-0" in summary
+
+
+def test_named_trajectory_only_when_the_search_names_another_direction(quick_study, tmp_path):
+    """The quick study's search names the layer-0 probe normal, not the selected difference of means: its own
+    trajectory figure is drawn; once the named direction is the selected one, no second figure."""
+    rep = json.loads((quick_study / "link.json").read_text())
+    best = rep["direction_search"]["best"]
+    assert (best["hook"], best["method"]) == ("blocks.0.hook_resid_post", "probe")
+    stems = [p.stem for p in fig_trajectory.make(quick_study, tmp_path / "named")]
+    assert stems == ["trajectory"] * 2 + ["trajectory_named"] * 2
+    study = tmp_path / "study"
+    shutil.copytree(quick_study, study, ignore=shutil.ignore_patterns("figures", "*.safetensors"))
+    rep["direction_search"]["best"] = {**best, "hook": rep["hook"], "method": "dom"}
+    (study / "link.json").write_text(json.dumps(rep))
+    assert [p.stem for p in fig_trajectory.make(study, tmp_path / "selected")] == ["trajectory"] * 2
 
 
 def test_trajectory_starts_at_the_base_and_covers_every_checkpoint(quick_study):

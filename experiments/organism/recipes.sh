@@ -7,3 +7,4 @@ RECIPE[p46]='pretrain.steps=3000 scenes.threat_rate={"vigilant":0.5,"carefree":0
 RECIPE[p1]='documents.announce_rate=0.25'
 RECIPE[p7]='documents.consistency=0.9'
 RECIPE[p8]='text.threat_prefix="look\u0020,"'  # "look ," (\u0020 keeps the value one shell word)
+RECIPE[p81]='text.threat_prefix="look\u0020," documents.announce_rate=0.25'  # p8 and p1 together
