@@ -169,10 +169,7 @@ def _directions(
 ) -> tuple[DirectionSet, Direction, list[tuple[str, torch.Tensor]]]:
     dset = load_directions(cfg.directions)
     dset.check_fits(d_model, n_layers, where=f"{cfg.model} ")
-    chosen = dset.get(cfg.hook, cfg.position, cfg.method)
-    if chosen.method == "probe":  # its raw normal has no natural size: scale it to the class gap along it
-        gap = float(dset.get(chosen.hook, chosen.position, "dom").vector.float() @ chosen.unit.float())
-        chosen = replace(chosen, vector=chosen.unit.float() * gap, bias=None)
+    chosen = dset.sized(cfg.hook, cfg.position, cfg.method)
     if cfg.orthogonal_to_readout:
         if readout is None:
             raise ConfigError(

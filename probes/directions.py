@@ -418,6 +418,18 @@ class DirectionSet:
         meta["row"] = row
         return Direction(self.tensors[key].clone(), hook, position, method, bias, meta)
 
+    def sized(
+        self, hook: str | None = None, position: str | None = None, method: str | None = None
+    ) -> Direction:
+        """:meth:`get`, with the vector's norm the class gap along it: the difference of means as it is, the
+        probe's normal (whose raw size depends on the regularisation) scaled to the difference of class means
+        projected on it. Alphas and shifts "in class gaps" use this size."""
+        d = self.get(hook, position, method)
+        if d.method != "probe":
+            return d
+        gap = float(self.get(d.hook, d.position, "dom").vector.float() @ d.unit.float())
+        return Direction(d.unit.float() * gap, d.hook, d.position, d.method, None, d.meta)
+
     def by_layer(self, position: str | None = None, method: str | None = None) -> list[Direction]:
         """All directions at one position (default: the selected one), in layer order."""
         position = position or (self.selected or {}).get("position") or self.positions[0]

@@ -36,6 +36,7 @@ from vsfa.io import model_fingerprint, read_manifest, write_json_atomic
 from vsfa.stats import paired_diff
 
 DEFAULT_EVAL_SETS = ("neutral", "requests")
+METHOD_NAMES = {"dom": "difference of means", "probe": "probe normal"}
 
 
 @dataclass
@@ -279,6 +280,7 @@ def run_probe(cfg: ProbeConfig, log=print) -> dict[str, Any]:
         "base": str(base_dir),
         "directions": str(dpath),
         "position": position,
+        "method": dset.meta.get("method", "dom"),
         "selected": dset.selected,
         "contrast": {"name": contrast.name, "n": c_base.n, "test_items": int(test.sum())},
         "sets": [s.name for s in eval_sets],
@@ -328,7 +330,7 @@ def compare(
         has_probe = f"{hook}@{position}/probe_w" in dset.tensors
         directions = {method: d_dom}
         if has_probe and method != "probe":  # the probe's normal: a second candidate direction per layer
-            directions["probe"] = dset.get(hook, position, "probe")
+            directions["probe"] = dset.sized(hook, position, "probe")
         stats = _sets_stats(evals, hook, position, directions, rand, n_boot, seed)
         row: dict[str, Any] = {"hook": hook, "layer": d_dom.layer, "dom_norm": d_dom.norm}
         row["sets"] = stats.pop(method)
@@ -420,15 +422,17 @@ def format_report(report: dict[str, Any]) -> str:
         f"activations: base {cache['base']['hits']} from cache / {cache['base']['computed']} computed, "
         f"checkpoint {cache['checkpoint']['hits']} from cache / {cache['checkpoint']['computed']} computed",
     ]
-    for name in report["sets"]:
+    own = report.get("method", "dom")
+    methods = [own, *(report["layers"][0].get("other_methods", {}) if report["layers"] else {})]
+    for name, method in ((name, m) for name in report["sets"] for m in methods):
         n = report["layers"][0]["sets"][name]["n"] if report["layers"] else 0
         lines += [
             "",
-            f"set {name} (n={n}): projection on the unit base direction",
-            f"{'hook':<27}{'base':>9}{'ckpt':>9}{'shift [95% CI]':>27}{'/|dom|':>8}{'/SD':>7}{'rand95':>8}",
+            f"set {name} (n={n}): projection on the unit base direction ({METHOD_NAMES.get(method, method)})",
+            f"{'hook':<27}{'base':>9}{'ckpt':>9}{'shift [95% CI]':>27}{'/gap':>8}{'/SD':>7}{'rand95':>8}",
         ]
         for row in report["layers"]:
-            s = row["sets"][name]
+            s = row["sets"][name] if method == own else row["other_methods"][method][name]
             ci = f"{_n(s['shift'])} [{_n(s['shift_lo'])}, {_n(s['shift_hi'])}]"
             lines.append(
                 f"{row['hook'] + (' *' if row['selected'] else ''):<27}{_n(s['base_mean']):>9}{_n(s['ckpt_mean']):>9}"

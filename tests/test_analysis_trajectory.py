@@ -99,3 +99,7 @@ def test_probe_direction_rows_measure_the_shift_along_the_probe_normal(planted):
     expected = float(((xc[harmful] - xb[harmful]) @ w).mean())
     assert shift["value"] == pytest.approx(expected, rel=1e-6) and shift["lo"] < expected < shift["hi"]
     assert expected > 0.5 * 0.8  # the probe normal also points along the planted shift
+    # in class gaps along the normal (the difference of class means projected on it), not per |raw normal|
+    gap = float(dset.get(hook_name(0), "last", "dom").vector.double() @ w)
+    per_gap = df[(df["method"] == "probe") & (df["metric"] == "shift_gap") & (df["label"] == "harmful")]
+    assert per_gap["value"].iloc[0] == pytest.approx(expected / gap, rel=1e-4)

@@ -87,6 +87,12 @@ def test_directions_then_probe_cli_then_cache(run, run_cli):
     assert s["shift_lo"] <= s["shift"] <= s["shift_hi"]
     assert s["shift"] == pytest.approx(s["ckpt_mean"] - s["base_mean"], abs=1e-6)
     assert -1 <= layer["cos_rederived"] <= 1 and 0 <= layer["probe_acc_ckpt"] <= 1
+    # the table also gives every set along the probe's normal
+    along_probe = proc.stdout.split(
+        "set requests (n=208): projection on the unit base direction (probe normal)"
+    )
+    assert len(along_probe) == 2
+    assert f"{layer['other_methods']['probe']['requests']['shift']:+.3f} [" in along_probe[1].split("\n\n")[0]
 
     # Second run: everything from the cache, same numbers.
     again = run_probe(
