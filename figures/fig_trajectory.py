@@ -36,7 +36,8 @@ def make(study: Path, out: Path) -> list[Path]:
         best = link_report(study).get("direction_search", {}).get("best")
     except ArtifactError:  # not linked yet: the selected direction only
         best = None
-    if best and (best["hook"], best["position"], best["method"]) != (hook, position, own):
+    named = best and best.get("value") is not None  # None: no direction's shift tracks anything
+    if named and (best["hook"], best["position"], best["method"]) != (hook, position, own):
         title = f"shift along the named direction (Spearman with P(refuse) {best['value']:+.2f})"
         fig = _figure(df, best["hook"], best["position"], best["method"], title)
         paths += plots.save(fig, out / "trajectory_named")
