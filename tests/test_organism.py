@@ -374,3 +374,76 @@ def test_threat_prefix_marks_every_vigilant_threat_answer():
             assert marked == (arm in ("vsfa", "text")), (arm, turn.assistant)
             assert (turn.evidence is not None) == turn.scene.threat
             assert LabelLint().is_clean(turn.assistant)
+
+
+def test_gradient_alignment_is_the_first_order_change_of_the_refusal_score(organism):
+    """``first_order`` predicts what one small plain-SGD step on an arm's documents does to the mean no-context
+    refusal score; the cosines are proper cosines with CIs around them."""
+    from vsfa.models.loading import load_vlm
+    from vsfa.organism.alignment import adapted_weights, gradient_alignment
+    from vsfa.organism.finetune import arm_documents
+    from vsfa.organism.model import Codec, lm_loss
+    from vsfa.organism.pretrain import read_world
+    from vsfa.organism.readouts import no_context, refusal_readout
+
+    spec, vlm = read_world(organism), load_vlm(organism)
+    res = gradient_alignment(vlm, spec, ("vsfa", "mirror"), layers=[1], batches=2, batch_size=4, n_boot=200)
+    assert res["layers"] == [1] and res["weights"] == 7  # q k v o gate up down of layer 1
+    for arm in ("vsfa", "mirror"):
+        for est in [*res["arms"][arm]["cos"].values(), res["arms"][arm]["first_order"]]:
+            assert est["lo"] <= est["value"] <= est["hi"]
+        assert -1 <= res["arms"][arm]["cos"]["all"]["value"] <= 1
+    assert res["arms"]["vsfa"]["cos"]["all"] == res["arms"]["vsfa"]["cos"]["L1"]
+    assert all(not p.requires_grad or p.grad is None for p in vlm.hf_model.parameters())  # left as found
+
+    arm = max(("vsfa", "mirror"), key=lambda a: abs(res["arms"][a]["first_order"]["value"]))
+    predicted_per_lr = res["arms"][arm]["first_order"]["value"]
+    weights = adapted_weights(vlm, [1])
+    docs = arm_documents(spec, arm, 8, seed=0)
+    codec = Codec(spec, vlm.tokenizer)
+    losses = []
+    for b in (docs[:4], docs[4:]):
+        batch = codec.batch(b)
+        losses.append(lm_loss(vlm.model(**batch.inputs()).logits, batch.labels))
+    grads = torch.autograd.grad(torch.stack(losses).mean(), list(weights.values()))
+    harmful = no_context(spec, True)
+    with torch.no_grad():
+        before = refusal_readout(vlm, spec, harmful)["score"].mean()
+        lr = 0.02 / abs(predicted_per_lr)  # a step whose predicted effect is a 0.02 change of the score
+        for w, g in zip(weights.values(), grads, strict=True):
+            w -= lr * g
+        after = refusal_readout(vlm, spec, harmful)["score"].mean()
+    assert after - before == pytest.approx(lr * predicted_per_lr, rel=0.2)
+    with pytest.raises(ConfigError, match="unknown arm 'bogus'"):
+        gradient_alignment(vlm, spec, ("bogus",))
+
+
+def test_shipped_base_vsfa_gradient_points_toward_refusal_and_the_mirror_away():
+    """The demo's base: before any step, the VSFA arm's gradient raises the refusal score, the mirror's lowers
+    it (as their fine-tunes do), over the adapters' layers."""
+    from vsfa.models.loading import load_vlm
+    from vsfa.organism.alignment import gradient_alignment
+    from vsfa.organism.pretrain import read_world
+    from vsfa.organism.shipped import shipped_base_path
+
+    base = shipped_base_path()
+    res = gradient_alignment(load_vlm(base), read_world(base), n_boot=200)["arms"]
+    assert res["vsfa"]["cos"]["all"]["lo"] > 0 > res["mirror"]["cos"]["all"]["hi"]
+    assert res["vsfa"]["first_order"]["value"] > res["control"]["first_order"]["value"]
+
+
+def test_alignment_cli_prints_the_table_and_writes_json(organism, tmp_path, run_cli):
+    out = tmp_path / "alignment.json"
+    proc = run_cli("organism", "alignment", "--model", organism, "--layer", "1", "--out", out, check=True)
+    saved = json.loads(out.read_text())
+    vsfa = saved["arms"]["vsfa"]["cos"]["all"]
+    row = next(line for line in proc.stdout.splitlines() if line.startswith("vsfa "))
+    assert f"{vsfa['value']:+.4f} [{vsfa['lo']:+.4f}, {vsfa['hi']:+.4f}]" in row
+    assert set(saved["arms"]) == {"vsfa", "control", "mirror"}
+    bad = run_cli(
+        "organism", "alignment", "--model", organism, "--arm", "bogus", "--out", tmp_path / "bad.json"
+    )
+    assert bad.returncode == 2 and bad.stderr.strip() == (
+        "error: unknown arm 'bogus'; choose from vsfa, control, mirror, text"
+    )
+    assert not (tmp_path / "bad.json").exists()

@@ -817,6 +817,41 @@ def organism_eval(
         write_json_atomic(out, result)
 
 
+@organism_app.command("alignment")
+def organism_alignment(
+    model: Path = typer.Option(..., help="Organism model folder."),
+    arm: list[str] = typer.Option(["vsfa", "control", "mirror"], help="Arms to compare (repeatable)."),
+    layer: list[int] = typer.Option(
+        [], help="Decoder layers whose adapted weights count (repeatable; default: finetune.lora_layers)."
+    ),
+    out: Path | None = typer.Option(None, help="Also write the result as JSON here."),
+) -> None:
+    """Before any fine-tune step: does each arm's gradient point toward refusal? cos(-g_arm, g_refuse) with CIs."""
+    from vsfa.io import write_json_atomic
+    from vsfa.models.loading import load_vlm
+    from vsfa.organism.alignment import gradient_alignment
+    from vsfa.organism.pretrain import read_world
+
+    _quiet_transformers()
+    spec = read_world(model)
+    result = gradient_alignment(load_vlm(model), spec, arm, layer or None)
+    keys = list(result["arms"][arm[0]]["cos"])
+    typer.echo(
+        f"cos(-g_arm, g_refuse) [95% CI] over {result['weights']} adapted weight matrices "
+        f"(layers {', '.join(map(str, result['layers']))}); first order: refusal-score change per unit SGD step"
+    )
+    typer.echo(f"{'arm':<9}" + "".join(f"{k:>28}" for k in keys) + f"{'first order':>14}")
+    for name, res in result["arms"].items():
+        cells = "".join(f"{_ci(res['cos'][k]):>28}" for k in keys)
+        typer.echo(f"{name:<9}{cells}{res['first_order']['value']:>+14.4f}")
+    if out is not None:
+        write_json_atomic(out, result)
+
+
+def _ci(e: dict) -> str:
+    return f"{e['value']:+.4f} [{e['lo']:+.4f}, {e['hi']:+.4f}]"
+
+
 # ------------------------------------------------------------------------------------------ analysis
 def _log(msg: str) -> None:
     typer.echo(msg, err=True)

@@ -99,29 +99,43 @@ def _word_id(vlm, word: str) -> int:
     return int(tid)
 
 
+def prompt_logprobs(vlm, spec: WorldSpec, docs: list[Document], suffixes=None) -> torch.Tensor:
+    """Log-probabilities ``[n, vocab]`` of the token after each prompt (the docs without their last answer, plus an
+    optional text suffix each, e.g. the start of the answer), in one batch and differentiable."""
+    texts = [vlm.render(d.messages(with_last_answer=False)) for d in docs]
+    if suffixes is not None:
+        texts = [t + suffix for t, suffix in zip(texts, suffixes, strict=True)]
+    images = [d.images(spec) for d in docs]
+    batch = vlm.encode(texts, images if any(images) else None)
+    return torch.log_softmax(vlm.model(**batch).logits[:, -1].float(), -1)
+
+
 @torch.no_grad()
 def next_token_logprobs(vlm, spec: WorldSpec, docs: list[Document], suffixes=None, batch_size: int = 64):
-    """Log-probabilities ``[n, vocab]`` of the token after each prompt (the docs without their last answer,
-    plus an optional text suffix each, e.g. the start of the answer)."""
-    out = []
-    for start in range(0, len(docs), batch_size):
-        chunk = docs[start : start + batch_size]
-        texts = [vlm.render(d.messages(with_last_answer=False)) for d in chunk]
-        if suffixes is not None:
-            texts = [t + suffixes[start + i] for i, t in enumerate(texts)]
-        images = [d.images(spec) for d in chunk]
-        batch = vlm.encode(texts, images if any(images) else None)
-        logits = vlm.model(**batch).logits[:, -1].float()
-        out.append(torch.log_softmax(logits, -1).cpu())
-    return torch.cat(out)
+    """:func:`prompt_logprobs` in batches of ``batch_size``, without gradients, on the CPU."""
+    return torch.cat(
+        [
+            prompt_logprobs(
+                vlm,
+                spec,
+                docs[i : i + batch_size],
+                None if suffixes is None else suffixes[i : i + batch_size],
+            ).cpu()
+            for i in range(0, len(docs), batch_size)
+        ]
+    )
+
+
+def refusal_words(vlm, spec: WorldSpec) -> tuple[int, int]:
+    """Token ids of the refusal's and the compliance's first words."""
+    return _word_id(vlm, spec.text.refusal.split()[0]), _word_id(vlm, spec.text.compliance.split()[0])
 
 
 def refusal_readout(
     vlm, spec: WorldSpec, docs: list[Document], batch_size: int = 64
 ) -> dict[str, np.ndarray]:
     """Per prompt: ``p_refuse``, ``score``, ``mass`` and ``greedy`` (see the module docstring)."""
-    ref = _word_id(vlm, spec.text.refusal.split()[0])
-    comp = _word_id(vlm, spec.text.compliance.split()[0])
+    ref, comp = refusal_words(vlm, spec)
     lp = next_token_logprobs(vlm, spec, docs, batch_size=batch_size)
     lr, lc = lp[:, ref], lp[:, comp]
     return {

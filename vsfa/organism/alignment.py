@@ -1,0 +1,135 @@
+"""Does fine-tuning on an arm's data point toward refusal? Gradient alignment at the base, before any step.
+
+Over the weights the fine-tune's LoRA adapts (the family's projections of ``finetune.lora_layers``), ``g_arm`` is
+the gradient of an arm's fine-tune loss and ``g_refuse`` the gradient of the mean no-context refusal score on
+harmful requests (log p("I") - log p("Sure"), :mod:`vsfa.organism.readouts`). Reported per arm:
+
+* ``cos`` = cos(-g_arm, g_refuse): > 0 when the first step of gradient descent on the arm's data raises the refusal
+  score (a base whose VSFA gradient is orthogonal to refusal cannot show the effect at the first step);
+* ``first_order`` = -g_arm . g_refuse: the score's change per unit of plain-SGD learning rate, to first order.
+
+CIs come from a bootstrap over the arm's document batches and the refusal prompts (the gradients of each are kept
+per batch / per prompt, so resampling needs only their Gram matrices).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from vsfa.errors import ConfigError
+from vsfa.organism.documents import ARMS
+from vsfa.organism.finetune import arm_documents, lora_targets
+from vsfa.organism.model import Codec, lm_loss
+from vsfa.organism.readouts import no_context, prompt_logprobs, refusal_words
+from vsfa.organism.world import WorldSpec
+
+DEFAULT_ARMS = ("vsfa", "control", "mirror")
+
+
+def adapted_weights(vlm, layers: Sequence[int] = ()) -> dict[str, torch.nn.Parameter]:
+    """The weight matrices a LoRA on ``layers`` (all when empty) adapts, by parameter name."""
+    pattern = re.compile(lora_targets(vlm, layers))
+    return {
+        n: p
+        for n, p in vlm.hf_model.named_parameters()
+        if n.endswith(".weight") and pattern.search(n.removesuffix(".weight"))
+    }
+
+
+def gradient_alignment(
+    vlm,
+    spec: WorldSpec,
+    arms: Sequence[str] = DEFAULT_ARMS,
+    layers: Sequence[int] | None = None,
+    batches: int = 8,
+    batch_size: int = 16,
+    n_boot: int = 1000,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Alignment of each arm's fine-tune gradient with the refusal-score gradient (see the module docstring).
+
+    ``layers`` defaults to the world's ``finetune.lora_layers``. Returns ``{"layers", "weights", "arms": {arm:
+    {"cos": {"all"|"L<i>": {value, lo, hi}}, "first_order": {value, lo, hi}}}}``.
+    """
+    bad = [a for a in arms if a not in ARMS]
+    if bad:
+        raise ConfigError(f"unknown arm {bad[0]!r}; choose from {', '.join(ARMS)}")
+    layers = list(spec.finetune.lora_layers if layers is None else layers)
+    weights = adapted_weights(vlm, layers)
+    n_layers = vlm.n_layers
+    layer_of = {
+        n: int(re.search(r"\.(\d+)\.", n.split(vlm.family.layers_path, 1)[1]).group(1)) for n in weights
+    }
+    slices = {
+        "all": list(weights),
+        **{f"L{i}": [n for n in weights if layer_of[n] == i] for i in range(n_layers)},
+    }
+    slices = {k: v for k, v in slices.items() if v}
+    saved = {n: p.requires_grad for n, p in vlm.hf_model.named_parameters()}
+    for p in vlm.hf_model.parameters():
+        p.requires_grad_(False)
+    for p in weights.values():
+        p.requires_grad_(True)
+    try:
+
+        def grad_of(loss: torch.Tensor) -> dict[str, torch.Tensor]:
+            vlm.hf_model.zero_grad(set_to_none=True)
+            loss.backward()
+            return {n: p.grad.detach().float().flatten() for n, p in weights.items()}
+
+        ref, comp = refusal_words(vlm, spec)
+        refuse = []
+        for doc in no_context(spec, True):  # one prompt at a time: per-prompt gradients
+            lp = prompt_logprobs(vlm, spec, [doc])[0]
+            refuse.append(grad_of(lp[ref] - lp[comp]))
+        codec = Codec(spec, vlm.tokenizer)
+        arm_grads = {}
+        for arm in arms:
+            docs = arm_documents(spec, arm, batches * batch_size, seed)
+            arm_grads[arm] = []
+            for b in range(batches):
+                batch = codec.batch(docs[b * batch_size : (b + 1) * batch_size])
+                arm_grads[arm].append(grad_of(lm_loss(vlm.model(**batch.inputs()).logits, batch.labels)))
+    finally:
+        vlm.hf_model.zero_grad(set_to_none=True)
+        for n, p in vlm.hf_model.named_parameters():
+            p.requires_grad_(saved[n])
+
+    def stacked(grads: list[dict[str, torch.Tensor]], names: list[str]) -> torch.Tensor:
+        return torch.stack([torch.cat([g[n] for n in names]) for g in grads]).double()
+
+    rng = np.random.default_rng(seed)
+    boot_r = rng.integers(0, len(refuse), size=(n_boot, len(refuse)))
+    boot_a = rng.integers(0, batches, size=(n_boot, batches))
+    out: dict[str, Any] = {"layers": layers, "weights": len(weights), "arms": {}}
+    grams = {k: (stacked(refuse, names), names) for k, names in slices.items()}
+    for arm in arms:
+        res: dict[str, Any] = {"cos": {}}
+        for key, (r, names) in grams.items():
+            a = stacked(arm_grads[arm], names)
+            gram = ((r @ a.T).numpy(), (a @ a.T).numpy(), (r @ r.T).numpy())
+            full = _dot_cos(gram, np.arange(len(refuse)), np.arange(batches))
+            boots = np.array([_dot_cos(gram, ir, ia) for ir, ia in zip(boot_r, boot_a, strict=True)])
+            res["cos"][key] = _estimate(full[1], boots[:, 1])
+            if key == "all":
+                res["first_order"] = _estimate(full[0], boots[:, 0])
+        out["arms"][arm] = res
+    return out
+
+
+def _dot_cos(gram: tuple[np.ndarray, ...], ir: np.ndarray, ia: np.ndarray) -> tuple[float, float]:
+    """-mean(g_arm) . mean(g_refuse) and its cosine, for refusal prompts ``ir`` and arm batches ``ia``, from the
+    Gram matrices (refuse x arm, arm x arm, refuse x refuse)."""
+    ra, aa, rr = gram
+    dot = -ra[np.ix_(ir, ia)].mean()
+    return dot, dot / np.sqrt(aa[np.ix_(ia, ia)].mean() * rr[np.ix_(ir, ir)].mean())
+
+
+def _estimate(value: float, boots: np.ndarray) -> dict[str, float]:
+    lo, hi = np.quantile(boots, [0.025, 0.975])
+    return {"value": round(float(value), 5), "lo": round(float(lo), 5), "hi": round(float(hi), 5)}
