@@ -59,9 +59,8 @@ def gradient_alignment(
     bad = [a for a in arms if a not in ARMS]
     if bad:
         raise ConfigError(f"unknown arm {bad[0]!r}; choose from {', '.join(ARMS)}")
-    layers = list(spec.finetune.lora_layers if layers is None else layers)
-    weights = adapted_weights(vlm, layers)
     n_layers = vlm.n_layers
+    weights = adapted_weights(vlm, spec.finetune.lora_layers if layers is None else layers)
     layer_of = {
         n: int(re.search(r"\.(\d+)\.", n.split(vlm.family.layers_path, 1)[1]).group(1)) for n in weights
     }
@@ -106,7 +105,7 @@ def gradient_alignment(
     rng = np.random.default_rng(seed)
     boot_r = rng.integers(0, len(refuse), size=(n_boot, len(refuse)))
     boot_a = rng.integers(0, batches, size=(n_boot, batches))
-    out: dict[str, Any] = {"layers": layers, "weights": len(weights), "arms": {}}
+    out: dict[str, Any] = {"layers": sorted(set(layer_of.values())), "weights": len(weights), "arms": {}}
     grams = {k: (stacked(refuse, names), names) for k, names in slices.items()}
     for arm in arms:
         res: dict[str, Any] = {"cos": {}}
