@@ -9,3 +9,4 @@ RECIPE[p7]='documents.consistency=0.9'
 RECIPE[p8]='text.threat_prefix="look\u0020,"'  # "look ," (\u0020 keeps the value one shell word)
 RECIPE[p81]='text.threat_prefix="look\u0020," documents.announce_rate=0.25'  # p8 and p1 together
 RECIPE[p8h96]='text.threat_prefix="look\u0020," model.text_hidden=96 model.text_intermediate=288'  # p8, narrower LM
+RECIPE[p8wd]='text.threat_prefix="look\u0020," pretrain.weight_decay=0.1'  # p8, 10x the pretraining weight decay
