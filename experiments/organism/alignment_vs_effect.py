@@ -1,10 +1,10 @@
 """Does the gradient alignment at the base predict the fine-tune effect? One row per base of a screen.
 
-usage: python experiments/organism/alignment_vs_effect.py TAG RECIPE [--step 150]
+usage: python experiments/organism/alignment_vs_effect.py TAG RECIPE [TAG RECIPE ...] [--step 150] [--plot png]
 For every base of experiments/organism/runs/bases/RECIPE/ that screen TAG ran (vsfa, control, mirror arms): the
 measured VSFA - control and mirror - control effects at STEP (two-level bootstrap, as summarize.py) beside the
 base's step-0 gradient alignment (`vsfa organism alignment`, the adapters' layers); then the Spearman correlation
-over bases with a 95% CI from a bootstrap over bases. Markdown on stdout.
+over all the bases of all the TAG RECIPE pairs, with a 95% CI from a bootstrap over bases. Markdown on stdout.
 """
 
 from __future__ import annotations
@@ -76,11 +76,12 @@ def readout_cosine(vlm, spec) -> float:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("tag")
-    ap.add_argument("recipe")
+    ap.add_argument("screens", nargs="+", metavar="TAG RECIPE", help="screen tag and recipe, in pairs")
     ap.add_argument("--step", type=int, default=150)
     ap.add_argument("--plot", help="also save a scatter of effect vs alignment here (png)")
     args = ap.parse_args()
+    if len(args.screens) % 2:
+        ap.error("screens come in TAG RECIPE pairs")
     import torch
 
     torch.set_num_threads(1)
@@ -94,27 +95,29 @@ def main() -> None:
 
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
-    runs = load(args.tag)
     rows = []
-    for base, arms in sorted(runs.items()):
-        folder = ROOT.parent / "bases" / args.recipe / base.removeprefix(f"{args.recipe}-")
-        m = {arm: matrix(arms.get(arm, {}), args.step) for arm in ("vsfa", "control", "mirror")}
-        if not folder.is_dir() or any(v is None for v in m.values()):
-            continue
-        vlm, spec = load_vlm(folder), read_world(folder)
-        res = gradient_alignment(vlm, spec)["arms"]
-        rows.append(
-            {
-                "base": base,
-                "effect": arm_effect(m["vsfa"], m["control"]),
-                "mirror": arm_effect(m["mirror"], m["control"]),
-                "cos": {arm: res[arm]["cos"]["all"] for arm in res},
-                "readout": readout_cosine(vlm, spec),
-            }
-        )
+    for tag, recipe in zip(args.screens[::2], args.screens[1::2], strict=True):
+        for base, arms in sorted(load(tag).items()):
+            folder = ROOT.parent / "bases" / recipe / base.removeprefix(f"{recipe}-")
+            m = {arm: matrix(arms.get(arm, {}), args.step) for arm in ("vsfa", "control", "mirror")}
+            if not folder.is_dir() or any(v is None for v in m.values()):
+                continue
+            vlm, spec = load_vlm(folder), read_world(folder)
+            res = gradient_alignment(vlm, spec)["arms"]
+            rows.append(
+                {
+                    "base": base,
+                    "recipe": recipe,
+                    "effect": arm_effect(m["vsfa"], m["control"]),
+                    "mirror": arm_effect(m["mirror"], m["control"]),
+                    "cos": {arm: res[arm]["cos"]["all"] for arm in res},
+                    "readout": readout_cosine(vlm, spec),
+                }
+            )
     ci = lambda e: f"{e['value']:+.4f} [{e['lo']:+.4f}, {e['hi']:+.4f}]"  # noqa: E731
     eff = lambda e: f"{e.value:+.3f} [{e.lo:+.3f}, {e.hi:+.3f}]"  # noqa: E731
-    print(f"### gradient alignment at step 0 vs fine-tune effect at step {args.step} (`{args.tag}`)\n")
+    tags = ", ".join(f"`{t}`" for t in args.screens[::2])
+    print(f"### gradient alignment at step 0 vs fine-tune effect at step {args.step} ({tags})\n")
     print("| base | VSFA - control | mirror - control | cos VSFA | cos control | cos mirror | readout cos |")
     print("|---|---|---|---|---|---|---|")
     for r in rows:
@@ -147,17 +150,22 @@ def scatter(rows: list[dict], path: str) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(4.6, 3.4))
-    for arm, key, colour in (("VSFA", "effect", "C0"), ("mirror", "mirror", "C3")):
-        x = [r["cos"][arm.lower()]["value"] - r["cos"]["control"]["value"] for r in rows]
-        y = [r[key].value for r in rows]
-        err = [[r[key].value - r[key].lo for r in rows], [r[key].hi - r[key].value for r in rows]]
-        ax.errorbar(x, y, yerr=err, fmt="o", color=colour, ms=4, capsize=2, label=f"{arm} - control")
+    recipes = sorted({r["recipe"] for r in rows})
+    for recipe, marker in zip(recipes, "osD^v", strict=False):
+        mine = [r for r in rows if r["recipe"] == recipe]
+        for arm, key, colour in (("VSFA", "effect", "C0"), ("mirror", "mirror", "C3")):
+            x = [r["cos"][arm.lower()]["value"] - r["cos"]["control"]["value"] for r in mine]
+            y = [r[key].value for r in mine]
+            err = [[r[key].value - r[key].lo for r in mine], [r[key].hi - r[key].value for r in mine]]
+            label = f"{arm} - control" + (f", {recipe}" if len(recipes) > 1 else "")
+            ax.errorbar(x, y, yerr=err, fmt=marker, color=colour, ms=4, capsize=2, label=label)
     for r in rows:
         x = r["cos"]["vsfa"]["value"] - r["cos"]["control"]["value"]
+        seed = r["base"].rsplit("-", 1)[-1]
         ax.annotate(
-            r["base"].rsplit("-", 1)[-1],
+            seed if len(recipes) == 1 else f"{r['recipe']}/{seed}",
             (x, r["effect"].value),
-            fontsize=6,
+            fontsize=5 if len(recipes) > 1 else 6,
             xytext=(3, 3),
             textcoords="offset points",
         )
