@@ -10,3 +10,4 @@ RECIPE[p8]='text.threat_prefix="look\u0020,"'  # "look ," (\u0020 keeps the valu
 RECIPE[p81]='text.threat_prefix="look\u0020," documents.announce_rate=0.25'  # p8 and p1 together
 RECIPE[p8h96]='text.threat_prefix="look\u0020," model.text_hidden=96 model.text_intermediate=288'  # p8, narrower LM
 RECIPE[p8wd]='text.threat_prefix="look\u0020," pretrain.weight_decay=0.1'  # p8, 10x the pretraining weight decay
+RECIPE[p8long]='text.threat_prefix="look\u0020," pretrain.steps=6000'  # p8, twice the pretraining (6000 steps)
