@@ -7,10 +7,13 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import errno
+import fcntl
 import hashlib
 import json
 import math
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterable, Iterator, Sequence
@@ -50,14 +53,61 @@ def dumps(obj: Any, indent: int | None = 2) -> str:
     return json.dumps(json_safe(obj), indent=indent, sort_keys=True, default=_json_default, allow_nan=False)
 
 
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _follow_umask(path: Path, mode: int) -> None:
+    """``mkstemp``/``mkdtemp`` create 0600/0700; give the temp the mode a plain ``open``/``mkdir`` would."""
+    os.chmod(path, mode & ~_umask())
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, owned by someone else
+        return True
+    return True
+
+
+def clean_stale_temps(path: str | Path) -> list[Path]:
+    """Remove temp files/folders beside ``path`` left by writers that died (kill -9) before renaming.
+
+    Temp names are ``.<name>.<pid>.<random>.tmp``; one whose pid is no longer running is stale. Returns the
+    removed paths.
+    """
+    path = Path(path)
+    if not path.parent.is_dir():
+        return []
+    pattern = re.compile(rf"\.{re.escape(path.name)}\.(\d+)\.[^.]+\.tmp")
+    removed = []
+    for p in path.parent.iterdir():
+        m = pattern.fullmatch(p.name)
+        if m and not _pid_alive(int(m.group(1))):
+            if p.is_dir() and not p.is_symlink():
+                shutil.rmtree(p, ignore_errors=True)
+            else:
+                p.unlink(missing_ok=True)
+            removed.append(p)
+    return removed
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temp path beside ``path``; on success rename it onto ``path``, on error remove it."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    clean_stale_temps(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     tmp_path = Path(tmp)
+    _follow_umask(tmp_path, 0o666)
     try:
         yield tmp_path
         os.replace(tmp_path, path)
@@ -95,6 +145,49 @@ def write_jsonl_atomic(path: str | Path, rows: list[dict[str, Any]]) -> Path:
     return write_text_atomic(path, "".join(dumps(r, indent=None) + "\n" for r in rows))
 
 
+def os_error_message(e: OSError) -> str:
+    """A short reason for an OS error (``permission denied``, ``file name too long``, ...)."""
+    return (e.strerror or type(e).__name__).lower()
+
+
+def read_text(path: str | Path, error: type[Exception] | None = None) -> str:
+    """A UTF-8 text file's content; missing, unreadable or non-UTF-8 files are one error naming the file.
+
+    ``error``: the :class:`~vsfa.errors.VsfaError` subclass to raise (default DataError).
+    """
+    from vsfa.errors import DataError
+
+    error = error or DataError
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise error(f"{path}: file not found") from None
+    except IsADirectoryError:
+        raise error(f"{path}: is a folder, not a file") from None
+    except OSError as e:
+        raise error(f"{path}: cannot read ({os_error_message(e)})") from None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data[: e.start].count(b"\n") + 1
+        raise error(
+            f"{path}:{line}: not UTF-8 text (byte 0x{data[e.start]:02x} at offset {e.start})"
+        ) from None
+
+
+def read_json(path: str | Path, error: type[Exception] | None = None) -> Any:
+    """A JSON file's content; missing, non-UTF-8 or invalid JSON is one error naming the file (and line)."""
+    from vsfa.errors import DataError
+
+    error = error or DataError
+    text = read_text(path, error)
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise error(f"{path}:{e.lineno}: invalid JSON ({e.msg})") from None
+
+
 def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
     """Read a JSONL file; a malformed line is an error naming file and line."""
     from vsfa.errors import DataError
@@ -103,7 +196,7 @@ def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
     if not path.is_file():
         raise DataError(f"{path}: file not found")
     rows = []
-    for i, line in enumerate(path.read_text().splitlines(), 1):
+    for i, line in enumerate(read_text(path).splitlines(), 1):
         if not line.strip():
             continue
         try:
@@ -125,10 +218,42 @@ def read_manifest(folder: str | Path) -> dict[str, Any]:
     path = Path(folder) / MANIFEST
     if not path.is_file():
         raise ArtifactError(f"{folder}: no {MANIFEST} (missing or interrupted before completion)")
+    manifest = read_json(path, ArtifactError)
+    if not isinstance(manifest, dict):
+        raise ArtifactError(f"{path}: expected a JSON object, got {type(manifest).__name__}")
+    return manifest
+
+
+def absolute_path(value: str | Path) -> str:
+    """``value`` as an absolute path string (for manifests, so they read the same from any directory)."""
+    return str(Path(value).expanduser().absolute())
+
+
+def recorded_path(value: str | None, folder: str | Path) -> str | None:
+    """Resolve a path recorded in ``folder``'s manifest (a run folder or one of its checkpoints).
+
+    New manifests store absolute paths. Older ones stored them relative to where training ran; that
+    directory is recovered from the manifest's ``config.out`` (the run folder as it was given), so the path
+    resolves from any working directory. Falls back to the value as given.
+    """
+    if not value:
+        return None
+    path = Path(value)
+    if path.is_absolute():
+        return value
+    folder = Path(folder).absolute()
+    run = folder.parent.parent if folder.parent.name == "checkpoints" else folder
     try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise ArtifactError(f"{path}: invalid JSON ({e.msg})") from None
+        out = (read_manifest(folder).get("config") or {}).get("out")
+    except Exception:  # noqa: BLE001  (any unreadable manifest: fall back to the value as given)
+        out = None
+    if out and not Path(out).is_absolute():
+        parts = Path(os.path.normpath(out)).parts
+        if parts and run.parts[-len(parts) :] == parts:
+            root = Path(*run.parts[: len(run.parts) - len(parts)])
+            if (root / path).exists():
+                return str(root / path)
+    return value
 
 
 def is_complete(folder: str | Path) -> bool:
@@ -144,7 +269,9 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    clean_stale_temps(path)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent))
+    _follow_umask(tmp, 0o777)
     try:
         yield tmp
         if path.exists():
@@ -207,3 +334,79 @@ def model_fingerprint(folder: str | Path) -> str:
             h.update(p.name.encode())
             h.update(_file_digest(p).encode())
     return h.hexdigest()
+
+
+def lock_path(target: str | Path) -> Path:
+    """The lock file of an output ``target`` (a folder or a file stem): ``.<name>.lock`` beside it."""
+    target = Path(target)
+    return target.with_name(f".{target.name}.lock")
+
+
+def _lock_holder(fd: int) -> str:
+    try:
+        text = os.pread(fd, 64, 0).decode("ascii", "replace").strip()
+    except OSError:
+        text = ""
+    return f"pid {text}" if text.isdigit() else "another process"
+
+
+@contextlib.contextmanager
+def output_lock(target: str | Path) -> Iterator[Path]:
+    """Hold an exclusive lock on an output folder or file stem while writing it.
+
+    The lock is an ``fcntl.flock`` on ``.<name>.lock`` beside ``target`` (so the target itself is not touched
+    before the inputs are checked); the kernel drops it when the holder dies, so a kill -9 never leaves a stale
+    lock. A second writer fails at once with an :class:`~vsfa.errors.ArtifactError` naming the holder's pid.
+    The lock file (and any parent folders created for it, when empty) is removed on release.
+    """
+    from vsfa.errors import ArtifactError
+
+    target = Path(target)
+    lock = lock_path(target)
+    created = []
+    parent = lock.parent
+    while not parent.exists():
+        created.append(parent)
+        parent = parent.parent
+    try:
+        lock.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ArtifactError(f"{lock.parent}: cannot create output folder ({e.strerror})") from None
+    while True:
+        try:
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
+        except OSError as e:
+            _remove_empty(created)
+            raise ArtifactError(f"{lock}: cannot create lock file ({e.strerror})") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as e:
+            holder = _lock_holder(fd)
+            os.close(fd)
+            if e.errno in (errno.EWOULDBLOCK, errno.EACCES):
+                raise ArtifactError(
+                    f"{target}: in use by {holder} (lock {lock}); wait for it or choose another output"
+                ) from None
+            raise ArtifactError(f"{lock}: cannot lock ({e.strerror})") from None
+        try:  # the holder may have removed the file between our open and flock: lock the current one
+            same = os.fstat(fd).st_ino == os.stat(lock).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        os.close(fd)
+    try:
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield lock
+    finally:
+        with contextlib.suppress(OSError):
+            lock.unlink()
+        os.close(fd)
+        _remove_empty(created)
+
+
+def _remove_empty(folders: list[Path]) -> None:
+    for folder in folders:  # deepest first
+        with contextlib.suppress(OSError):
+            folder.rmdir()

@@ -17,6 +17,7 @@ uninterrupted run. A folder holding a different run (other config, data or base 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -35,9 +36,12 @@ from vsfa.config import to_dict, to_toml
 from vsfa.errors import ArtifactError, ConfigError
 from vsfa.io import MANIFEST as MANIFEST_NAME
 from vsfa.io import (
+    absolute_path,
     atomic_dir,
     dumps,
     is_complete,
+    output_lock,
+    read_json,
     read_manifest,
     write_json_atomic,
     write_manifest,
@@ -123,7 +127,7 @@ def prepare_run_dir(run_dir: Path, ident: dict[str, Any]) -> RunState:
             raise ArtifactError(
                 f"{run_dir}: output folder holds other files (not a vsfa run); choose another out"
             )
-        theirs = json.loads(ident_file.read_text())
+        theirs = read_json(ident_file, ArtifactError)
         ours = json.loads(dumps(ident))
         if theirs != ours:
             raise ArtifactError(
@@ -309,126 +313,139 @@ def train(
         "data_hash": data.data_hash,
         "base_model_fingerprint": base_fingerprint,
     }
-    run_state = prepare_run_dir(run_dir, ident)
-    if run_state.complete:
-        man = read_manifest(run_dir)
+    lock = output_lock(run_dir) if _is_main() else contextlib.nullcontext()
+    with lock:  # a second writer on this folder stops here (exit 2), before anything is touched
+        run_state = prepare_run_dir(run_dir, ident)
+        if run_state.complete:
+            man = read_manifest(run_dir)
+            return TrainResult(
+                run_dir, man["total_steps"], list_checkpoints(run_dir), 0, True, man.get("final_loss"), 0.0
+            )
+
+        bf16 = _tristate(cfg.train.bf16, on_cuda and torch.cuda.is_bf16_supported())
+        grad_ckpt = _tristate(cfg.train.gradient_checkpointing, on_cuda)
+        if vlm is None:
+            dtype = cfg.model.dtype if cfg.model.dtype != "auto" else ("bfloat16" if bf16 else "float32")
+            vlm = load_vlm(
+                cfg.model.base,
+                dtype=dtype,
+                device=device,
+                attn_implementation=cfg.model.attn_implementation or None,
+            )
+        items = encode_records(vlm, data.conversations, data.images, cfg.data.train_on)
+        world = _world_size()
+        steps = total_steps(
+            len(items),
+            cfg.train.batch_size,
+            cfg.train.grad_accum,
+            world,
+            cfg.train.epochs,
+            cfg.train.max_steps,
+        )
+        schedule = checkpoint_steps(steps, cfg.checkpoints)
+
+        from transformers import TrainingArguments, set_seed
+
+        set_seed(cfg.seed)
+        with warnings.catch_warnings():  # transformers' own v6 deprecation notices, not the user's concern
+            warnings.filterwarnings("ignore", category=FutureWarning)
+            model = attach_lora(vlm, cfg)
+        meta = {
+            "kind": "vsfa-checkpoint",
+            "data_hash": data.data_hash,
+            "data": absolute_path(cfg.data.path),
+            "base_model": absolute_path(cfg.model.base),
+            "base_model_fingerprint": base_fingerprint,
+            "family": vlm.family.name,
+            "seed": cfg.seed,
+            "config": to_dict(cfg),
+            "arm": cfg.arm or data.manifest.get("arm", ""),
+            "variant": data.manifest.get("variant", ""),
+            "labelled": bool(data.manifest.get("labelled", False)),
+            "total_steps": steps,
+        }
+        if _is_main():
+            run_dir.mkdir(parents=True, exist_ok=True)
+            write_json_atomic(run_dir / IDENTITY, ident)
+            write_text_atomic(run_dir / "config.toml", to_toml(to_dict(cfg)))
+        show_bar = cfg.runtime.progress and not quiet and sys.stderr.isatty()
+        args = TrainingArguments(
+            output_dir=str(run_dir / STATE),
+            per_device_train_batch_size=cfg.train.batch_size,
+            gradient_accumulation_steps=cfg.train.grad_accum,
+            learning_rate=cfg.train.lr,
+            lr_scheduler_type=cfg.train.scheduler,
+            warmup_steps=cfg.train.warmup,
+            weight_decay=cfg.train.weight_decay,
+            max_grad_norm=cfg.train.max_grad_norm,
+            optim=cfg.train.optim,
+            max_steps=steps,
+            logging_strategy="steps",
+            logging_steps=cfg.train.log_every,
+            save_strategy="steps",
+            save_steps=steps + 1,  # the schedule callback decides
+            save_total_limit=None,
+            seed=cfg.seed,
+            data_seed=cfg.seed,
+            bf16=bf16,
+            activation_checkpointing=grad_ckpt,
+            activation_checkpointing_kwargs={"use_reentrant": False} if grad_ckpt else None,
+            report_to="none",
+            disable_tqdm=not show_bar,
+            remove_unused_columns=False,
+            label_names=["labels"],
+            dataloader_num_workers=cfg.runtime.dataloader_workers,
+            use_cpu=not on_cuda,
+        )
+        callbacks, loss_log = _callbacks(run_dir, set(schedule), meta, cfg.checkpoints.keep_state, quiet)
+        with warnings.catch_warnings():  # transformers' own v6 deprecation notices, not the user's concern
+            warnings.filterwarnings("ignore", category=FutureWarning)
+            _fit(
+                cfg,
+                args,
+                model,
+                items,
+                vlm,
+                callbacks,
+                extra_callbacks,
+                show_bar,
+                quiet,
+                steps,
+                schedule,
+                run_state,
+            )
+
+        ckpts = list_checkpoints(run_dir)
+        losses = _read_losses(run_dir / LOSS_LOG)
+        seconds = time.perf_counter() - t_start
+        if _is_main():
+            write_manifest(
+                run_dir,
+                {
+                    **{k: v for k, v in meta.items() if k != "kind"},
+                    "kind": "vsfa-run",
+                    "n_records": len(items),
+                    "schedule": schedule,
+                    "checkpoints": [f"{CHECKPOINTS}/{p.name}" for _, p in ckpts],
+                    "final_loss": losses[-1]["loss"] if losses else None,
+                    "first_loss": losses[0]["loss"] if losses else None,
+                    "resumed_from": run_state.resume_step,
+                    "max_seq_len": max(int(it["input_ids"].shape[0]) for it in items),
+                    "device": device,
+                    "bf16": bf16,
+                    "gradient_checkpointing": grad_ckpt,
+                    "versions": _versions(),
+                },
+            )
         return TrainResult(
-            run_dir, man["total_steps"], list_checkpoints(run_dir), 0, True, man.get("final_loss"), 0.0
-        )
-
-    bf16 = _tristate(cfg.train.bf16, on_cuda and torch.cuda.is_bf16_supported())
-    grad_ckpt = _tristate(cfg.train.gradient_checkpointing, on_cuda)
-    if vlm is None:
-        dtype = cfg.model.dtype if cfg.model.dtype != "auto" else ("bfloat16" if bf16 else "float32")
-        vlm = load_vlm(
-            cfg.model.base,
-            dtype=dtype,
-            device=device,
-            attn_implementation=cfg.model.attn_implementation or None,
-        )
-    items = encode_records(vlm, data.conversations, data.images, cfg.data.train_on)
-    world = _world_size()
-    steps = total_steps(
-        len(items), cfg.train.batch_size, cfg.train.grad_accum, world, cfg.train.epochs, cfg.train.max_steps
-    )
-    schedule = checkpoint_steps(steps, cfg.checkpoints)
-
-    from transformers import TrainingArguments, set_seed
-
-    set_seed(cfg.seed)
-    with warnings.catch_warnings():  # transformers' own v6 deprecation notices, not the user's concern
-        warnings.filterwarnings("ignore", category=FutureWarning)
-        model = attach_lora(vlm, cfg)
-    meta = {
-        "kind": "vsfa-checkpoint",
-        "data_hash": data.data_hash,
-        "data": str(cfg.data.path),
-        "base_model": str(cfg.model.base),
-        "base_model_fingerprint": base_fingerprint,
-        "family": vlm.family.name,
-        "seed": cfg.seed,
-        "config": to_dict(cfg),
-        "arm": cfg.arm or data.manifest.get("arm", ""),
-        "variant": data.manifest.get("variant", ""),
-        "labelled": bool(data.manifest.get("labelled", False)),
-        "total_steps": steps,
-    }
-    if _is_main():
-        run_dir.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(run_dir / IDENTITY, ident)
-        write_text_atomic(run_dir / "config.toml", to_toml(to_dict(cfg)))
-    show_bar = cfg.runtime.progress and not quiet and sys.stderr.isatty()
-    args = TrainingArguments(
-        output_dir=str(run_dir / STATE),
-        per_device_train_batch_size=cfg.train.batch_size,
-        gradient_accumulation_steps=cfg.train.grad_accum,
-        learning_rate=cfg.train.lr,
-        lr_scheduler_type=cfg.train.scheduler,
-        warmup_steps=cfg.train.warmup,
-        weight_decay=cfg.train.weight_decay,
-        max_grad_norm=cfg.train.max_grad_norm,
-        optim=cfg.train.optim,
-        max_steps=steps,
-        logging_strategy="steps",
-        logging_steps=cfg.train.log_every,
-        save_strategy="steps",
-        save_steps=steps + 1,  # the schedule callback decides
-        save_total_limit=None,
-        seed=cfg.seed,
-        data_seed=cfg.seed,
-        bf16=bf16,
-        activation_checkpointing=grad_ckpt,
-        activation_checkpointing_kwargs={"use_reentrant": False} if grad_ckpt else None,
-        report_to="none",
-        disable_tqdm=not show_bar,
-        remove_unused_columns=False,
-        label_names=["labels"],
-        dataloader_num_workers=cfg.runtime.dataloader_workers,
-        use_cpu=not on_cuda,
-    )
-    callbacks, loss_log = _callbacks(run_dir, set(schedule), meta, cfg.checkpoints.keep_state, quiet)
-    with warnings.catch_warnings():  # transformers' own v6 deprecation notices, not the user's concern
-        warnings.filterwarnings("ignore", category=FutureWarning)
-        _fit(
-            cfg,
-            args,
-            model,
-            items,
-            vlm,
-            callbacks,
-            extra_callbacks,
-            show_bar,
-            quiet,
-            steps,
-            schedule,
-            run_state,
-        )
-
-    ckpts = list_checkpoints(run_dir)
-    losses = _read_losses(run_dir / LOSS_LOG)
-    seconds = time.perf_counter() - t_start
-    if _is_main():
-        write_manifest(
             run_dir,
-            {
-                **{k: v for k, v in meta.items() if k != "kind"},
-                "kind": "vsfa-run",
-                "n_records": len(items),
-                "schedule": schedule,
-                "checkpoints": [f"{CHECKPOINTS}/{p.name}" for _, p in ckpts],
-                "final_loss": losses[-1]["loss"] if losses else None,
-                "first_loss": losses[0]["loss"] if losses else None,
-                "resumed_from": run_state.resume_step,
-                "max_seq_len": max(int(it["input_ids"].shape[0]) for it in items),
-                "device": device,
-                "bf16": bf16,
-                "gradient_checkpointing": grad_ckpt,
-                "versions": _versions(),
-            },
+            steps,
+            ckpts,
+            run_state.resume_step,
+            False,
+            losses[-1]["loss"] if losses else None,
+            seconds,
         )
-    return TrainResult(
-        run_dir, steps, ckpts, run_state.resume_step, False, losses[-1]["loss"] if losses else None, seconds
-    )
 
 
 def _fit(
