@@ -47,6 +47,7 @@ def _make_run(tmp_path, base):
     model.save_pretrained(ck / "step-000005")
     (ck / "step-000005" / "manifest.json").write_text(json.dumps({**manifest, "step": 5}))
     (ck / "step-000010").mkdir()  # interrupted: no manifest, must be skipped
+    (run / "manifest.json").write_text(json.dumps({**manifest, "kind": "vsfa-run"}))
     return run
 
 

@@ -7,7 +7,8 @@ import json
 import pytest
 
 from vsfa.errors import ArtifactError
-from vsfa.eval.metrics import checkpoint_step, compute_metrics, table_rows, write_table
+from vsfa.eval.metrics import checkpoint_step, compute_metrics, read_metrics, table_rows, write_table
+from vsfa.io import sha256_file, write_manifest
 
 
 def _resp(i, label, category="c", variant="v", bench="builtin", extra=None, logodds=0.0):
@@ -106,10 +107,30 @@ def test_table_across_checkpoints(tmp_path):
         folder = tmp_path / f"step-{step:06d}" / "builtin"
         folder.mkdir(parents=True)
         (folder / "metrics.json").write_text(json.dumps(compute_metrics(responses, judged)))
+        write_manifest(folder, {"files": {"metrics.json": sha256_file(folder / "metrics.json")}})
     rows = [r for r in table_rows(tmp_path) if r["metric"] == "refusal_rate"]
     assert [(r["step"], r["value"]) for r in rows] == [(0, 0.0), (20, 0.25), (100, 0.5)]
     csv = write_table(tmp_path).read_text().splitlines()
     assert csv[0] == "checkpoint,step,benchmark,judge,metric,value,lo,hi,n" and len(csv) > 3
     assert checkpoint_step("base") == 0 and checkpoint_step("final") is None
-    with pytest.raises(ArtifactError, match="no <checkpoint>/<benchmark>/metrics.json"):
+    with pytest.raises(ArtifactError, match="no complete <checkpoint>/<benchmark>/ results"):
         write_table(tmp_path / "empty")
+
+
+def test_table_skips_stale_metrics(tmp_path):
+    """metrics.json without its manifest (an interrupted rerun) or not the one it recorded is never a result."""
+    responses = [_resp(i, "harmful") for i in range(4)]
+    judged = [_judged(f"i{i}", "keyword:x", refused=i < 2, unsafe=i >= 2) for i in range(4)]
+    text = json.dumps(compute_metrics(responses, judged))
+    good, orphan, edited = (tmp_path / f"step-{s:06d}" / "builtin" for s in (0, 10, 20))
+    for folder in (good, orphan, edited):
+        folder.mkdir(parents=True)
+        (folder / "metrics.json").write_text(text)
+    write_manifest(good, {"files": {"metrics.json": sha256_file(good / "metrics.json")}})
+    write_manifest(edited, {"files": {"metrics.json": "0" * 64}})
+    notes: list[str] = []
+    rows = table_rows(tmp_path, log=notes.append)
+    assert {r["step"] for r in rows} == {0}
+    assert len(notes) == 2 and "no manifest.json" in notes[0] and "not the metrics" in notes[1]
+    with pytest.raises(ArtifactError, match="no manifest.json"):
+        read_metrics(orphan)

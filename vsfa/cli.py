@@ -467,6 +467,10 @@ def eval_run(
     device: str = typer.Option("cpu"),
     dtype: str | None = typer.Option(None),
     quiet: bool = typer.Option(False, help="No progress output."),
+    overwrite: bool = typer.Option(False, help="Replace complete results of another model in --out."),
+    allow_incomplete: bool = typer.Option(
+        False, help="With --run: evaluate a run without its final manifest (recorded as run_complete false)."
+    ),
 ) -> None:
     """Generate answers, judge them and write metrics with 95% CIs per (checkpoint, benchmark)."""
     if ctx.invoked_subcommand is not None:
@@ -520,6 +524,8 @@ def eval_run(
         dtype=dtype,
         client=client,
         quiet=quiet,
+        overwrite=overwrite,
+        allow_incomplete=allow_incomplete,
     )
     _print_eval_table(eval_dir)
     typer.echo(f"wrote {eval_dir}")

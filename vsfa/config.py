@@ -66,8 +66,10 @@ def load_toml(cls: type[T], path: str | Path, overrides: dict[str, Any] | None =
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: config file not found")
+    from vsfa.io import read_text
+
     try:
-        data = tomllib.loads(path.read_text())
+        data = tomllib.loads(read_text(path, ConfigError))
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{path}: invalid TOML ({e})") from None
     for dotted, value in (overrides or {}).items():

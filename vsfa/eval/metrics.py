@@ -183,14 +183,48 @@ def checkpoint_step(name: str) -> int | None:
     return int(m.group(1)) if m else None
 
 
-def table_rows(eval_dir: str | Path) -> list[dict[str, Any]]:
-    """Headline metrics of every ``<ckpt>/<bench>/metrics.json`` under ``eval_dir``, one row per estimate."""
-    import json
+def read_metrics(bench_dir: str | Path) -> dict[str, Any]:
+    """``metrics.json`` of a complete (checkpoint, benchmark) folder: its manifest must exist and vouch for it.
+
+    A folder without ``manifest.json`` (interrupted, or a rerun in progress) or whose ``metrics.json`` is not
+    the one its manifest recorded is an :class:`~vsfa.errors.ArtifactError`: stale numbers never read as
+    results.
+    """
+    from vsfa.io import read_json, read_manifest, sha256_file
+
+    bench_dir = Path(bench_dir)
+    manifest = read_manifest(bench_dir)
+    path = bench_dir / "metrics.json"
+    if not path.is_file():
+        raise ArtifactError(f"{path}: not found (its folder's manifest names it)")
+    recorded = (manifest.get("files") or {}).get("metrics.json")
+    if recorded is not None and recorded != sha256_file(path):
+        raise ArtifactError(
+            f"{path}: not the metrics its manifest recorded (stale or edited); rerun vsfa eval"
+        )
+    return read_json(path)
+
+
+def table_rows(eval_dir: str | Path, log: Callable[[str], None] | None = None) -> list[dict[str, Any]]:
+    """Headline metrics of every complete ``<ckpt>/<bench>/`` folder under ``eval_dir``, one row per estimate.
+
+    Folders without their manifest (interrupted runs) are skipped and named through ``log`` (default stderr).
+    """
+    import sys
+
+    if log is None:
+
+        def log(msg: str) -> None:
+            print(msg, file=sys.stderr)
 
     rows = []
     for path in sorted(Path(eval_dir).glob("*/*/metrics.json")):
         ckpt, bench = path.parent.parent.name, path.parent.name
-        m = json.loads(path.read_text())
+        try:
+            m = read_metrics(path.parent)
+        except ArtifactError as e:
+            log(f"note: skipped (not a complete result): {e}")
+            continue
 
         def add(judge: str, metric: str, est: dict | None, ckpt: str = ckpt, bench: str = bench) -> None:
             if est:
@@ -237,7 +271,9 @@ def write_table(eval_dir: str | Path, out: str | Path | None = None) -> Path:
 
     rows = table_rows(eval_dir)
     if not rows:
-        raise ArtifactError(f"{eval_dir}: no <checkpoint>/<benchmark>/metrics.json found")
+        raise ArtifactError(
+            f"{eval_dir}: no complete <checkpoint>/<benchmark>/ results (metrics.json + manifest.json)"
+        )
     out = Path(out) if out else Path(eval_dir) / "table.csv"
     write_csv_atomic(out, rows, TABLE_COLUMNS)
     return out

@@ -16,7 +16,6 @@ whatever changed.
 
 from __future__ import annotations
 
-import json
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -39,8 +38,10 @@ from vsfa.eval.modelio import HookContext
 from vsfa.io import (
     is_complete,
     model_fingerprint,
+    output_lock,
     read_jsonl,
     read_manifest,
+    recorded_path,
     sha256_file,
     write_json_atomic,
     write_jsonl_atomic,
@@ -67,8 +68,16 @@ class BenchSpec:
         return cls(name.strip(), path.strip() if sep else None)
 
     def load(self, limit: int | None = None) -> list[BenchItem]:
+        """The benchmark's items; ``limit``: the first N only (N >= 1)."""
+        check_limit(limit)
         items = load_benchmark(self.name, self.path, **self.options)
-        return items[:limit] if limit else items
+        return items if limit is None else items[:limit]
+
+
+def check_limit(limit: int | None, where: str = "limit") -> None:
+    """``limit`` is None (all items) or a positive integer; 0 or a negative count is a ConfigError."""
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        raise ConfigError(f"{where} must be a positive number of items (or unset for all), not {limit!r}")
 
 
 @dataclass
@@ -79,12 +88,21 @@ class Checkpoint:
     adapter: Path | None = None
 
 
-def run_checkpoints(run: str | Path) -> tuple[list[Checkpoint], str | None]:
-    """Complete checkpoints of a run (step 0 = base model first) and the base model recorded in them."""
+def run_checkpoints(run: str | Path, allow_incomplete: bool = False) -> tuple[list[Checkpoint], str | None]:
+    """Complete checkpoints of a run (step 0 = base model first) and the base model recorded in them.
+
+    A run without its final ``manifest.json`` (interrupted or still training) is an ArtifactError unless
+    ``allow_incomplete``.
+    """
     run = Path(run)
     folder = run / "checkpoints"
     if not folder.is_dir():
         raise ArtifactError(f"{folder}: run has no checkpoints folder")
+    if not is_complete(run) and not allow_incomplete:
+        raise ArtifactError(
+            f"{run}: training run is incomplete (no manifest.json: interrupted or still running); "
+            "finish it with vsfa train, or pass --allow-incomplete to evaluate its finished checkpoints"
+        )
     ckpts, base = [Checkpoint(BASE_NAME, None)], None
     for path in sorted(folder.glob("step-*")):
         if not path.is_dir():
@@ -93,7 +111,7 @@ def run_checkpoints(run: str | Path) -> tuple[list[Checkpoint], str | None]:
             print(f"note: {path} has no manifest.json (incomplete); skipped", file=sys.stderr)
             continue
         manifest = read_manifest(path)
-        base = base or manifest.get("base_model")
+        base = base or recorded_path(manifest.get("base_model"), path)
         if path.name == BASE_NAME or not (path / "adapter_config.json").is_file():
             if path.name != BASE_NAME:
                 raise ArtifactError(
@@ -178,7 +196,7 @@ def evaluate_items(
         old = read_manifest(bench_dir)
         if old.get("generation_key") == gen_key and (bench_dir / "judged.jsonl").is_file():
             previous = read_jsonl(bench_dir / "judged.jsonl")
-        (bench_dir / "manifest.json").unlink()  # the folder is incomplete until the new manifest is written
+    retire_results(bench_dir)
     if client is not None:
         responses = generate_responses_server(
             client, items, bench_dir / "responses.jsonl", config, key, progress
@@ -212,6 +230,33 @@ def evaluate_items(
     return metrics
 
 
+def retire_results(bench_dir: Path) -> None:
+    """Mark a (checkpoint, benchmark) folder incomplete before it is recomputed.
+
+    The manifest goes first (one atomic unlink: from then on no reader takes the folder as a result), then
+    the metrics it vouched for, so an interrupted rerun can never leave old numbers that read as current.
+    """
+    (bench_dir / "manifest.json").unlink(missing_ok=True)
+    (bench_dir / "metrics.json").unlink(missing_ok=True)
+
+
+MODEL_FIELDS = ("model_fingerprint", "adapter_fingerprint")
+
+
+def check_same_model(bench_dir: Path, key: dict[str, Any], overwrite: bool) -> None:
+    """Refuse to replace complete results of another model (or adapter) unless ``overwrite``."""
+    if overwrite or not is_complete(bench_dir):
+        return
+    old = read_manifest(bench_dir)
+    for name in MODEL_FIELDS:
+        if name in old and old[name] != key.get(name):
+            was, now = (str(v)[:12] if v else "none" for v in (old[name], key.get(name)))
+            raise ArtifactError(
+                f"{bench_dir}: holds complete results of another model ({name} {was}, now {now}); "
+                "pass --overwrite to replace them, or choose another --out"
+            )
+
+
 def _progress_printer(label: str, quiet: bool) -> Callable[[int, int], None] | None:
     if quiet:
         return None
@@ -239,16 +284,27 @@ def run_eval(
     dtype: str | None = None,
     client=None,
     quiet: bool = False,
+    overwrite: bool = False,
+    allow_incomplete: bool = False,
 ) -> Path:
-    """Evaluate the base model and/or checkpoints on every benchmark; returns the eval folder."""
+    """Evaluate the base model and/or checkpoints on every benchmark; returns the eval folder.
+
+    Every input is checked before any work; the eval folder is locked against a second writer; complete
+    results of another model are refused unless ``overwrite``; a run without its final manifest is refused
+    unless ``allow_incomplete`` (then recorded as ``run_complete: false`` in every manifest and metrics file).
+    """
     from vsfa.models.loading import load_vlm
 
+    check_limit(limit)
+    config.validate()
     if checkpoint is not None and run is not None:
         raise ConfigError("give --checkpoint or --run, not both")
     if not judges:
         raise ConfigError("no judge given (e.g. --judge keyword)")
+    run_complete = None
     if run is not None:
-        ckpts, recorded_base = run_checkpoints(run)
+        ckpts, recorded_base = run_checkpoints(run, allow_incomplete)
+        run_complete = is_complete(run)
         model = model or recorded_base
         eval_dir = Path(out) if out else Path(run) / "eval"
     elif checkpoint is not None:
@@ -256,7 +312,7 @@ def run_eval(
         if not cpath.is_dir():
             raise ArtifactError(f"{cpath}: checkpoint folder not found")
         if model is None and is_complete(cpath):
-            model = read_manifest(cpath).get("base_model")
+            model = recorded_path(read_manifest(cpath).get("base_model"), cpath)
         ckpts = [Checkpoint(cpath.name, cpath if (cpath / "adapter_config.json").is_file() else None)]
         if out is None and cpath.parent.name == "checkpoints":
             out = cpath.parent.parent / "eval"
@@ -269,53 +325,55 @@ def run_eval(
         ckpts, eval_dir = [Checkpoint("base", None)], Path(out)
     if model is None and client is None:
         raise ConfigError("no base model: pass --model (the checkpoint manifests do not name one)")
-    loaded = {spec.name: spec.load(limit) for spec in benches}
     names = [s.name for s in benches]
     if len(set(names)) != len(names):
         raise ConfigError(f"benchmark given twice: {sorted({n for n in names if names.count(n) > 1})[0]}")
+    loaded = {spec.name: spec.load(limit) for spec in benches}
     base_fp = model_fingerprint(model) if model is not None and Path(model).is_dir() else None
-    for ck in ckpts:
-        vlm = None
-        if client is None:
-            vlm = load_vlm(model, adapter=ck.adapter, device=device, dtype=dtype)
-        key = {
-            "model": str(model) if model else None,
+    keys = {
+        ck.name: {  # content identity only: the same model through another path is the same model
             "model_fingerprint": base_fp,
-            "adapter": str(ck.adapter) if ck.adapter else None,
             "adapter_fingerprint": model_fingerprint(ck.adapter) if ck.adapter else None,
         }
+        for ck in ckpts
+    }
+    for ck in ckpts:
         for spec in benches:
-            items = loaded[spec.name]
-            context = {
-                "checkpoint": ck.name,
-                "benchmark": spec.name,
-                "bench_path": spec.path,
-                "bench_options": spec.options,
-                "limit": limit,
-            }
-            if not quiet:
-                print(f"{ck.name} / {spec.name}: {len(items)} items", file=sys.stderr, flush=True)
-            evaluate_items(
-                items,
-                eval_dir / ck.name / spec.name,
-                config,
-                judges,
-                vlm=vlm,
-                client=client,
-                key=key,
-                context=context,
-                progress=_progress_printer(f"{ck.name}/{spec.name}", quiet),
-            )
-        del vlm
-    write_table(eval_dir)
+            check_same_model(eval_dir / ck.name / spec.name, keys[ck.name], overwrite)
+    with output_lock(eval_dir):
+        for ck in ckpts:
+            vlm = None
+            if client is None:
+                vlm = load_vlm(model, adapter=ck.adapter, device=device, dtype=dtype)
+            for spec in benches:
+                items = loaded[spec.name]
+                context = {
+                    "checkpoint": ck.name,
+                    "benchmark": spec.name,
+                    "bench_path": spec.path,
+                    "bench_options": spec.options,
+                    "limit": limit,
+                    "model": str(Path(model).absolute()) if model and Path(model).exists() else model,
+                    "adapter": str(ck.adapter.absolute()) if ck.adapter else None,
+                }
+                if run_complete is not None:
+                    context["run_complete"] = run_complete
+                if not quiet:
+                    print(f"{ck.name} / {spec.name}: {len(items)} items", file=sys.stderr, flush=True)
+                evaluate_items(
+                    items,
+                    eval_dir / ck.name / spec.name,
+                    config,
+                    judges,
+                    vlm=vlm,
+                    client=client,
+                    key=keys[ck.name],
+                    context=context,
+                    progress=_progress_printer(f"{ck.name}/{spec.name}", quiet),
+                )
+            del vlm
+        write_table(eval_dir)
     return eval_dir
-
-
-def read_metrics(bench_dir: str | Path) -> dict[str, Any]:
-    """The metrics of a complete (checkpoint, benchmark) folder."""
-    bench_dir = Path(bench_dir)
-    read_manifest(bench_dir)
-    return json.loads((bench_dir / "metrics.json").read_text())
 
 
 def build_specs(benches: Sequence[str], options: Sequence[str] = ()) -> list[BenchSpec]:
