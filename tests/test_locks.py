@@ -44,9 +44,8 @@ def test_second_writer_fails_naming_the_holder(tmp_path):
     target = tmp_path / "out"
     proc = _holder(target)
     try:
-        with pytest.raises(ArtifactError, match=rf"{target}: in use by pid {proc.pid}"):
-            with output_lock(target):
-                pass
+        with pytest.raises(ArtifactError, match=rf"{target}: in use by pid {proc.pid}"), output_lock(target):
+            pass
     finally:
         proc.kill()
         proc.wait()
@@ -69,9 +68,14 @@ def test_lock_leaves_nothing_behind(tmp_path):
     with output_lock(target):
         assert (tmp_path / "a" / "b").is_dir()
     assert not (tmp_path / "a").exists()  # folders made only for the lock go again
-    with output_lock(target), pytest.raises(ArtifactError, match="in use by pid"):  # same process, 2nd fd
-        with output_lock(target):
+    held = output_lock(target)
+    held.__enter__()  # a second descriptor in the same process is a second writer too
+    try:
+        with pytest.raises(ArtifactError, match="in use by pid"), output_lock(target):
             pass
+    finally:
+        held.__exit__(None, None, None)
+    assert not lock_path(target).exists()
 
 
 def test_stale_temps_of_dead_writers_are_cleaned(tmp_path):
