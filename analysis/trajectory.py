@@ -38,8 +38,17 @@ from probes.contrasts import load_set
 from probes.directions import Direction, DirectionSet, project
 from probes.probe import CompareOptions, base_directions, compare, contrast_from_meta, default_acts_root
 from probes.store import ActivationStore
+from vsfa.config import check_counts
 from vsfa.errors import ArtifactError
-from vsfa.io import atomic_dir, read_manifest, write_csv_atomic, write_manifest
+from vsfa.io import (
+    atomic_dir,
+    is_complete,
+    output_lock,
+    read_manifest,
+    recorded_path,
+    write_csv_atomic,
+    write_manifest,
+)
 from vsfa.stats import bootstrap, paired_diff
 from vsfa.training.loop import list_checkpoints
 
@@ -92,18 +101,24 @@ class TrackConfig(CompareOptions):
     n_boot: int = 1000
     attribution_set: str | None = "requests_image"
     attribution_positions: list[str] = field(default_factory=lambda: list(ATTRIBUTION_POSITIONS))
+    allow_incomplete: bool = False  # track a run without its final manifest (recorded in the output)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_counts("track", max_pairs=self.max_pairs)
 
 
 def run_identity(run: Path) -> dict[str, Any]:
     """``arm``, ``seed`` and ``base_model`` of a run, from its manifest (or its first checkpoint's)."""
     if (run / "manifest.json").is_file():
-        m = read_manifest(run)
+        m, where = read_manifest(run), run
     else:
         ckpts = list_checkpoints(run)
         if not ckpts:
             raise ArtifactError(f"{run}: not a training run (no manifest.json, no complete checkpoints)")
-        m = read_manifest(ckpts[0][1])
-    return {"arm": m.get("arm") or "", "seed": m.get("seed"), "base_model": m.get("base_model")}
+        m, where = read_manifest(ckpts[0][1]), ckpts[0][1]
+    base = recorded_path(m.get("base_model"), where)
+    return {"arm": m.get("arm") or "", "seed": m.get("seed"), "base_model": base}
 
 
 def _rows_for(
@@ -232,6 +247,12 @@ def track(cfg: TrackConfig, log=print) -> Path:
     run = Path(cfg.run)
     if not run.is_dir():
         raise ArtifactError(f"{run}: run folder not found")
+    run_complete = is_complete(run)
+    if not run_complete and not cfg.allow_incomplete:
+        raise ArtifactError(
+            f"{run}: training run is incomplete (no manifest.json: interrupted or still running); "
+            "finish it with vsfa train, or pass --allow-incomplete to track its finished checkpoints"
+        )
     ident = run_identity(run)
     base_dir = Path(cfg.base or ident["base_model"] or "")
     if not base_dir.is_dir():
@@ -277,7 +298,7 @@ def track(cfg: TrackConfig, log=print) -> Path:
     if cfg.attribution_set and dset.selected:
         attr = attribution(base_dir, checkpoints[-1][1], dset, cfg, acts, who)
     out = run / TRACK_DIR
-    with atomic_dir(out) as tmp:
+    with output_lock(out), atomic_dir(out) as tmp:
         n_rows = write_csv_atomic(tmp / "trajectory.csv", rows, COLUMNS)
         write_csv_atomic(tmp / "projections.csv", items, ITEM_COLUMNS)
         if attr:
@@ -295,6 +316,7 @@ def track(cfg: TrackConfig, log=print) -> Path:
                 "sets": [s.name for s in eval_sets],
                 "positions": dset.positions,
                 "steps": [0, *[s for s, _ in checkpoints]],
+                "run_complete": run_complete,
                 "rows": n_rows,
                 "settings": {"n_boot": cfg.n_boot, "n_random": cfg.n_random, "seed": cfg.seed, "ci": 0.95},
                 "seconds": round(time.perf_counter() - t0, 2),

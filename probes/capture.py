@@ -33,8 +33,9 @@ from probes.store import (
     cached_store,
     store_folder,
 )
+from vsfa.config import check_counts
 from vsfa.errors import DataError, VsfaError
-from vsfa.io import atomic_dir, model_fingerprint, sha256_file, sha256_json, write_manifest
+from vsfa.io import atomic_dir, model_fingerprint, output_lock, sha256_file, sha256_json, write_manifest
 
 TOKENIZER_FILES = (
     "tokenizer.json",
@@ -314,6 +315,7 @@ class Capturer:
         progress: bool | None = None,
         hooked=None,
     ):
+        check_counts("capture", batch_size=batch_size, shard_items=shard_items)
         self.model = model
         self.root = Path(root)
         self.batch_size = batch_size
@@ -349,19 +351,24 @@ class Capturer:
         if hit is not None:
             self.hits += 1
             return hit
-        self.misses += 1
-        info = {"key": self.model_key, **self.model.describe()}
-        return capture_set(
-            self.hooked,
-            cset,
-            folder,
-            spec,
-            key=key,
-            model_info=info,
-            batch_size=self.batch_size,
-            shard_items=self.shard_items,
-            progress=self.progress,
-        )
+        with output_lock(folder, wait=True):  # another process capturing the same store: wait, then reuse
+            hit = cached_store(folder, key)
+            if hit is not None:
+                self.hits += 1
+                return hit
+            self.misses += 1
+            info = {"key": self.model_key, **self.model.describe()}
+            return capture_set(
+                self.hooked,
+                cset,
+                folder,
+                spec,
+                key=key,
+                model_info=info,
+                batch_size=self.batch_size,
+                shard_items=self.shard_items,
+                progress=self.progress,
+            )
 
     def release(self) -> None:
         """Drop the loaded model (frees its memory)."""

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -31,8 +31,17 @@ from probes.contrasts import ContrastSet, load_set
 from probes.directions import Direction, DirectionSet, SelectionRule, derive, load_directions, project
 from probes.linear import cosine, dom, random_directions
 from probes.store import ActivationStore
+from vsfa.config import check_counts
 from vsfa.errors import ArtifactError, ConfigError, ModelLoadError
-from vsfa.io import model_fingerprint, read_manifest, write_json_atomic
+from vsfa.io import (
+    model_fingerprint,
+    output_lock,
+    read_manifest,
+    recorded_path,
+    reuse_or_replace,
+    write_json_atomic,
+)
+from vsfa.models.loading import base_mismatch
 from vsfa.stats import paired_diff
 
 DEFAULT_EVAL_SETS = ("neutral", "requests")
@@ -62,6 +71,14 @@ class DirectionsConfig:
     n_random: int = 32
     seed: int = 0
     rule: SelectionRule = field(default_factory=SelectionRule)
+    overwrite: bool = False  # replace an artifact at ``out`` derived from other inputs
+
+    def __post_init__(self) -> None:
+        check_counts("directions", batch_size=self.batch_size, max_questions=self.max_questions)
+        check_counts("directions", minimum=2, n_splits=self.n_splits)
+        check_counts("directions", minimum=0, n_random=self.n_random)
+        if not self.C > 0:
+            raise ConfigError(f"directions: C must be > 0, not {self.C!r}")
 
     def capture_spec(self) -> CaptureSpec:
         return CaptureSpec(
@@ -87,6 +104,11 @@ class CompareOptions:
     n_boot: int = 2000
     n_random: int = 32
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        where = type(self).__name__.removesuffix("Config").lower()
+        check_counts(where, batch_size=self.batch_size, max_questions=self.max_questions, n_boot=self.n_boot)
+        check_counts(where, minimum=0, n_random=self.n_random)
 
 
 @dataclass
@@ -129,30 +151,55 @@ def run_directions(cfg: DirectionsConfig, log=print) -> tuple[DirectionSet, Path
     if separation is not None:
         separation.check_classes()
     out = Path(cfg.out) if cfg.out else Path("directions") / contrast.name
+    out = _direction_stem(out)
     acts = Path(cfg.acts) if cfg.acts else default_acts_root(out)
     spec = ModelSpec(str(cfg.model), cfg.adapter, cfg.dtype, cfg.device, backend=cfg.backend)
     capturer = Capturer(spec, acts, batch_size=cfg.batch_size)
     cspec = cfg.capture_spec()
-    t0 = time.perf_counter()
-    c_store = capturer.capture(contrast, cspec)
-    s_store = capturer.capture(separation, cspec) if separation is not None else None
-    log(
-        f"activations: {capturer.hits} from cache, {capturer.misses} computed ({time.perf_counter() - t0:.1f} s)"
-    )
-    dset = derive(
-        c_store,
-        s_store,
-        cfg.rule,
-        C=cfg.C,
-        n_splits=cfg.n_splits,
-        n_random=cfg.n_random,
-        seed=cfg.seed,
-    )
-    dset.meta["contrast"]["spec"] = {"set": cfg.contrast, "max_questions": cfg.max_questions}
-    if separation is not None:
-        dset.meta["separation"]["spec"] = {"set": cfg.separation}
-    path = dset.save(out)
+    inputs = {  # content keys of both captures (model, adapter, set, positions, hooks) + the derivation
+        "contrast": capturer.locate(contrast, cspec)[1],
+        "separation": capturer.locate(separation, cspec)[1] if separation is not None else None,
+        "rule": asdict(cfg.rule),
+        "C": cfg.C,
+        "n_splits": cfg.n_splits,
+        "n_random": cfg.n_random,
+        "seed": cfg.seed,
+    }
+    sidecar = out.with_name(out.name + ".json")
+    with output_lock(out):
+        if reuse_or_replace(out, inputs, cfg.overwrite, manifest=sidecar):
+            log(f"{sidecar}: same inputs, reused")
+            return load_directions(sidecar), sidecar, capturer
+        t0 = time.perf_counter()
+        c_store = capturer.capture(contrast, cspec)
+        s_store = capturer.capture(separation, cspec) if separation is not None else None
+        log(
+            f"activations: {capturer.hits} from cache, {capturer.misses} computed "
+            f"({time.perf_counter() - t0:.1f} s)"
+        )
+        dset = derive(
+            c_store,
+            s_store,
+            cfg.rule,
+            C=cfg.C,
+            n_splits=cfg.n_splits,
+            n_random=cfg.n_random,
+            seed=cfg.seed,
+        )
+        dset.meta["contrast"]["spec"] = {"set": cfg.contrast, "max_questions": cfg.max_questions}
+        if separation is not None:
+            dset.meta["separation"]["spec"] = {"set": cfg.separation}
+        dset.meta["inputs"] = inputs
+        path = dset.save(out)
     return dset, path, capturer
+
+
+def _direction_stem(path: Path) -> Path:
+    """The artifact stem of ``--out`` (``x``, ``x.json``, ``x.safetensors`` and ``x.table.csv`` name one)."""
+    for suffix in (".json", ".safetensors", ".table.csv"):
+        if path.name.endswith(suffix):
+            return path.with_name(path.name[: -len(suffix)])
+    return path
 
 
 # ------------------------------------------------------------------------------------------------ probe
@@ -161,18 +208,15 @@ def checkpoint_info(ckpt: Path, base: str | None) -> tuple[dict[str, Any], Path]
     if not ckpt.is_dir():
         raise ArtifactError(f"{ckpt}: checkpoint folder not found")
     manifest = read_manifest(ckpt)
-    base_path = base or manifest.get("base_model")
+    base_path = base or recorded_path(manifest.get("base_model"), ckpt)
     if not base_path:
         raise ArtifactError(f"{ckpt / 'manifest.json'}: no base_model recorded; pass --base")
     base_dir = Path(base_path)
     if not base_dir.is_dir():
         raise ModelLoadError(f"{base_dir}: base model folder not found (from {ckpt / 'manifest.json'})")
-    expected = manifest.get("base_model_fingerprint")
-    if expected and expected != model_fingerprint(base_dir):
-        raise ModelLoadError(
-            f"{ckpt}: checkpoint was trained on another base model "
-            f"({manifest.get('base_model', '?')}), not {base_dir}"
-        )
+    problem = base_mismatch(ckpt, manifest, base_dir)
+    if problem:
+        raise ModelLoadError(problem)
     return manifest, base_dir
 
 

@@ -79,8 +79,28 @@ def test_adapter_for_another_base_is_refused(tiny_model, tmp_path):
         json.dumps({"base_model": str(base), "base_model_fingerprint": model_fingerprint(base)})
     )
     load_vlm(base, adapter=adapter)  # the right base is accepted
-    with pytest.raises(ModelLoadError, match="another base model"):
+    with pytest.raises(
+        ModelLoadError, match=r"base_model_fingerprint differs .*recorded base_model .*given "
+    ):
         load_vlm(other, adapter=adapter)
+
+
+def test_changed_base_folder_says_what_differs(tiny_model, tmp_path):
+    """Same folder, changed content: the message names the fingerprint, not 'another model (X), not X'."""
+    import shutil
+
+    base = shutil.copytree(tiny_model("llava"), tmp_path / "base")
+    adapter, _ = _save_adapter(base, tmp_path)
+    (adapter / "manifest.json").write_text(
+        json.dumps({"base_model": str(base), "base_model_fingerprint": model_fingerprint(base)})
+    )
+    cfg = json.loads((base / "config.json").read_text())
+    (base / "config.json").write_text(json.dumps({**cfg, "note": "edited"}))
+    with pytest.raises(ModelLoadError) as err:
+        load_vlm(base, adapter=adapter)
+    msg = str(err.value)
+    assert "base_model_fingerprint differs" in msg and "is the recorded folder" in msg
+    assert "not " + str(base) not in msg
 
 
 def test_adapter_of_another_family_is_refused(tiny_model, tmp_path):

@@ -127,7 +127,7 @@ def test_checkpoint_of_another_base_fails_cleanly(run, tiny_model, run_cli, tmp_
     proc = run_cli("probe", "--checkpoint", run["a"], "--base", tiny_model("llava", seed=1), "--json", out)
     assert proc.returncode == 2
     assert proc.stderr.strip().startswith("error:") and len(proc.stderr.strip().splitlines()) == 1
-    assert "another base model" in proc.stderr
+    assert "base_model_fingerprint differs" in proc.stderr and "recorded base_model" in proc.stderr
     assert not out.exists()
 
 

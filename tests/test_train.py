@@ -104,7 +104,7 @@ def test_checkpoints_at_schedule_load_with_plain_peft(run, setup, tiny_model):
     from vsfa.models.loading import load_vlm
 
     assert load_vlm(base, adapter=path).adapter == str(path)
-    with pytest.raises(ModelLoadError, match="another base model"):
+    with pytest.raises(ModelLoadError, match="base_model_fingerprint differs.*recorded base_model"):
         load_vlm(tiny_model("llava", seed=1), adapter=path)
 
 

@@ -116,11 +116,14 @@ def data_images(
     size: int = typer.Option(224, help="Image side in pixels."),
     text_prob: float = typer.Option(0.25, help="Share of scenes with a sign carrying a short text."),
     style: str = typer.Option("scene", help="scene | icon (one large object, for small vision towers)."),
+    overwrite: bool = typer.Option(False, help="Replace a complete set rendered with other settings."),
 ) -> None:
     """Render procedural threat/neutral scenes with exact annotations (same seed: same layout)."""
     from vsfa.data.images import write_procedural_set
 
-    folder = write_procedural_set(kind, n, out, seed=seed, size=size, text_prob=text_prob, style=style)
+    folder = write_procedural_set(
+        kind, n, out, seed=seed, size=size, text_prob=text_prob, style=style, overwrite=overwrite
+    )
     typer.echo(f"wrote {n} {kind} images to {folder}")
 
 
@@ -167,6 +170,7 @@ def data_build(
     max_new_tokens: int = typer.Option(96, help="Answer length limit (sources 'self', 'endpoint')."),
     device: str = typer.Option("cpu", help="Device for source 'self'."),
     allow_labelled: bool = typer.Option(False, help="Keep targets that fail the label-free lint (recorded)."),
+    overwrite: bool = typer.Option(False, help="Replace a complete build made from other inputs."),
 ) -> None:
     """Build neutral VQA training sets (variants image/text/mixed/control with identical form)."""
     from vsfa.data.build import build_variants
@@ -199,6 +203,7 @@ def data_build(
         procedural_size=size,
         procedural_text_prob=text_prob,
         procedural_style=style,
+        overwrite=overwrite,
     )
     from vsfa.io import read_manifest
 

@@ -61,6 +61,18 @@ def from_dict(cls: type[T], data: dict[str, Any], where: str = "config") -> T:
         raise ConfigError(f"{where}: {e}") from None
 
 
+def check_counts(where: str, minimum: int = 1, **values: Any) -> None:
+    """Each of ``values`` is None (unset) or an integer >= ``minimum``; else a ConfigError naming the field.
+
+    Counts like ``batch_size=0`` or ``limit=-3`` are never reinterpreted (as "all" or "all but 3").
+    """
+    for name, value in values.items():
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            raise ConfigError(f"{where}: {name} must be an integer >= {minimum}, not {value!r}")
+
+
 def load_toml(cls: type[T], path: str | Path, overrides: dict[str, Any] | None = None) -> T:
     """Read ``cls`` from a TOML file, then apply ``overrides`` (dotted keys, e.g. ``{"lora.r": 8}``)."""
     path = Path(path)

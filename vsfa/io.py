@@ -256,6 +256,47 @@ def recorded_path(value: str | None, folder: str | Path) -> str | None:
     return value
 
 
+def first_difference(a: Any, b: Any, prefix: str = "") -> str:
+    """The first field where two JSON-like values differ, as ``key.sub: A here vs B in the folder``."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        for k in sorted(set(a) | set(b)):
+            if a.get(k) != b.get(k):
+                return first_difference(a.get(k), b.get(k), f"{prefix}{k}.")
+    return f"{prefix.rstrip('.')}: {a!r} here vs {b!r} in the folder"
+
+
+def reuse_or_replace(
+    target: str | Path, inputs: dict[str, Any], overwrite: bool = False, manifest: str | Path | None = None
+) -> bool:
+    """The overwrite policy every writer shares, applied before any work. True: reuse the complete output.
+
+    ``target`` is an output folder whose manifest (or the ``manifest`` file given, e.g. a direction sidecar)
+    records the ``inputs`` it was built from. Same inputs: reuse it (True). Nothing there: write it (False).
+    Different inputs, no record of them, or a folder holding other files: an :class:`~vsfa.errors.ArtifactError`
+    naming the first difference, unless ``overwrite`` (then False: it will be replaced).
+    """
+    from vsfa.errors import ArtifactError
+
+    target = Path(target)
+    man = Path(manifest) if manifest is not None else target / MANIFEST
+    if target.exists() and manifest is None and not target.is_dir():
+        raise ArtifactError(f"{target}: exists and is not a folder")
+    if man.is_file():
+        theirs = read_json(man, ArtifactError)
+        ours = json.loads(dumps(inputs))
+        recorded = theirs.get("inputs") if isinstance(theirs, dict) else None
+        if recorded == ours:
+            return True
+        why = "no record of its inputs" if recorded is None else first_difference(ours, recorded)
+    elif target.is_dir() and any(target.iterdir()):
+        why = "files without a manifest.json"
+    else:
+        return False
+    if overwrite:
+        return False
+    raise ArtifactError(f"{target}: holds other results ({why}); pass --overwrite to replace them")
+
+
 def is_complete(folder: str | Path) -> bool:
     """True when the folder has its manifest."""
     return (Path(folder) / MANIFEST).is_file()
@@ -351,13 +392,14 @@ def _lock_holder(fd: int) -> str:
 
 
 @contextlib.contextmanager
-def output_lock(target: str | Path) -> Iterator[Path]:
+def output_lock(target: str | Path, wait: bool = False) -> Iterator[Path]:
     """Hold an exclusive lock on an output folder or file stem while writing it.
 
     The lock is an ``fcntl.flock`` on ``.<name>.lock`` beside ``target`` (so the target itself is not touched
     before the inputs are checked); the kernel drops it when the holder dies, so a kill -9 never leaves a stale
     lock. A second writer fails at once with an :class:`~vsfa.errors.ArtifactError` naming the holder's pid.
-    The lock file (and any parent folders created for it, when empty) is removed on release.
+    The lock file (and any parent folders created for it, when empty) is removed on release. ``wait``: block
+    until the holder is done instead (for content-addressed caches, where the second writer can reuse).
     """
     from vsfa.errors import ArtifactError
 
@@ -379,7 +421,7 @@ def output_lock(target: str | Path) -> Iterator[Path]:
             _remove_empty(created)
             raise ArtifactError(f"{lock}: cannot create lock file ({e.strerror})") from None
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as e:
             holder = _lock_holder(fd)
             os.close(fd)

@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from vsfa.config import check_counts
 from vsfa.data.images import (
     ANNOTATIONS,
     load_image,
@@ -44,7 +45,15 @@ from vsfa.data.lint import LabelLint, format_hits
 from vsfa.data.sources import AnnotationSource, AnswerSource, AskItem
 from vsfa.data.templates import DESCRIBE_TEMPLATE, TEMPLATES, Question, description, pick_questions
 from vsfa.errors import DataError
-from vsfa.io import atomic_dir, sha256_file, sha256_json, write_jsonl_atomic, write_manifest
+from vsfa.io import (
+    atomic_dir,
+    output_lock,
+    reuse_or_replace,
+    sha256_file,
+    sha256_json,
+    write_jsonl_atomic,
+    write_manifest,
+)
 
 VARIANTS = ("image", "text", "mixed", "control")
 DATA_FILE = "data.jsonl"
@@ -88,6 +97,13 @@ def load_image_set(
         ann = anns.get(os.path.relpath(full.resolve(), base.resolve()))
         if ann_file is not None and ann is None:
             raise DataError(f"{ann_file}: no annotation for image {r['path']}")
+        if not full.is_file():
+            raise DataError(f"{full}: image not found (listed in {source})")
+        if sha256_file(full) != r["sha256"]:
+            raise DataError(
+                f"{full}: image changed since its manifest {source} was written (sha256 differs); "
+                "rebuild the manifest (vsfa data manifest) or restore the image"
+            )
         items.append(ImageItem(i, full, r["sha256"], r.get("label", "unknown"), ann))
     return items
 
@@ -244,10 +260,13 @@ def build_variants(
     procedural_size: int = 224,
     procedural_text_prob: float = 0.25,
     procedural_style: str = "scene",
+    overwrite: bool = False,
 ) -> Path:
     """Build the requested variants into ``out/<variant>/`` (atomically: all or nothing; manifest last).
 
     ``procedural=N`` renders N threat and N neutral scenes into ``out/images/`` first (seeds ``seed..``).
+    A complete build of the same inputs (image content, answers source, settings) is reused; one of other
+    inputs is refused unless ``overwrite``. Every image's hash is checked against its set's manifest.
     """
     variants = list(dict.fromkeys(variants))
     bad = [v for v in variants if v not in VARIANTS]
@@ -259,22 +278,17 @@ def build_variants(
     lint = LabelLint(lint_file)
     needs_threat = any(v != "control" for v in variants)
     out = Path(out)
-    with atomic_dir(out) as tmp:
-        if procedural is not None:
-            if threat is not None or neutral is not None:
-                raise DataError("give either procedural=N or image sets (threat/neutral), not both")
-            threat, neutral = (
-                write_procedural_set(
-                    kind,
-                    procedural,
-                    tmp / "images" / kind,
-                    seed,
-                    procedural_size,
-                    procedural_text_prob,
-                    procedural_style,
-                )
-                for kind in ("threat", "neutral")
-            )
+    if procedural is not None:
+        if threat is not None or neutral is not None:
+            raise DataError("give either procedural=N or image sets (threat/neutral), not both")
+        check_counts("build", procedural=procedural)
+        images: dict[str, Any] = {
+            "procedural": procedural,
+            "size": procedural_size,
+            "text_prob": procedural_text_prob,
+            "style": procedural_style,
+        }
+    else:
         if needs_threat and threat is None:
             raise DataError(f"variants {', '.join(v for v in variants if v != 'control')} need threat images")
         if "control" in variants and neutral is None:
@@ -282,57 +296,96 @@ def build_variants(
         threat_items = load_image_set(threat, threat_annotations, n_images) if needs_threat else []
         n_ctrl = n_images if n_images is not None else (len(threat_items) or None)
         neutral_items = load_image_set(neutral, neutral_annotations, n_ctrl) if "control" in variants else []
-        need_desc = any(v in ("text", "mixed") for v in variants)
-        answered = {}
-        if threat_items:
-            answered["threat"] = _answer_set(threat_items, source, questions_per_image, seed, need_desc)
-        if neutral_items:
-            answered["neutral"] = _answer_set(neutral_items, source, questions_per_image, seed, False)
-        built: dict[str, list[dict]] = {}
-        for (
-            v
-        ) in variants:  # image paths relative to tmp/<v>: the same relative path after the rename to out/<v>
-            built[v] = _records(
-                v, answered["neutral" if v == "control" else "threat"], source.name, tmp / v, seed
-            )
-        lint_info = {v: _lint(recs, lint, allow_labelled) for v, recs in built.items()}
-        summary = {}
-        for v, recs in built.items():
-            folder = tmp / v
-            write_jsonl_atomic(folder / DATA_FILE, recs)
-            image_set = neutral if v == "control" else threat
-            man = data_manifest(
-                recs,
-                folder / DATA_FILE,
+        images = {"threat": _set_key(threat_items), "neutral": _set_key(neutral_items)}
+    inputs = {
+        "variants": variants,
+        "images": images,
+        "n_images": n_images,
+        "answer_source": source.describe_config(),
+        "questions_per_image": questions_per_image,
+        "seed": seed,
+        "allow_labelled": allow_labelled,
+        "lint": sha256_file(lint.path) if lint.path else None,
+    }
+    with output_lock(out):  # one writer per folder; same inputs: reuse; other inputs: --overwrite
+        if reuse_or_replace(out, inputs, overwrite):
+            return out
+        with atomic_dir(out) as tmp:
+            if procedural is not None:
+                threat, neutral = (
+                    write_procedural_set(
+                        kind,
+                        procedural,
+                        tmp / "images" / kind,
+                        seed,
+                        procedural_size,
+                        procedural_text_prob,
+                        procedural_style,
+                    )
+                    for kind in ("threat", "neutral")
+                )
+                threat_items = load_image_set(threat, threat_annotations, n_images) if needs_threat else []
+                n_ctrl = n_images if n_images is not None else (len(threat_items) or None)
+                neutral_items = (
+                    load_image_set(neutral, neutral_annotations, n_ctrl) if "control" in variants else []
+                )
+            need_desc = any(v in ("text", "mixed") for v in variants)
+            answered = {}
+            if threat_items:
+                answered["threat"] = _answer_set(threat_items, source, questions_per_image, seed, need_desc)
+            if neutral_items:
+                answered["neutral"] = _answer_set(neutral_items, source, questions_per_image, seed, False)
+            built: dict[str, list[dict]] = {}
+            for v in (
+                variants
+            ):  # image paths relative to tmp/<v>: the same relative path after the rename to out/<v>
+                built[v] = _records(
+                    v, answered["neutral" if v == "control" else "threat"], source.name, tmp / v, seed
+                )
+            lint_info = {v: _lint(recs, lint, allow_labelled) for v, recs in built.items()}
+            summary = {}
+            for v, recs in built.items():
+                folder = tmp / v
+                write_jsonl_atomic(folder / DATA_FILE, recs)
+                image_set = neutral if v == "control" else threat
+                man = data_manifest(
+                    recs,
+                    folder / DATA_FILE,
+                    {
+                        "variant": v,
+                        "arm": "control" if v == "control" else "vsfa",
+                        "labelled": bool(lint_info[v]["allowed"]),
+                        "lint": lint_info[v],
+                        "answer_source": source.describe_config(),
+                        "questions_per_image": questions_per_image,
+                        "seed": seed,
+                        "image_set": os.path.relpath(Path(image_set).resolve(), tmp.resolve())
+                        if procedural is not None
+                        else str(image_set),
+                    },
+                )
+                write_manifest(folder, man)
+                summary[v] = {k: man[k] for k in ("n_records", "n_images", "data_hash", "templates", "forms")}
+            forms = {v: (info["n_records"], info["templates"]) for v, info in summary.items()}
+            write_manifest(
+                tmp,
                 {
-                    "variant": v,
-                    "arm": "control" if v == "control" else "vsfa",
-                    "labelled": bool(lint_info[v]["allowed"]),
-                    "lint": lint_info[v],
-                    "answer_source": source.describe_config(),
-                    "questions_per_image": questions_per_image,
+                    "kind": "vsfa-data-build",
+                    # identical sizes and template distributions across variants: differences between runs are then
+                    # attributable to content alone (guaranteed for procedural sets; user sets need matching annotations)
+                    "form_matched": len({json.dumps(f, sort_keys=True) for f in forms.values()}) == 1,
+                    "variants": summary,
                     "seed": seed,
-                    "image_set": os.path.relpath(Path(image_set).resolve(), tmp.resolve())
-                    if procedural is not None
-                    else str(image_set),
+                    "questions_per_image": questions_per_image,
+                    "answer_source": source.describe_config(),
+                    "procedural": procedural,
+                    "procedural_style": procedural_style if procedural is not None else None,
+                    "inputs": inputs,
                 },
             )
-            write_manifest(folder, man)
-            summary[v] = {k: man[k] for k in ("n_records", "n_images", "data_hash", "templates", "forms")}
-        forms = {v: (info["n_records"], info["templates"]) for v, info in summary.items()}
-        write_manifest(
-            tmp,
-            {
-                "kind": "vsfa-data-build",
-                # identical sizes and template distributions across variants: differences between runs are then
-                # attributable to content alone (guaranteed for procedural sets; user sets need matching annotations)
-                "form_matched": len({json.dumps(f, sort_keys=True) for f in forms.values()}) == 1,
-                "variants": summary,
-                "seed": seed,
-                "questions_per_image": questions_per_image,
-                "answer_source": source.describe_config(),
-                "procedural": procedural,
-                "procedural_style": procedural_style if procedural is not None else None,
-            },
-        )
     return out
+
+
+def _set_key(items: list[ImageItem]) -> str | None:
+    """Content key of an image set as used: image hashes and annotations (not where the files live)."""
+    return sha256_json([[it.sha256, it.annotation] for it in items]) if items else None

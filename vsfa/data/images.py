@@ -18,12 +18,15 @@ from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
+from vsfa.config import check_counts
 from vsfa.data.procedural import KINDS, STYLES, generate_icons, generate_images
 from vsfa.errors import DataError
 from vsfa.io import (
     atomic_dir,
+    output_lock,
     read_jsonl,
     read_manifest,
+    reuse_or_replace,
     sha256_bytes,
     sha256_file,
     write_json_atomic,
@@ -181,17 +184,33 @@ def write_procedural_set(
     size: int = 224,
     text_prob: float = 0.25,
     style: str = "scene",
+    overwrite: bool = False,
 ) -> Path:
     """Render ``n`` procedural images of ``kind`` into an image-set folder (atomically; manifest last).
 
     ``style``: ``scene`` (several objects, optional sign) or ``icon`` (one large object: what a small vision
-    tower such as the smol-llava demo model can name).
+    tower such as the smol-llava demo model can name). A complete set of the same inputs is reused; one of
+    other inputs is refused unless ``overwrite``.
     """
     if kind not in KINDS:
         raise DataError(f"kind must be one of {', '.join(KINDS)}, not {kind!r}")
     if style not in STYLES:
         raise DataError(f"style must be one of {', '.join(STYLES)}, not {style!r}")
+    check_counts("images", n=n, size=size)
+    if not 0.0 <= text_prob <= 1.0:
+        raise DataError(f"text_prob must be between 0 and 1, not {text_prob!r}")
     out = Path(out)
+    generator = {"name": "vsfa.data.procedural", "seed": seed, "size": size, "text_prob": text_prob}
+    inputs = {"kind": kind, "n": n, **generator, "style": style}
+    with output_lock(out):
+        if reuse_or_replace(out, inputs, overwrite):
+            return out
+        return _render_set(kind, n, out, seed, size, text_prob, style, inputs)
+
+
+def _render_set(
+    kind: str, n: int, out: Path, seed: int, size: int, text_prob: float, style: str, inputs: dict
+) -> Path:
     if style == "icon":
         scenes = generate_icons(kind, n, seed=seed, size=size)
     else:
@@ -219,6 +238,7 @@ def write_procedural_set(
                     "style": style,
                 },
                 "images_sha256": sha256_file(tmp / IMAGE_MANIFEST),
+                "inputs": inputs,
             },
         )
     return out

@@ -269,13 +269,35 @@ def _check_adapter(adapter: Path, base_folder: Path, family: Family) -> None:
         )
     manifest_file = adapter / "manifest.json"
     if manifest_file.is_file():
-        manifest = json.loads(manifest_file.read_text())
-        expected = manifest.get("base_model_fingerprint")
-        if expected and expected != model_fingerprint(base_folder):
-            raise ModelLoadError(
-                f"{adapter}: adapter was trained on another base model "
-                f"({manifest.get('base_model', '?')}), not {base_folder}"
-            )
+        from vsfa.io import read_json
+
+        problem = base_mismatch(adapter, read_json(manifest_file, ModelLoadError), base_folder)
+        if problem:
+            raise ModelLoadError(problem)
+
+
+def base_mismatch(checkpoint: str | Path, manifest: dict[str, Any], base_folder: str | Path) -> str | None:
+    """Why ``base_folder`` is not the base ``checkpoint`` was trained on (None when it is).
+
+    Names the field that differs: the recorded ``base_model_fingerprint`` (config + weights) against the
+    folder's, and says whether the folder is the recorded one whose content changed, or another folder.
+    """
+    from vsfa.io import recorded_path
+
+    expected = manifest.get("base_model_fingerprint")
+    if not expected:
+        return None
+    actual = model_fingerprint(base_folder)
+    if expected == actual:
+        return None
+    recorded = recorded_path(manifest.get("base_model"), checkpoint)
+    same = recorded is not None and Path(recorded).resolve() == Path(base_folder).resolve()
+    where = (
+        f"{base_folder} is the recorded folder, but its config.json or weights changed since training"
+        if same
+        else f"recorded base_model {manifest.get('base_model', '?')}, given {base_folder}"
+    )
+    return f"{checkpoint}: base_model_fingerprint differs (manifest {expected[:12]}, folder {actual[:12]}): {where}"
 
 
 def load_vlm(

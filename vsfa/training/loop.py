@@ -39,6 +39,7 @@ from vsfa.io import (
     absolute_path,
     atomic_dir,
     dumps,
+    first_difference,
     is_complete,
     output_lock,
     read_json,
@@ -99,14 +100,6 @@ def _tristate(value: str, auto: bool) -> bool:
     return auto if value == "auto" else value == "true"
 
 
-def _first_difference(a: Any, b: Any, prefix: str = "") -> str:
-    if isinstance(a, dict) and isinstance(b, dict):
-        for k in sorted(set(a) | set(b)):
-            if a.get(k) != b.get(k):
-                return _first_difference(a.get(k), b.get(k), f"{prefix}{k}.")
-    return f"{prefix.rstrip('.')}: {a!r} here vs {b!r} in the folder"
-
-
 # ------------------------------------------------------------------------------------------ run folder
 @dataclass
 class RunState:
@@ -131,7 +124,7 @@ def prepare_run_dir(run_dir: Path, ident: dict[str, Any]) -> RunState:
         ours = json.loads(dumps(ident))
         if theirs != ours:
             raise ArtifactError(
-                f"{run_dir}: output folder holds a different run ({_first_difference(ours, theirs)}); "
+                f"{run_dir}: output folder holds a different run ({first_difference(ours, theirs)}); "
                 "choose another out or delete the folder"
             )
         if is_complete(run_dir):
