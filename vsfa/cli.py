@@ -282,8 +282,10 @@ def capture_cmd(
     """Capture activations of one set into the content-addressed store (reused when already there)."""
     from probes.capture import Capturer, CaptureSpec, ModelSpec
     from probes.contrasts import load_set
+    from vsfa.config import check_counts
 
     _quiet_transformers()
+    check_counts("capture", max_questions=max_questions, batch_size=batch_size)
     cset = load_set(contrast, max_questions=max_questions)
     spec = CaptureSpec(tuple(_csv(positions) or ["last"]), _layers(layers), tuple(_csv(hooks) or []))
     cap = Capturer(
@@ -328,6 +330,7 @@ def directions_cmd(
     device: str | None = typer.Option(None),
     dtype: str | None = typer.Option(None),
     backend: str | None = typer.Option(None, help="torch (default, fast) | bridge | auto"),
+    overwrite: bool = typer.Option(False, help="Replace an artifact at --out derived from other inputs."),
 ) -> None:
     """Derive persona directions per layer (DoM + probes), select a layer, write the Direction artifact."""
     from probes.probe import DirectionsConfig, run_directions
@@ -353,6 +356,7 @@ def directions_cmd(
         "rule.weight_separation": weight_separation,
         "rule.min_accuracy": min_accuracy,
         "rule.min_separation": min_separation,
+        "overwrite": overwrite or None,
     }
     if config is not None:
         cfg = load_toml(DirectionsConfig, config, overrides)
@@ -883,6 +887,9 @@ def track_cmd(
     dtype: str | None = typer.Option(None),
     n_boot: int = typer.Option(1000, help="Bootstrap resamples per CI."),
     seed: int = typer.Option(0),
+    allow_incomplete: bool = typer.Option(
+        False, help="Track a run without its final manifest (recorded as run_complete false)."
+    ),
 ) -> None:
     """Directions over a run's checkpoints -> RUN/track/trajectory.csv (tidy, one estimate per row)."""
     from analysis.trajectory import TrackConfig, track
@@ -900,6 +907,7 @@ def track_cmd(
         dtype=dtype,
         n_boot=n_boot,
         seed=seed,
+        allow_incomplete=allow_incomplete,
     )
     out = track(cfg, log=_log)
     typer.echo(f"wrote {out / 'trajectory.csv'}")
@@ -1051,6 +1059,10 @@ def main() -> None:
     except (typer.Abort, KeyboardInterrupt):
         print("aborted", file=sys.stderr)
         sys.exit(130)
+    except OSError as e:  # a file the toolkit could not read or write (read-only folder, name too long, ...)
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"error: {where}{(e.strerror or type(e).__name__).lower()}", file=sys.stderr)
+        sys.exit(2)
     except Exception as e:  # click usage errors
         import click
 

@@ -380,7 +380,10 @@ def model_fingerprint(folder: str | Path) -> str:
 def lock_path(target: str | Path) -> Path:
     """The lock file of an output ``target`` (a folder or a file stem): ``.<name>.lock`` beside it."""
     target = Path(target)
-    return target.with_name(f".{target.name}.lock")
+    name = f".{target.name}.lock"
+    if len(name.encode()) > 255:  # the target's own name may still fit: keep the lock from failing first
+        name = f".{sha256_bytes(target.name.encode())[:32]}.lock"
+    return target.with_name(name)
 
 
 def _lock_holder(fd: int) -> str:
@@ -413,13 +416,13 @@ def output_lock(target: str | Path, wait: bool = False) -> Iterator[Path]:
     try:
         lock.parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise ArtifactError(f"{lock.parent}: cannot create output folder ({e.strerror})") from None
+        raise ArtifactError(f"{lock.parent}: cannot create output folder ({os_error_message(e)})") from None
     while True:
         try:
             fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
         except OSError as e:
             _remove_empty(created)
-            raise ArtifactError(f"{lock}: cannot create lock file ({e.strerror})") from None
+            raise ArtifactError(f"{target}: cannot create its lock file ({os_error_message(e)})") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as e:
@@ -429,7 +432,7 @@ def output_lock(target: str | Path, wait: bool = False) -> Iterator[Path]:
                 raise ArtifactError(
                     f"{target}: in use by {holder} (lock {lock}); wait for it or choose another output"
                 ) from None
-            raise ArtifactError(f"{lock}: cannot lock ({e.strerror})") from None
+            raise ArtifactError(f"{lock}: cannot lock ({os_error_message(e)})") from None
         try:  # the holder may have removed the file between our open and flock: lock the current one
             same = os.fstat(fd).st_ino == os.stat(lock).st_ino
         except FileNotFoundError:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from vsfa.errors import DataError
+from vsfa.io import read_text
 from vsfa.resources import resource_path
 
 DEFAULT_LINT_FILE = "label_lint.txt"
@@ -60,7 +61,7 @@ def load_patterns(path: str | Path | None = None) -> list[LintPattern]:
         raise DataError(f"{path}: lint word list not found")
     patterns: list[LintPattern] = []
     category = "general"
-    for i, raw in enumerate(path.read_text().splitlines(), 1):
+    for i, raw in enumerate(read_text(path).splitlines(), 1):
         line = raw.strip()
         if not line or line.startswith("#"):
             continue

@@ -17,7 +17,7 @@ from pathlib import Path
 from vsfa.data.build import DATA_FILE, data_manifest
 from vsfa.data.images import image_info
 from vsfa.errors import DataError
-from vsfa.io import atomic_dir, sha256_file, write_json_atomic, write_jsonl_atomic, write_manifest
+from vsfa.io import atomic_dir, read_text, sha256_file, write_json_atomic, write_jsonl_atomic, write_manifest
 
 _INSTRUCTION_KEYS = ("instruction", "safe_instruction", "unsafe_instruction")
 
@@ -43,7 +43,7 @@ def read_vlguard(train_json: str | Path) -> list[dict]:
     if not path.is_file():
         raise DataError(f"{path}: VLGuard train.json not found")
     try:
-        data = json.loads(path.read_text())
+        data = json.loads(read_text(path))
     except json.JSONDecodeError as e:
         raise DataError(f"{path}: invalid JSON ({e.msg})") from None
     if not isinstance(data, list) or not data:

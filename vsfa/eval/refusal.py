@@ -36,7 +36,7 @@ from vsfa.eval.modelio import (
     model_call_context,
     response_separator,
 )
-from vsfa.io import sha256_bytes
+from vsfa.io import read_text, sha256_bytes
 from vsfa.resources import resource_path
 
 MODES = ("sequence", "first_token")
@@ -61,11 +61,9 @@ class Openers:
         for p in paths:
             if not p.is_file():
                 raise DataError(f"{p}: opener list not found")
-            raw = p.read_bytes()
-            digest += raw
-            lines = tuple(
-                ln.strip() for ln in raw.decode("utf-8").splitlines() if ln.strip() and not ln.startswith("#")
-            )
+            text = read_text(p)
+            digest += p.read_bytes()
+            lines = tuple(ln.strip() for ln in text.splitlines() if ln.strip() and not ln.startswith("#"))
             if not lines:
                 raise DataError(f"{p}: opener list is empty")
             lists.append(lines)

@@ -52,7 +52,7 @@ class OptimSection:
     """Optimisation (passed to the HF Trainer)."""
 
     epochs: float = 2.0
-    max_steps: int = 0  # > 0 overrides epochs
+    max_steps: int | None = None  # when set (>= 1), overrides epochs
     batch_size: int = 4  # per device
     grad_accum: int = 1
     lr: float = 2e-4
@@ -115,8 +115,8 @@ def validate(cfg: TrainConfig, where: str = "config") -> TrainConfig:
         ("lora.r", cfg.lora.r >= 1),
         ("lora.alpha", cfg.lora.alpha > 0),
         ("lora.dropout", 0.0 <= cfg.lora.dropout < 1.0),
-        ("train.epochs", cfg.train.epochs > 0 or cfg.train.max_steps > 0),
-        ("train.max_steps", cfg.train.max_steps >= 0),
+        ("train.epochs", cfg.train.epochs > 0 or cfg.train.max_steps is not None),
+        ("train.max_steps", cfg.train.max_steps is None or cfg.train.max_steps >= 1),
         ("train.batch_size", cfg.train.batch_size >= 1),
         ("train.grad_accum", cfg.train.grad_accum >= 1),
         ("train.lr", cfg.train.lr > 0),
@@ -135,7 +135,9 @@ def validate(cfg: TrainConfig, where: str = "config") -> TrainConfig:
     for key, ok in checks:
         if not ok:
             section, name = key.split(".")
-            raise ConfigError(f"{where}: invalid value for {key}: {getattr(getattr(cfg, section), name)!r}")
+            value = getattr(getattr(cfg, section), name)
+            hint = " (leave it unset to train by epochs)" if key == "train.max_steps" else ""
+            raise ConfigError(f"{where}: invalid value for {key}: {value!r}{hint}")
     return cfg
 
 
@@ -170,4 +172,6 @@ def config_from_dict(data: dict[str, Any], where: str = "config") -> TrainConfig
 def identity(cfg: TrainConfig) -> dict[str, Any]:
     """The part of the resolved config that determines the result (everything but out and runtime)."""
     d = to_dict(cfg)
+    if d["train"]["max_steps"] is None:  # recorded as 0 before max_steps became optional: same identity
+        d["train"]["max_steps"] = 0
     return {k: v for k, v in d.items() if k not in RUNTIME_ONLY}

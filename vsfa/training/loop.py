@@ -333,7 +333,7 @@ def train(
             cfg.train.grad_accum,
             world,
             cfg.train.epochs,
-            cfg.train.max_steps,
+            cfg.train.max_steps or 0,
         )
         schedule = checkpoint_steps(steps, cfg.checkpoints)
 
