@@ -143,8 +143,9 @@ def _append(path: Path, records: list[dict[str, Any]]) -> None:
 
 
 def items_key(items: Sequence[BenchItem]) -> str:
-    """Content key of an item list (ids, texts, labels and image hashes)."""
-    return sha256_json([[it.item_id, it.text, it.label, it.image_ref, it.image_sha256()] for it in items])
+    """Content key of an item list (ids, texts, labels and image hashes; not where the images live, so the
+    same data through a moved or symlinked folder keeps its answers)."""
+    return sha256_json([[it.item_id, it.text, it.label, it.image_sha256()] for it in items])
 
 
 ChunkRunner = Callable[[list[BenchItem], list[Query], int], list[dict[str, Any]]]

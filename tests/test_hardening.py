@@ -1,0 +1,180 @@
+"""Regression tests of the hardening issue (#20): stale results, overwrite policy, content keys, recorded paths,
+incomplete runs. Bad inputs that only need an error line are in test_bad_inputs.py; locks in test_locks.py."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+
+import pytest
+from test_eval_cli import _cli, _make_run
+from test_eval_loaders import make_figstep
+
+from vsfa.errors import ArtifactError
+from vsfa.io import model_fingerprint, read_jsonl, recorded_path, write_manifest
+
+SMALL = [
+    "--bench-opt",
+    "builtin.limit_pairs=1",
+    "--bench-opt",
+    "builtin.variants=text",
+    "--max-new-tokens",
+    "4",
+    "--quiet",
+]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# ----------------------------------------------------------------------------------- 2. stale results
+def test_interrupted_rerun_leaves_no_stale_metrics(tmp_path, tiny_model, capsys):
+    ev = tmp_path / "ev"
+    args = ["eval", "--model", tiny_model("llava"), "--out", ev, "--bench", "builtin", *SMALL]
+    code, err = _cli(capsys, *args)
+    assert code == 0, err
+    folder = ev / "base" / "builtin"
+    assert (folder / "metrics.json").is_file() and (folder / "manifest.json").is_file()
+    # a rerun with other settings dies after generating (its judge endpoint is down)
+    down = ["--judge", "llm", "--judge-url", f"http://127.0.0.1:{_free_port()}/v1", "--judge-model", "m"]
+    code, err = _cli(capsys, *args[:-3], "--max-new-tokens", "5", "--quiet", *down)
+    assert code == 2 and "unreachable" in err
+    assert not (folder / "manifest.json").exists() and not (folder / "metrics.json").exists()
+    code, err = _cli(capsys, "eval", "table", ev)
+    assert code == 2 and "no complete <checkpoint>/<benchmark>/ results" in err
+
+
+# ------------------------------------------------------------------------------------ 5. overwrite policy
+def test_eval_of_another_model_needs_overwrite(tmp_path, tiny_model, capsys):
+    ev = tmp_path / "ev"
+    first, other = tiny_model("llava"), tiny_model("llava", seed=1)
+    code, err = _cli(capsys, "eval", "--model", first, "--out", ev, "--bench", "builtin", *SMALL)
+    assert code == 0, err
+    manifest = ev / "base" / "builtin" / "manifest.json"
+    before = manifest.read_bytes()
+    code, err = _cli(capsys, "eval", "--model", other, "--out", ev, "--bench", "builtin", *SMALL)
+    assert code == 2 and "holds complete results of another model (model_fingerprint" in err
+    assert "--overwrite" in err and manifest.read_bytes() == before
+    code, err = _cli(
+        capsys, "eval", "--model", other, "--out", ev, "--bench", "builtin", *SMALL, "--overwrite"
+    )
+    assert code == 0, err
+    assert json.loads(manifest.read_text())["model_fingerprint"] == model_fingerprint(other)
+
+
+def test_images_same_inputs_reused_other_inputs_replaced_with_overwrite(tmp_path):
+    from vsfa.data.images import write_procedural_set
+
+    out = write_procedural_set("neutral", 2, tmp_path / "set", seed=0, size=32)
+    stamp = (out / "manifest.json").stat().st_mtime_ns
+    assert write_procedural_set("neutral", 2, out, seed=0, size=32) == out
+    assert (out / "manifest.json").stat().st_mtime_ns == stamp  # reused, not re-rendered
+    with pytest.raises(ArtifactError, match=r"holds other results \(n: 3 here vs 2"):
+        write_procedural_set("neutral", 3, out, seed=0, size=32)
+    write_procedural_set("neutral", 3, out, seed=0, size=32, overwrite=True)
+    assert len(read_jsonl(out / "images.jsonl")) == 3
+
+
+def test_directions_same_inputs_reused_other_inputs_refused(tmp_path, tiny_model):
+    from probes.probe import DirectionsConfig, run_directions
+
+    def cfg(**over) -> DirectionsConfig:
+        base = {
+            "model": str(tiny_model("llava")),
+            "out": str(tmp_path / "dirs" / "persona"),
+            "acts": str(tmp_path / "acts"),
+            "separation": None,
+            "max_questions": 6,
+        }
+        return DirectionsConfig(**{**base, **over})
+
+    logs: list[str] = []
+    _, path, _ = run_directions(cfg(), log=logs.append)
+    stamp = path.stat().st_mtime_ns
+    _, again, _ = run_directions(cfg(), log=logs.append)
+    assert again == path and path.stat().st_mtime_ns == stamp and "same inputs, reused" in logs[-1]
+    with pytest.raises(ArtifactError, match=r"persona: holds other results \(seed: 1 here vs 0"):
+        run_directions(cfg(seed=1), log=logs.append)
+    _, replaced, _ = run_directions(cfg(seed=1, overwrite=True), log=logs.append)
+    assert json.loads(replaced.read_text())["inputs"]["seed"] == 1
+
+
+# ---------------------------------------------------------------------------- 7. content keys, not paths
+def test_same_model_and_data_through_symlinks_reuse_answers(tmp_path, tiny_model, capsys):
+    model = tiny_model("llava")
+    figstep = make_figstep(tmp_path / "FigStep")
+    (tmp_path / "FigStep-link").symlink_to(figstep)
+    (tmp_path / "model-link").symlink_to(model)
+    ev = tmp_path / "ev"
+    common = ["--out", ev, "--max-new-tokens", "4", "--quiet"]
+    code, err = _cli(capsys, "eval", "--model", model, "--bench", f"figstep_tiny={figstep}", *common)
+    assert code == 0, err
+    folder = ev / "base" / "figstep_tiny"
+    key = (folder / ".responses.jsonl.key").read_text()
+    answers = (folder / "responses.jsonl").read_bytes()
+    moved = ["--model", tmp_path / "model-link", "--bench", f"figstep_tiny={tmp_path / 'FigStep-link'}"]
+    code, err = _cli(capsys, "eval", *moved, *common)
+    assert code == 0, err
+    assert (folder / ".responses.jsonl.key").read_text() == key
+    assert (folder / "responses.jsonl").read_bytes() == answers
+
+
+# ----------------------------------------------------------------------- 6. paths recorded in manifests
+def test_relative_base_model_of_an_old_manifest_resolves_from_anywhere(tmp_path, monkeypatch):
+    project = tmp_path / "project"
+    (project / "models" / "tiny").mkdir(parents=True)
+    ck = project / "runs" / "r1" / "checkpoints" / "step-000005"
+    ck.mkdir(parents=True)
+    write_manifest(ck, {"base_model": "models/tiny", "config": {"out": "runs/r1"}})
+    (ck / "adapter_config.json").write_text("{}")
+    monkeypatch.chdir(tmp_path)  # not where training ran
+    assert recorded_path("models/tiny", ck) == str(project / "models" / "tiny")
+    assert recorded_path("/abs/model", ck) == "/abs/model"
+    from vsfa.eval.runner import run_checkpoints
+
+    write_manifest(project / "runs" / "r1", {"kind": "vsfa-run"})
+    _, base = run_checkpoints(project / "runs" / "r1")
+    assert base == str(project / "models" / "tiny")
+
+
+def test_new_checkpoint_manifests_store_absolute_paths(tmp_path, tiny_model, monkeypatch):
+    import shutil
+
+    from vsfa.data.build import build_variants
+    from vsfa.train import config_from_dict, train
+
+    shutil.copytree(tiny_model("llava"), tmp_path / "model")
+    build_variants(tmp_path / "data", ["image"], procedural=2, seed=0, procedural_size=32)
+    monkeypatch.chdir(tmp_path)
+    cfg = config_from_dict(
+        {
+            "out": "run",
+            "model": {"base": "model"},
+            "data": {"path": "data/image"},
+            "train": {"max_steps": 1, "batch_size": 2},
+            "checkpoints": {"log_until": 1, "every": 0},
+            "runtime": {"device": "cpu"},
+        }
+    )
+    result = train(cfg, quiet=True)
+    man = json.loads((result.checkpoints[0][1] / "manifest.json").read_text())
+    assert man["base_model"] == str(tmp_path / "model") and os.path.isabs(man["data"])
+
+
+# ------------------------------------------------------------------------------------ 12. incomplete runs
+def test_incomplete_run_evaluated_only_when_allowed_and_recorded(tmp_path, tiny_model, capsys):
+    run = _make_run(tmp_path, tiny_model("llava"))
+    (run / "manifest.json").unlink()  # interrupted before the end
+    args = ["eval", "--run", run, "--bench", "builtin", *SMALL]
+    code, err = _cli(capsys, *args)
+    assert code == 2 and "training run is incomplete" in err and not (run / "eval").exists()
+    code, err = _cli(capsys, *args, "--allow-incomplete")
+    assert code == 0, err
+    for ck in ("step-000000", "step-000005"):
+        folder = run / "eval" / ck / "builtin"
+        assert json.loads((folder / "manifest.json").read_text())["run_complete"] is False
+        assert json.loads((folder / "metrics.json").read_text())["run_complete"] is False
