@@ -178,3 +178,53 @@ def test_incomplete_run_evaluated_only_when_allowed_and_recorded(tmp_path, tiny_
         folder = run / "eval" / ck / "builtin"
         assert json.loads((folder / "manifest.json").read_text())["run_complete"] is False
         assert json.loads((folder / "metrics.json").read_text())["run_complete"] is False
+
+
+# ------------------------------------------------------------------------------ 15. endpoint keys by name
+def _chat_server(seen: list[str]):
+    """A local OpenAI-compatible server: model ``j`` (a judge) says safe, others refuse; records Authorization."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802 (http.server's name)
+            payload = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            seen.append(self.headers.get("Authorization", ""))
+            text = "safe" if payload["model"] == "j" else "I cannot help with that."
+            body = json.dumps({"choices": [{"message": {"content": text}}]}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+def test_server_backend_sends_the_key_from_a_named_variable_and_stores_none(tmp_path, capsys, monkeypatch):
+    seen: list[str] = []
+    server = _chat_server(seen)
+    url = f"http://127.0.0.1:{server.server_address[1]}/v1"
+    ev = tmp_path / "ev"
+    args = ["eval", "--backend", "server", "--gen-url", url, "--gen-model", "m", "--out", ev]
+    args += ["--bench", "builtin", *SMALL]
+    try:
+        monkeypatch.delenv("MY_GEN_KEY", raising=False)
+        code, err = _cli(capsys, *args, "--gen-key-env", "MY_GEN_KEY")
+        assert code == 2 and "environment variable MY_GEN_KEY (the API key) is not set" in err
+        monkeypatch.setenv("MY_GEN_KEY", "s3cret-gen")
+        monkeypatch.setenv("VSFA_JUDGE_API_KEY", "s3cret-judge")
+        judge = ["--judge", "llm", "--judge-url", url, "--judge-model", "j"]
+        code, err = _cli(capsys, *args, "--gen-key-env", "MY_GEN_KEY", *judge)
+    finally:
+        server.shutdown()
+    assert code == 0, err
+    assert "Bearer s3cret-gen" in seen and "Bearer s3cret-judge" in seen  # the judge's default variable
+    for path in ev.rglob("*"):
+        if path.is_file():
+            assert b"s3cret" not in path.read_bytes(), path

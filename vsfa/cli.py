@@ -436,6 +436,8 @@ eval_app = typer.Typer(
     invoke_without_command=True,
 )
 app.add_typer(eval_app, name="eval")
+JUDGE_KEY_ENV = "VSFA_JUDGE_API_KEY"  # read when set; keys are taken from the environment, never stored
+GEN_KEY_ENV = "VSFA_GEN_API_KEY"
 
 
 @eval_app.callback()
@@ -458,7 +460,9 @@ def eval_run(
     judge_url: str | None = typer.Option(None, help="OpenAI-compatible base URL for llm/cs judges."),
     judge_model: str | None = typer.Option(None, help="Model name on the judge endpoint."),
     judge_templates: Path | None = typer.Option(None, help="Folder overriding the judge templates."),
-    judge_key_env: str | None = typer.Option(None, help="Env variable holding the judge endpoint's API key."),
+    judge_key_env: str | None = typer.Option(
+        None, help=f"Env variable holding the judge endpoint's API key (default {JUDGE_KEY_ENV}, if set)."
+    ),
     out: Path | None = typer.Option(None, help="Eval folder (default RUN/eval)."),
     batch_size: int = typer.Option(8),
     max_new_tokens: int = typer.Option(256),
@@ -473,6 +477,9 @@ def eval_run(
     backend: str = typer.Option("local", help="local (HF generate) | server (OpenAI-compatible)."),
     gen_url: str | None = typer.Option(None, help="Server backend base URL."),
     gen_model: str | None = typer.Option(None, help="Server backend model name."),
+    gen_key_env: str | None = typer.Option(
+        None, help=f"Env variable holding the server backend's API key (default {GEN_KEY_ENV}, if set)."
+    ),
     device: str = typer.Option("cpu"),
     dtype: str | None = typer.Option(None),
     quiet: bool = typer.Option(False, help="No progress output."),
@@ -497,7 +504,12 @@ def eval_run(
     if judge_url or judge_model:
         if not (judge_url and judge_model):
             raise VsfaError("give both --judge-url and --judge-model")
-        endpoint = EndpointConfig(judge_url, judge_model, api_key_env=judge_key_env)
+        endpoint = EndpointConfig(
+            judge_url,
+            judge_model,
+            api_key_env=judge_key_env or JUDGE_KEY_ENV,
+            require_key=bool(judge_key_env),
+        )
     judges = [
         make_judge(j, endpoint=endpoint, templates=judge_templates, device=device)
         for j in judge or ["keyword"]
@@ -506,7 +518,11 @@ def eval_run(
     if backend == "server":
         if not (gen_url and gen_model):
             raise VsfaError("--backend server needs --gen-url and --gen-model")
-        client = ChatClient(EndpointConfig(gen_url, gen_model))
+        client = ChatClient(
+            EndpointConfig(
+                gen_url, gen_model, api_key_env=gen_key_env or GEN_KEY_ENV, require_key=bool(gen_key_env)
+            )
+        )
     elif backend != "local":
         raise VsfaError(f"unknown backend {backend!r}; choose local or server")
     config = GenerationConfig(

@@ -34,6 +34,7 @@ class EndpointConfig:
     base_url: str
     model: str
     api_key_env: str | None = None  # name of an environment variable holding the key, if the server wants one
+    require_key: bool = False  # the user named the variable: it must be set (the key itself is never stored)
     timeout: float = 60.0
     retries: int = 3
     backoff: float = 1.0
@@ -59,6 +60,10 @@ class ChatClient:
     def __init__(self, config: EndpointConfig):
         if not config.base_url.startswith(("http://", "https://")):
             raise EndpointError(f"endpoint URL must start with http:// or https://, not {config.base_url!r}")
+        if config.require_key and config.api_key_env and not os.environ.get(config.api_key_env):
+            raise EndpointError(
+                f"{config.base_url}: environment variable {config.api_key_env} (the API key) is not set or empty"
+            )
         self.config = config
         self.n_requests = 0
 
