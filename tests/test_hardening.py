@@ -228,3 +228,59 @@ def test_server_backend_sends_the_key_from_a_named_variable_and_stores_none(tmp_
     for path in ev.rglob("*"):
         if path.is_file():
             assert b"s3cret" not in path.read_bytes(), path
+
+
+# ---------------------------------------------------------------------- 14. benchmark paths and options
+def test_figstep_accepts_the_question_folder_and_the_csv(tmp_path):
+    from vsfa.eval.benchmarks import load_benchmark
+
+    root = make_figstep(tmp_path / "FigStep")
+    full = load_benchmark("figstep", root)
+    for path in (root / "data", root / "data" / "question", root / "data" / "question" / "safebench.csv"):
+        assert [i.image for i in load_benchmark("figstep", path)] == [i.image for i in full], path
+    tiny = load_benchmark("figstep", root / "data" / "question" / "SafeBench-Tiny.csv")
+    assert len(tiny) == 1 and tiny[0].extra["subset"] == "tiny"
+    with pytest.raises(Exception, match=r"safebench.csv: FigStep question file \(full\) not found \(also"):
+        load_benchmark("figstep", tmp_path)
+    from vsfa.errors import DataError
+    from vsfa.eval.benchmarks._schema import first_existing
+
+    with pytest.raises(DataError) as err:
+        first_existing([tmp_path / "x"], "thing")
+    assert str(err.value) == f"{tmp_path / 'x'}: thing not found"  # no empty "also looked for ()"
+
+
+def test_vlguard_at_a_clone_root(tmp_path):
+    from test_eval_loaders import make_vlguard
+
+    from vsfa.eval.benchmarks import load_benchmark
+
+    make_vlguard(tmp_path / "VLGuard" / "data")
+    assert len(load_benchmark("vlguard", tmp_path / "VLGuard")) == 3
+
+
+def test_mmsafety_scenarios_spellings_tiny_list_and_image_root_hint(tmp_path):
+    from test_eval_loaders import make_mmsafety
+
+    from vsfa.errors import DataError
+    from vsfa.eval.benchmarks import load_benchmark
+
+    root = make_mmsafety(tmp_path / "MM-SafetyBench")
+    for spec in ("01", "01-Illegal_Activitiy", "Illegal_Activity", "illegal activity", "1"):
+        items = load_benchmark("mmsafety", root, variants="text", scenarios=spec)
+        assert {i.category for i in items} == {"01-Illegal_Activitiy"}, spec
+    with pytest.raises(
+        DataError, match=r"no MM-SafetyBench scenario 'Fraud' \(found: 01-Illegal_Activitiy, 13"
+    ):
+        load_benchmark("mmsafety", root, variants="text", scenarios="01,Fraud")
+    (root / "TinyVersion_ID_List.json").write_text(
+        json.dumps([{"Scenario": "01-Illegal_Activitiy", "Sampled_ID_List": [1]}])
+    )
+    tiny = load_benchmark("mmsafety", root, variants="text", tiny="true")
+    assert [i.item_id for i in tiny] == ["text/01-Illegal_Activitiy/1"]
+    (root / "imgs").rename(tmp_path / "elsewhere")
+    with pytest.raises(DataError) as err:
+        load_benchmark("mmsafety", root)
+    msg = str(err.value)
+    assert "--bench-opt mmsafety.image_root=DIR" in msg and "variants=text needs no images" in msg
+    assert str(root / "imgs") in msg and str(root / "data/imgs") in msg

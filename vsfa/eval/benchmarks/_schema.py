@@ -28,12 +28,12 @@ def require_file(path: Path, what: str) -> Path:
 
 def first_existing(candidates: list[Path], what: str) -> Path:
     """The first path that exists; otherwise an error listing where it was looked for."""
+    candidates = list(dict.fromkeys(candidates))
     for p in candidates:
         if p.exists():
             return p
-    raise DataError(
-        f"{candidates[0]}: {what} not found (also looked for {', '.join(map(str, candidates[1:]))})"
-    )
+    also = f" (also looked for {', '.join(map(str, candidates[1:]))})" if len(candidates) > 1 else ""
+    raise DataError(f"{candidates[0]}: {what} not found{also}")
 
 
 def read_csv(path: Path, required: tuple[str, ...]) -> list[dict[str, str]]:

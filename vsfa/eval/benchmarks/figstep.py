@@ -1,6 +1,6 @@
 """FigStep / SafeBench (ThuCCSLab/FigStep): typographic images of harmful instructions + a benign text prompt.
 
-Layout (repository root or its ``data/`` folder)::
+Layout (the path may be the repository root, its ``data/`` or ``data/question/`` folder, or a question CSV)::
 
     data/question/safebench.csv          dataset,category_id,task_id,category_name,question,instruction (500 rows)
     data/question/SafeBench-Tiny.csv     same columns, 50 rows
@@ -30,6 +30,17 @@ def image_name(category_id: int | str, task_id: int | str) -> str:
     return f"query_ForbidQI_{int(category_id)}_{int(task_id)}_6.png"
 
 
+def _data_dir(root: Path) -> Path:
+    """The ``data/`` folder (holding ``question/`` and ``images/``) for any of the accepted paths."""
+    if root.is_file():
+        return root.parent.parent
+    if (root / "data" / "question").is_dir():
+        return root / "data"
+    if root.name == "question" and (root.parent / "images").is_dir():
+        return root.parent
+    return root
+
+
 def load_figstep(
     root: str | Path, subset: str = "full", variants: tuple[str, ...] = ("figstep",)
 ) -> list[BenchItem]:
@@ -40,9 +51,17 @@ def load_figstep(
     bad = [v for v in variants if v not in VARIANTS]
     if bad:
         raise DataError(f"unknown FigStep variant {bad[0]!r}; choose from {', '.join(VARIANTS)}")
+    if root.is_file():  # a question CSV: its name says the subset
+        by_name = {csv: name for name, (csv, _) in SUBSETS.items()}
+        if root.name not in by_name:
+            raise DataError(f"{root}: not a FigStep question file (expected {' or '.join(by_name)})")
+        subset = by_name[root.name]
     csv_name, image_dir = SUBSETS[subset]
-    data = root / "data" if (root / "data" / "question").is_dir() else root
-    csv_path = first_existing([data / "question" / csv_name], f"FigStep question file ({subset})")
+    data = _data_dir(root)
+    csv_path = first_existing(
+        [data / "question" / csv_name, root / "question" / csv_name, root / csv_name],
+        f"FigStep question file ({subset})",
+    )
     rows = read_csv(csv_path, COLUMNS)
     seen: set[tuple[int, int]] = set()
     items: list[BenchItem] = []

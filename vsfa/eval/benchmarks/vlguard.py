@@ -1,6 +1,7 @@
 """VLGuard test set (ys-zong/VLGuard): images with safe/unsafe instructions, in three evaluation subsets.
 
-Layout: ``test.json`` (a JSON list) and the unzipped ``test/`` image folder; each record has ``id``,
+Layout: ``test.json`` (a JSON list) and the unzipped ``test/`` image folder beside it (at the given folder or
+its ``data/``); each record has ``id``,
 ``image`` (relative to ``test/``, e.g. ``bad_ads/<uuid>.png``), ``safe`` (bool), ``instr-resp`` (list of dicts),
 and, for unsafe images, ``harmful_category`` / ``harmful_subcategory``.
 
@@ -16,7 +17,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from vsfa.errors import DataError
-from vsfa.eval.benchmarks._schema import read_json, require_dir, require_keys, require_str
+from vsfa.eval.benchmarks._schema import first_existing, read_json, require_dir, require_keys, require_str
 from vsfa.eval.items import BenchItem, check_image_file
 
 SUBSETS = {"unsafes": "harmful", "safe_unsafes": "harmful", "safe_safes": "benign"}
@@ -33,11 +34,14 @@ def load_vlguard(
     bad = [s for s in subsets if s not in SUBSETS]
     if bad:
         raise DataError(f"unknown VLGuard subset {bad[0]!r}; choose from {', '.join(SUBSETS)}")
-    meta = root / f"{split}.json"
+    meta = first_existing([root / f"{split}.json", root / "data" / f"{split}.json"], f"VLGuard {split}.json")
     records = read_json(meta)
     if not isinstance(records, list):
         raise DataError(f"{meta}: expected a JSON list of records")
-    img_root = require_dir(Path(image_root) if image_root else root / split, "VLGuard image folder")
+    if image_root:
+        img_root = require_dir(Path(image_root), "VLGuard image folder")
+    else:  # beside the JSON (a clone keeps both under data/)
+        img_root = require_dir(meta.parent / split, "VLGuard image folder (or pass image_root)")
     items = []
     for subset in subsets:
         for i, rec in enumerate(records):
