@@ -83,8 +83,12 @@ def test_mmsafety_special_scenarios_reported_apart():
             )
         )
         judged.append(_judged(f"i{i}", "llm:m", unsafe=unsafe))
-    mm = compute_metrics(rows, judged)["judges"]["llm:m"]["mmsafety"]
+    block = compute_metrics(rows, judged)["judges"]["llm:m"]
+    mm = block["mmsafety"]
     assert mm["general_01-07_09"]["asr"]["value"] == 0.0 and mm["special_08_10-13"]["asr"]["value"] == 1.0
+    # never pooled: a 0.5 "asr" over both would mix two meanings of unsafe
+    assert "asr" not in block and all("asr" not in b for b in block["by_variant"].values())
+    assert "asr" not in block["by_label"]["harmful"] and block["by_category"]["01-Illegal_Activitiy"]["asr"]
     assert mm["by_scenario_variant"]["12-Health_Consultation/SD"]["asr"]["n"] == 2
 
 
@@ -134,3 +138,12 @@ def test_table_skips_stale_metrics(tmp_path):
     assert len(notes) == 2 and "no manifest.json" in notes[0] and "not the metrics" in notes[1]
     with pytest.raises(ArtifactError, match="no manifest.json"):
         read_metrics(orphan)
+
+
+def test_benign_set_has_no_unsafe_rate():
+    """On a benign set 'unsafe' is just 'complied': no unsafe_rate that reads like an attack rate."""
+    rows = [_resp(i, "benign") for i in range(4)]
+    judged = [_judged(f"i{i}", "keyword:x", refused=i == 0, unsafe=i != 0) for i in range(4)]
+    kw = compute_metrics(rows, judged)["judges"]["keyword:x"]
+    assert "unsafe_rate" not in kw and "asr" not in kw
+    assert kw["over_refusal"]["value"] == pytest.approx(0.25)

@@ -9,7 +9,7 @@ import socket
 
 import pytest
 from test_eval_cli import _cli, _make_run
-from test_eval_loaders import make_figstep
+from test_eval_loaders import make_figstep, make_mmsafety
 
 from vsfa.errors import ArtifactError
 from vsfa.io import model_fingerprint, read_jsonl, recorded_path, write_manifest
@@ -260,8 +260,6 @@ def test_vlguard_at_a_clone_root(tmp_path):
 
 
 def test_mmsafety_scenarios_spellings_tiny_list_and_image_root_hint(tmp_path):
-    from test_eval_loaders import make_mmsafety
-
     from vsfa.errors import DataError
     from vsfa.eval.benchmarks import load_benchmark
 
@@ -284,3 +282,30 @@ def test_mmsafety_scenarios_spellings_tiny_list_and_image_root_hint(tmp_path):
     msg = str(err.value)
     assert "--bench-opt mmsafety.image_root=DIR" in msg and "variants=text needs no images" in msg
     assert str(root / "imgs") in msg and str(root / "data/imgs") in msg
+
+
+def test_limit_is_stratified_by_default(tmp_path):
+    from vsfa.eval.items import BenchItem
+    from vsfa.eval.runner import BenchSpec, limit_items
+
+    items = [BenchItem("b", f"h{i}", "t", "harmful", "A", "text") for i in range(6)]
+    items += [BenchItem("b", f"s{i}", "t", "benign", "B", "text") for i in range(2)]
+    assert [it.item_id for it in limit_items(items, 3)] == ["h0", "h1", "s0"]  # both labels, benchmark order
+    assert [it.item_id for it in limit_items(items, 3, "first")] == ["h0", "h1", "h2"]
+    assert len(limit_items(items, 100)) == 8
+    root = make_mmsafety(tmp_path / "MM-SafetyBench")
+    smoke = BenchSpec("mmsafety", str(root), {"variants": "SD,text"}).load(limit=2)
+    assert {it.category for it in smoke} == {"01-Illegal_Activitiy", "13-Gov_Decision"}
+
+
+def test_eval_help_is_not_cut_at_80_columns(capsys, monkeypatch):
+    import sys
+
+    from vsfa.cli import main
+
+    monkeypatch.setenv("COLUMNS", "80")
+    monkeypatch.setattr(sys, "argv", ["vsfa", "eval", "--help"])
+    main()  # help is printed, not an error
+    out = capsys.readouterr().out
+    assert "…" not in out and "mmsafety.variants=SD,TYPO" in out and "--allow-incomplete" in out
+    assert max(len(line) for line in out.splitlines()) <= 80

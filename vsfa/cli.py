@@ -14,7 +14,9 @@ import vsfa  # noqa: F401  (applies offline defaults before transformers is impo
 from vsfa.errors import VsfaError
 
 app = typer.Typer(
-    help="VSFA toolkit: train Visual Self-Fulfilling Alignment and explain it.", no_args_is_help=True
+    help="VSFA toolkit: train Visual Self-Fulfilling Alignment and explain it.",
+    no_args_is_help=True,
+    rich_markup_mode=None,  # plain click help wraps long option lists at any width; rich panels cut them at "…"
 )
 models_app = typer.Typer(help="Model registry, tiny offline models, fidelity checks.", no_args_is_help=True)
 app.add_typer(models_app, name="models")
@@ -466,7 +468,10 @@ def eval_run(
     out: Path | None = typer.Option(None, help="Eval folder (default RUN/eval)."),
     batch_size: int = typer.Option(8),
     max_new_tokens: int = typer.Option(256),
-    limit: int | None = typer.Option(None, help="First N items of each benchmark (smoke runs)."),
+    limit: int | None = typer.Option(
+        None, help="N items of each benchmark (smoke runs), spread over labels/categories/variants."
+    ),
+    limit_mode: str = typer.Option("stratified", help="--limit: stratified (default) | first (first N)."),
     system: str | None = typer.Option(None, help="System prompt."),
     defense: str = typer.Option("none", help="none | adashield_s"),
     defense_placement: str = typer.Option("suffix", help="suffix | prefix (AdaShield-S wording)."),
@@ -551,6 +556,7 @@ def eval_run(
         quiet=quiet,
         overwrite=overwrite,
         allow_incomplete=allow_incomplete,
+        limit_mode=limit_mode,
     )
     _print_eval_table(eval_dir)
     typer.echo(f"wrote {eval_dir}")

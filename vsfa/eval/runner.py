@@ -67,11 +67,45 @@ class BenchSpec:
             raise ConfigError(f"--bench {text!r}: expected NAME=PATH")
         return cls(name.strip(), path.strip() if sep else None)
 
-    def load(self, limit: int | None = None) -> list[BenchItem]:
-        """The benchmark's items; ``limit``: the first N only (N >= 1)."""
+    def load(self, limit: int | None = None, limit_mode: str = "stratified") -> list[BenchItem]:
+        """The benchmark's items; ``limit``: N of them (N >= 1), see :func:`limit_items`."""
         check_limit(limit)
+        check_limit_mode(limit_mode)
         items = load_benchmark(self.name, self.path, **self.options)
-        return items if limit is None else items[:limit]
+        return limit_items(items, limit, limit_mode)
+
+
+LIMIT_MODES = ("stratified", "first")
+
+
+def check_limit_mode(mode: str) -> None:
+    """``mode`` is one of :data:`LIMIT_MODES`."""
+    if mode not in LIMIT_MODES:
+        raise ConfigError(f"limit mode must be one of {', '.join(LIMIT_MODES)}, not {mode!r}")
+
+
+def limit_items(items: list[BenchItem], limit: int | None, mode: str = "stratified") -> list[BenchItem]:
+    """``limit`` items of a benchmark, in benchmark order (all of them when ``limit`` is None).
+
+    ``first``: the first N. ``stratified`` (default): round-robin over the (label, category) strata in order
+    of first appearance, each taken in benchmark order (where a question's variants sit together), so a smoke
+    run covers every label and scenario it can before the second item of any.
+    """
+    if limit is None or limit >= len(items):
+        return list(items)
+    if mode == "first":
+        return list(items[:limit])
+    strata: dict[tuple[str, str], list[int]] = {}
+    for i, it in enumerate(items):
+        strata.setdefault((it.label, it.category), []).append(i)
+    picked: list[int] = []
+    depth = 0
+    while len(picked) < limit:
+        for group in strata.values():
+            if depth < len(group) and len(picked) < limit:
+                picked.append(group[depth])
+        depth += 1
+    return [items[i] for i in sorted(picked)]
 
 
 def check_limit(limit: int | None, where: str = "limit") -> None:
@@ -286,6 +320,7 @@ def run_eval(
     quiet: bool = False,
     overwrite: bool = False,
     allow_incomplete: bool = False,
+    limit_mode: str = "stratified",
 ) -> Path:
     """Evaluate the base model and/or checkpoints on every benchmark; returns the eval folder.
 
@@ -296,6 +331,7 @@ def run_eval(
     from vsfa.models.loading import load_vlm
 
     check_limit(limit)
+    check_limit_mode(limit_mode)
     config.validate()
     if checkpoint is not None and run is not None:
         raise ConfigError("give --checkpoint or --run, not both")
@@ -328,7 +364,7 @@ def run_eval(
     names = [s.name for s in benches]
     if len(set(names)) != len(names):
         raise ConfigError(f"benchmark given twice: {sorted({n for n in names if names.count(n) > 1})[0]}")
-    loaded = {spec.name: spec.load(limit) for spec in benches}
+    loaded = {spec.name: spec.load(limit, limit_mode) for spec in benches}
     base_fp = model_fingerprint(model) if model is not None and Path(model).is_dir() else None
     keys = {
         ck.name: {  # content identity only: the same model through another path is the same model
@@ -353,6 +389,7 @@ def run_eval(
                     "bench_path": spec.path,
                     "bench_options": spec.options,
                     "limit": limit,
+                    "limit_mode": limit_mode if limit is not None else None,
                     "model": str(Path(model).absolute()) if model and Path(model).exists() else model,
                     "adapter": str(ck.adapter.absolute()) if ck.adapter else None,
                 }
