@@ -36,7 +36,14 @@ import numpy as np
 from probes.capture import Capturer, CaptureSpec, ModelSpec
 from probes.contrasts import load_set
 from probes.directions import Direction, DirectionSet, project
-from probes.probe import CompareOptions, base_directions, compare, contrast_from_meta, default_acts_root
+from probes.probe import (
+    CompareOptions,
+    base_directions,
+    compare,
+    contrast_from_meta,
+    default_acts_root,
+    read_set,
+)
 from probes.store import ActivationStore
 from vsfa.config import check_counts
 from vsfa.errors import ArtifactError
@@ -264,7 +271,7 @@ def track(cfg: TrackConfig, log=print) -> Path:
     dset = base_directions(base_dir, cfg, acts, log)
     cspec = CaptureSpec.from_dict(dset.meta["capture"])
     contrast = contrast_from_meta(dset.meta["contrast"])
-    eval_sets = [load_set(s, max_pairs=cfg.max_pairs) for s in cfg.sets]
+    eval_sets = [read_set(s, max_pairs=cfg.max_pairs) for s in cfg.sets]
     sets = [contrast, *eval_sets]
 
     def capture(adapter: Path | None) -> dict[str, ActivationStore]:

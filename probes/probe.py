@@ -32,7 +32,7 @@ from probes.directions import Direction, DirectionSet, SelectionRule, derive, lo
 from probes.linear import cosine, dom, random_directions
 from probes.store import ActivationStore
 from vsfa.config import check_counts
-from vsfa.errors import ArtifactError, ConfigError, ModelLoadError
+from vsfa.errors import ArtifactError, ConfigError, DataError, ModelLoadError
 from vsfa.io import (
     model_fingerprint,
     output_lock,
@@ -145,9 +145,9 @@ def run_directions(cfg: DirectionsConfig, log=print) -> tuple[DirectionSet, Path
     """Capture the contrast (+ separation) set on ``cfg.model``, derive directions, write the artifact."""
     if not cfg.model:
         raise ConfigError("directions: no model given")
-    contrast = load_set(cfg.contrast, max_questions=cfg.max_questions)
+    contrast = read_set(cfg.contrast, max_questions=cfg.max_questions)
     contrast.check_classes()
-    separation = load_set(cfg.separation) if cfg.separation else None
+    separation = read_set(cfg.separation) if cfg.separation else None
     if separation is not None:
         separation.check_classes()
     out = Path(cfg.out) if cfg.out else Path("directions") / contrast.name
@@ -192,6 +192,14 @@ def run_directions(cfg: DirectionsConfig, log=print) -> tuple[DirectionSet, Path
         dset.meta["inputs"] = inputs
         path = dset.save(out)
     return dset, path, capturer
+
+
+def read_set(spec: str | Path, **limits: int | None) -> ContrastSet:
+    """:func:`probes.contrasts.load_set` with a set file that is not UTF-8 reported as one error naming it."""
+    try:
+        return load_set(spec, **limits)
+    except UnicodeDecodeError as e:
+        raise DataError(f"{spec}: not UTF-8 text ({e.reason} at byte {e.start})") from None
 
 
 def _direction_stem(path: Path) -> Path:

@@ -283,12 +283,12 @@ def capture_cmd(
 ) -> None:
     """Capture activations of one set into the content-addressed store (reused when already there)."""
     from probes.capture import Capturer, CaptureSpec, ModelSpec
-    from probes.contrasts import load_set
+    from probes.probe import read_set
     from vsfa.config import check_counts
 
     _quiet_transformers()
     check_counts("capture", max_questions=max_questions, batch_size=batch_size)
-    cset = load_set(contrast, max_questions=max_questions)
+    cset = read_set(contrast, max_questions=max_questions)
     spec = CaptureSpec(tuple(_csv(positions) or ["last"]), _layers(layers), tuple(_csv(hooks) or []))
     cap = Capturer(
         ModelSpec(str(model), str(adapter) if adapter else None, dtype, device, backend=backend),

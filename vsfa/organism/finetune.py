@@ -21,6 +21,7 @@ from typing import Any
 
 import torch
 
+from vsfa.config import check_counts
 from vsfa.errors import ConfigError
 from vsfa.io import atomic_dir, model_fingerprint, sha256_file, write_json_atomic, write_manifest
 from vsfa.organism.documents import ARMS, arm_document
@@ -44,6 +45,7 @@ def write_arm_data(spec: WorldSpec, arm: str, n: int, out: str | Path, seed: int
     Each record: ``{"id", "messages" (HF chat form, images as {"type": "image"} parts), "images" (paths relative to
     the folder), "arm", "meta"}``.
     """
+    check_counts("organism data", n=n)
     docs = arm_documents(spec, arm, n, seed)
     out = Path(out)
     with atomic_dir(out) as tmp:

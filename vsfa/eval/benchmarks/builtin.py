@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from vsfa.config import check_counts
 from vsfa.errors import DataError
 from vsfa.eval.items import BenchItem
 from vsfa.eval.prompts import FIGSTEP_PROMPT
@@ -52,6 +53,7 @@ def load_builtin(
     bad = [v for v in variants if v not in VARIANTS]
     if bad:
         raise DataError(f"unknown built-in variant {bad[0]!r}; choose from {', '.join(VARIANTS)}")
+    check_counts("builtin", limit_pairs=limit_pairs, image_size=image_size)
     rows = load_requests(root)
     if limit_pairs is not None:
         pairs = list(dict.fromkeys(r["pair"] for r in rows))[:limit_pairs]
