@@ -144,3 +144,25 @@ def test_two_trainings_on_one_folder(tmp_path, tiny_model):
     assert steps_logged == list(range(1, steps + 1))
     assert json.loads((out / "manifest.json").read_text())["total_steps"] == steps
     assert not lock_path(out).exists()
+
+
+def test_kill_9_mid_render_then_rerun_cleans_the_orphan(tmp_path):
+    """`vsfa data images` killed while rendering leaves its temp folder; the next run removes it."""
+    out = tmp_path / "set"
+    cmd = [sys.executable, "-m", "vsfa.cli", "data", "images", "--kind", "threat", "--n", "400"]
+    proc = subprocess.Popen([*cmd, "--size", "96", "--out", str(out)], stderr=subprocess.PIPE)
+    deadline = time.time() + 120
+    orphans: list[Path] = []
+    while time.time() < deadline and proc.poll() is None:
+        orphans = [p for p in tmp_path.glob(f".set.{proc.pid}.*.tmp") if any(p.glob("*.png"))]
+        if orphans:
+            break
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert orphans and orphans[0].is_dir() and not out.exists()
+    from vsfa.data.images import write_procedural_set
+
+    write_procedural_set("threat", 2, out, size=32)
+    assert not orphans[0].exists() and (out / "manifest.json").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["set"]  # no temp, no lock file left
