@@ -249,7 +249,17 @@ def attribution(
 
 
 def track(cfg: TrackConfig, log=print) -> Path:
-    """Measure every checkpoint of ``cfg.run`` along the base directions; returns ``RUN/track``."""
+    """Measure every checkpoint of ``cfg.run`` along the base directions; returns ``RUN/track``.
+
+    ``RUN/track`` is locked for the whole measurement: a second ``track`` of the run stops at once (exit 2).
+    """
+    if not Path(cfg.run).is_dir():
+        raise ArtifactError(f"{cfg.run}: run folder not found")
+    with output_lock(Path(cfg.run) / TRACK_DIR):
+        return _track(cfg, log)
+
+
+def _track(cfg: TrackConfig, log=print) -> Path:
     t0 = time.perf_counter()
     run = Path(cfg.run)
     if not run.is_dir():
@@ -305,7 +315,7 @@ def track(cfg: TrackConfig, log=print) -> Path:
     if cfg.attribution_set and dset.selected:
         attr = attribution(base_dir, checkpoints[-1][1], dset, cfg, acts, who)
     out = run / TRACK_DIR
-    with output_lock(out), atomic_dir(out) as tmp:
+    with atomic_dir(out) as tmp:
         n_rows = write_csv_atomic(tmp / "trajectory.csv", rows, COLUMNS)
         write_csv_atomic(tmp / "projections.csv", items, ITEM_COLUMNS)
         if attr:

@@ -354,6 +354,12 @@ CASES = [
         rf"out: in use by pid {os.getpid()}",
         hold=lambda w: w["out"],
     ),
+    Case(
+        "track-locked",
+        lambda w: ["track", "--run", w["incomplete"], "--allow-incomplete"],
+        rf"incomplete-run/track: in use by pid {os.getpid()}",
+        hold=lambda w: w["incomplete"] / "track",
+    ),
     # 5. complete artifacts of other inputs are not replaced without --overwrite
     Case(
         "images-other-inputs",
