@@ -309,3 +309,27 @@ def test_eval_help_is_not_cut_at_80_columns(capsys, monkeypatch):
     out = capsys.readouterr().out
     assert "…" not in out and "mmsafety.variants=SD,TYPO" in out and "--allow-incomplete" in out
     assert max(len(line) for line in out.splitlines()) <= 80
+
+
+def test_track_of_an_incomplete_run_is_recorded_as_such(quick_study, tmp_path):
+    """`track --allow-incomplete` on a run without its final manifest says so in RUN/track/manifest.json."""
+    import shutil
+
+    from analysis.trajectory import TrackConfig, read_track_manifest, track
+
+    source = sorted((quick_study / "runs").iterdir())[0]
+    run = tmp_path / source.name
+    shutil.copytree(source / "checkpoints", run / "checkpoints")  # no manifest.json: interrupted
+    cfg = {
+        "run": str(run),
+        "directions": str(quick_study / "directions" / "persona"),
+        "acts": str(tmp_path / "acts"),
+        "sets": [],
+        "attribution_set": None,
+        "n_boot": 20,
+        "n_random": 1,
+    }
+    with pytest.raises(ArtifactError, match="training run is incomplete"):
+        track(TrackConfig(**cfg), log=lambda *_: None)
+    track(TrackConfig(**cfg, allow_incomplete=True), log=lambda *_: None)
+    assert read_track_manifest(run)["run_complete"] is False
