@@ -97,16 +97,17 @@ def test_stale_temps_of_dead_writers_are_cleaned(tmp_path):
     assert clean_stale_temps(target) == []
 
 
-def test_artifacts_follow_the_umask(tmp_path):
-    old = os.umask(0o022)
+@pytest.mark.parametrize("mask,file_mode,dir_mode", [(0o022, 0o644, 0o755), (0o007, 0o660, 0o770)])
+def test_artifacts_follow_the_umask(tmp_path, mask, file_mode, dir_mode):
+    old = os.umask(mask)
     try:
         write_json_atomic(tmp_path / "f.json", {})
         with atomic_dir(tmp_path / "d") as tmp:
             (tmp / "x").write_text("1")
     finally:
         os.umask(old)
-    assert (tmp_path / "f.json").stat().st_mode & 0o777 == 0o644
-    assert (tmp_path / "d").stat().st_mode & 0o777 == 0o755
+    assert (tmp_path / "f.json").stat().st_mode & 0o777 == file_mode
+    assert (tmp_path / "d").stat().st_mode & 0o777 == dir_mode
 
 
 def test_two_trainings_on_one_folder(tmp_path, tiny_model):

@@ -54,6 +54,13 @@ def dumps(obj: Any, indent: int | None = 2) -> str:
 
 
 def _umask() -> int:
+    """The process umask, read without changing it where the OS allows (``os.umask`` sets it to read it)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
     mask = os.umask(0o022)
     os.umask(mask)
     return mask
@@ -243,9 +250,11 @@ def recorded_path(value: str | None, folder: str | Path) -> str | None:
         return value
     folder = Path(folder).absolute()
     run = folder.parent.parent if folder.parent.name == "checkpoints" else folder
+    from vsfa.errors import VsfaError
+
     try:
         out = (read_manifest(folder).get("config") or {}).get("out")
-    except Exception:  # noqa: BLE001  (any unreadable manifest: fall back to the value as given)
+    except VsfaError:  # no readable manifest: the value as given
         out = None
     if out and not Path(out).is_absolute():
         parts = Path(os.path.normpath(out)).parts
