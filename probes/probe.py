@@ -169,7 +169,7 @@ def run_directions(cfg: DirectionsConfig, log=print) -> tuple[DirectionSet, Path
     with output_lock(out):
         if reuse_or_replace(out, inputs, cfg.overwrite, manifest=sidecar):
             log(f"{sidecar}: same inputs, reused")
-            return load_directions(sidecar), sidecar, capturer
+            return read_directions(sidecar), sidecar, capturer
         t0 = time.perf_counter()
         c_store = capturer.capture(contrast, cspec)
         s_store = capturer.capture(separation, cspec) if separation is not None else None
@@ -200,6 +200,15 @@ def read_set(spec: str | Path, **limits: int | None) -> ContrastSet:
         return load_set(spec, **limits)
     except UnicodeDecodeError as e:
         raise DataError(f"{spec}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+
+
+def read_directions(path: str | Path) -> DirectionSet:
+    """:func:`probes.directions.load_directions` with a sidecar that is not UTF-8 reported as one error."""
+    try:
+        return load_directions(path)
+    except UnicodeDecodeError as e:
+        side = _direction_stem(Path(path))
+        raise ArtifactError(f"{side}.json: not UTF-8 text ({e.reason} at byte {e.start})") from None
 
 
 def _direction_stem(path: Path) -> Path:
@@ -255,11 +264,11 @@ def base_directions(
     (and ``hook_kind`` when given).
     """
     if cfg.directions:
-        dset = load_directions(cfg.directions)
+        dset = read_directions(cfg.directions)
     else:
         dpath = acts.parent / "directions" / f"persona-{model_fingerprint(base_dir)[:12]}"
         if dpath.with_suffix(".json").is_file():
-            dset = load_directions(dpath)
+            dset = read_directions(dpath)
         else:
             log(f"no --directions: deriving base directions into {dpath}.json")
             dcfg = DirectionsConfig(

@@ -82,6 +82,7 @@ def w(tiny_model, tmp_path_factory) -> dict[str, Path]:
     (root / "not-a-folder").write_text("a file")
     (root / "persona-latin1.json").write_bytes(b'{"name": "caf\xe9"}')
     (root / "vlguard-latin1.json").write_bytes(b'[{"id": "caf\xe9"}]')
+    (root / "dirs-latin1.json").write_bytes(b'{"kind": "caf\xe9"}')
     return {
         "root": root,
         "model": model,
@@ -98,6 +99,7 @@ def w(tiny_model, tmp_path_factory) -> dict[str, Path]:
         "file": root / "not-a-folder",
         "latin1_set": root / "persona-latin1.json",
         "latin1_vlguard": root / "vlguard-latin1.json",
+        "latin1_dirs": root / "dirs-latin1.json",
         "out": root / "out",
     }
 
@@ -302,6 +304,11 @@ CASES = [
             + ["--out", w["out"]]
         ),
         r"vlguard-latin1.json:1: not UTF-8 text",
+    ),
+    Case(
+        "directions-json-latin1",
+        lambda w: ["probe", "--checkpoint", w["ckpt"], "--directions", w["latin1_dirs"]],
+        r"dirs-latin1.json: not UTF-8 text",
     ),
     Case(
         "out-under-a-file",
