@@ -79,6 +79,13 @@ class DirectionsConfig:
         check_counts("directions", minimum=0, n_random=self.n_random)
         if not self.C > 0:
             raise ConfigError(f"directions: C must be > 0, not {self.C!r}")
+        for name in (
+            "min_accuracy",
+            "min_separation",
+        ):  # an accuracy and an AUROC: above 1 nothing is eligible
+            value = getattr(self.rule, name)
+            if not 0 <= value <= 1:
+                raise ConfigError(f"directions: rule.{name} must be in [0, 1], not {value!r}")
 
     def capture_spec(self) -> CaptureSpec:
         return CaptureSpec(

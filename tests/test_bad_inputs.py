@@ -271,6 +271,33 @@ CASES = [
         lambda w: ["models", "tiny", "--family", "bogus", "--out", w["out"]],
         r"bogus",
     ),
+    Case(
+        "eval-openers-missing",
+        lambda w: _eval(w, "--openers-refuse", w["root"] / "nope.txt"),
+        r"nope.txt: opener list not found",
+    ),
+    Case(
+        "directions-min-accuracy",
+        lambda w: ["directions", "--model", w["model"], "--out", w["out"] / "d", "--min-accuracy", "2"],
+        r"directions: rule.min_accuracy must be in \[0, 1\], not 2.0",
+    ),
+    Case(
+        "eval-out-empty", lambda w: _eval(w)[:3] + ["--out", "", "--bench", "builtin"], r"'\.': not an output"
+    ),
+    Case(
+        "images-out-dot",
+        lambda w: ["data", "images", "--kind", "threat", "--n", "2", "--out", "."],
+        r"'\.': not an output path",
+    ),
+    # usage errors (typer's own click): one line, not a traceback
+    Case("unknown-option", lambda w: ["eval", "--bogus"], r"No such option: --bogus .*vsfa eval --help"),
+    Case(
+        "not-a-number",
+        lambda w: ["data", "images", "--kind", "threat", "--n", "abc", "--out", w["out"]],
+        r"Invalid value for '--n'",
+    ),
+    Case("missing-argument", lambda w: ["eval", "table"], r"Missing argument 'eval_dir'"),
+    Case("missing-command", lambda w: ["data"], r"Missing command"),
     # 4. non-UTF-8 files and OS errors: one line naming the file
     Case(
         "toml-latin1",

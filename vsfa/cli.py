@@ -1072,7 +1072,7 @@ def demo(
 def main() -> None:
     """Console entry point: run the app, turning toolkit errors into one line and exit code 2."""
     try:
-        app(standalone_mode=False)
+        app(prog_name="vsfa", standalone_mode=False)
     except VsfaError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(e.exit_code)
@@ -1085,13 +1085,18 @@ def main() -> None:
         where = f"{e.filename}: " if e.filename else ""
         print(f"error: {where}{(e.strerror or type(e).__name__).lower()}", file=sys.stderr)
         sys.exit(2)
-    except Exception as e:  # click usage errors
-        import click
+    except Exception as e:  # usage errors (unknown option, bad number, missing argument): one line too
+        if not _is_usage_error(e):
+            raise
+        ctx = getattr(e, "ctx", None)
+        hint = f" (see {ctx.command_path} --help)" if ctx is not None else ""
+        print(f"error: {e.format_message()}{hint}", file=sys.stderr)
+        sys.exit(2)
 
-        if isinstance(e, click.exceptions.ClickException):
-            e.show()
-            sys.exit(2)
-        raise
+
+def _is_usage_error(e: Exception) -> bool:
+    """A click usage error: typer ships its own copy of click, so match the class by name, not identity."""
+    return any(c.__name__ == "ClickException" for c in type(e).__mro__) and hasattr(e, "format_message")
 
 
 if __name__ == "__main__":

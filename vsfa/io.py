@@ -416,6 +416,8 @@ def output_lock(target: str | Path, wait: bool = False) -> Iterator[Path]:
     from vsfa.errors import ArtifactError
 
     target = Path(target)
+    if target.name in ("", ".", ".."):
+        raise ArtifactError(f"{str(target)!r}: not an output path (name a folder, e.g. runs/x)")
     lock = lock_path(target)
     created = []
     parent = lock.parent

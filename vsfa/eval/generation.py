@@ -60,6 +60,8 @@ class GenerationConfig:
             raise ConfigError(f"defense_placement must be suffix or prefix, not {self.defense_placement!r}")
         if self.refusal_mode not in MODES:
             raise ConfigError(f"refusal_mode must be one of {', '.join(MODES)}, not {self.refusal_mode!r}")
+        if self.refusal_score:  # the opener lists are inputs too: check them before any model is loaded
+            Openers.load(self.openers_refuse, self.openers_comply)
 
     def content(self) -> dict[str, Any]:
         """The fields that can change the answers (batch size too: batch composition moves float results)."""
