@@ -289,6 +289,33 @@ CASES = [
         lambda w: ["data", "images", "--kind", "threat", "--n", "2", "--out", "."],
         r"'\.': not an output path",
     ),
+    Case("eval-device", lambda w: _eval(w, "--device", "tpu"), r"unknown device 'tpu'"),
+    Case(
+        "capture-device-cuda",
+        lambda w: ["capture", "--model", w["model"], "--device", "cuda:7", "--acts", w["out"]],
+        r"device 'cuda:7': (no CUDA GPU is available|this machine has)",
+    ),
+    Case(
+        "gpu-check-batch-0",
+        lambda w: ["train", "--gpu-check", "--tiny", "--device", "cpu", "--batch-size", "0"],
+        r"--batch-size must be at least 1, not 0",
+    ),
+    Case(
+        "world-latin1",
+        lambda w: [
+            "organism",
+            "data",
+            "--arm",
+            "vsfa",
+            "--n",
+            "2",
+            "--out",
+            w["out"],
+            "--world",
+            w["latin1_set"],
+        ],
+        r"persona-latin1.json:1: not UTF-8 text",
+    ),
     # usage errors (typer's own click): one line, not a traceback
     Case("unknown-option", lambda w: ["eval", "--bogus"], r"No such option: --bogus .*vsfa eval --help"),
     Case(

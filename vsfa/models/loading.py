@@ -188,6 +188,21 @@ def _count_images(message: Message) -> int:
     return sum(1 for part in content if part.get("type") == "image")
 
 
+def check_device(device: str) -> None:
+    """``device`` names a torch device this machine has (``cpu``, ``cuda``, ``cuda:1``, ``mps``...)."""
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ModelLoadError(f"unknown device {device!r}; e.g. cpu, cuda, cuda:0, mps") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ModelLoadError(f"device {device!r}: no CUDA GPU is available here (use --device cpu)")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ModelLoadError(f"device {device!r}: this machine has {torch.cuda.device_count()} GPU(s)")
+    if dev.type == "mps" and not torch.backends.mps.is_available():
+        raise ModelLoadError(f"device {device!r}: MPS is not available here (use --device cpu)")
+
+
 def resolve_dtype(dtype: str | torch.dtype | None, device: str) -> torch.dtype:
     """Default: float32 on CPU, bfloat16 on CUDA."""
     if isinstance(dtype, torch.dtype):
@@ -315,6 +330,7 @@ def load_vlm(
     :class:`~vsfa.errors.ModelLoadError` with a one-line message naming the path.
     """
     guard_torchvision_autoinstall()
+    check_device(device)
     folder = _check_model_folder(str(path_or_id))
     family = read_family(folder)
     torch_dtype = resolve_dtype(dtype, device)

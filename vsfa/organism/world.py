@@ -316,10 +316,9 @@ def load_world(path: str | Path | None = None, overrides: dict[str, Any] | None 
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: world specification not found")
-    try:
-        data = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise ConfigError(f"{path}: invalid JSON ({e.msg}, line {e.lineno})") from None
+    from vsfa.io import read_json
+
+    data = read_json(path, ConfigError)
     return world_from_dict(apply_overrides(data, overrides or {}, str(path)), where=str(path))
 
 

@@ -288,6 +288,8 @@ def run_gpu_check(
 
     if steps <= warmup:
         raise ConfigError(f"--steps must exceed the {warmup} warm-up steps")
+    if batch_size < 1:
+        raise ConfigError(f"--batch-size must be at least 1, not {batch_size}")
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError("no CUDA device here; for a CPU smoke test use --tiny --device cpu")
     on_cuda = device.startswith("cuda")
