@@ -23,6 +23,7 @@ from vsfa.data.lint import LabelLint, format_hits
 from vsfa.errors import ArtifactError, DataError
 from vsfa.io import (
     atomic_dir,
+    output_lock,
     read_jsonl,
     read_manifest,
     sha256_bytes,
@@ -155,7 +156,7 @@ def make_subsets(
         chosen = set(order[:s])
         recs = [r for r in loaded.records if int(r.get("image_index", 0)) in chosen]
         dst = Path(out_root) / f"n{s}" if out_root is not None else src.with_name(f"{src.name}-n{s}")
-        with atomic_dir(dst) as tmp:
+        with output_lock(dst), atomic_dir(dst) as tmp:
             rebased = _rebase(recs, src, tmp)
             write_jsonl_atomic(tmp / DATA_FILE, rebased)
             keep = {

@@ -17,7 +17,15 @@ from pathlib import Path
 from vsfa.data.build import DATA_FILE, data_manifest
 from vsfa.data.images import image_info
 from vsfa.errors import DataError
-from vsfa.io import atomic_dir, read_text, sha256_file, write_json_atomic, write_jsonl_atomic, write_manifest
+from vsfa.io import (
+    atomic_dir,
+    output_lock,
+    read_text,
+    sha256_file,
+    write_json_atomic,
+    write_jsonl_atomic,
+    write_manifest,
+)
 
 _INSTRUCTION_KEYS = ("instruction", "safe_instruction", "unsafe_instruction")
 
@@ -79,7 +87,7 @@ def build_vlguard(
         order = sorted(random.Random(f"vsfa-vlguard:{seed}").sample(order, n_images))
     out = Path(out)
     records, bad = [], []
-    with atomic_dir(out) as tmp:
+    with output_lock(out), atomic_dir(out) as tmp:
         for idx in order:
             rec = data[idx]
             img = root / rec["image"]

@@ -10,6 +10,7 @@ regex; the vision tower and projector stay frozen) or the whole language model, 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import random
 import re
@@ -23,7 +24,15 @@ import torch
 
 from vsfa.config import check_counts
 from vsfa.errors import ConfigError
-from vsfa.io import atomic_dir, model_fingerprint, sha256_file, write_json_atomic, write_manifest
+from vsfa.io import (
+    absolute_path,
+    atomic_dir,
+    model_fingerprint,
+    output_lock,
+    sha256_file,
+    write_json_atomic,
+    write_manifest,
+)
 from vsfa.organism.documents import ARMS, arm_document
 from vsfa.organism.model import Codec, lm_loss
 from vsfa.organism.pretrain import autocast, read_world, torch_threads
@@ -48,7 +57,7 @@ def write_arm_data(spec: WorldSpec, arm: str, n: int, out: str | Path, seed: int
     check_counts("organism data", n=n)
     docs = arm_documents(spec, arm, n, seed)
     out = Path(out)
-    with atomic_dir(out) as tmp:
+    with output_lock(out), atomic_dir(out) as tmp:
         (tmp / "images").mkdir()
         rows = []
         for i, doc in enumerate(docs):
@@ -194,7 +203,7 @@ def _finetune(base, arm, seed, out, steps, lr, mode, eval_every, eval_sets, prec
                         {
                             "step": step,
                             "loss": loss_value,
-                            "base_model": str(base),
+                            "base_model": absolute_path(base),
                             "base_model_fingerprint": fingerprint,
                             "data": f"organism arm {arm} (generated on the fly, seed {seed})",
                             "config": config,
@@ -203,21 +212,23 @@ def _finetune(base, arm, seed, out, steps, lr, mode, eval_every, eval_sets, prec
             (out / "trajectory.jsonl").write_text("".join(json.dumps(r) + "\n" for r in trajectory))
         model.train()
 
-    checkpoint(0)
-    for step in range(1, steps + 1):
-        docs = [arm_document(spec, rng, arm) for _ in range(ft.batch_size)]
-        batch = codec.batch(docs)
-        with autocast("cpu", precision):
-            logits = model(**batch.inputs()).logits
-        loss = lm_loss(logits, batch.labels)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        loss_value = round(float(loss.detach()), 5)
-        if step % eval_every == 0 or step == steps:
-            checkpoint(step)
-    if out is not None:
-        write_json_atomic(
-            out / "config.json", {**config, "base": str(base), "wall_s": round(time.time() - t0, 1)}
-        )
+    with output_lock(out) if out is not None else contextlib.nullcontext():  # one writer per run folder
+        checkpoint(0)
+        for step in range(1, steps + 1):
+            docs = [arm_document(spec, rng, arm) for _ in range(ft.batch_size)]
+            batch = codec.batch(docs)
+            with autocast("cpu", precision):
+                logits = model(**batch.inputs()).logits
+            loss = lm_loss(logits, batch.labels)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            loss_value = round(float(loss.detach()), 5)
+            if step % eval_every == 0 or step == steps:
+                checkpoint(step)
+        if out is not None:
+            write_json_atomic(
+                out / "config.json",
+                {**config, "base": absolute_path(base), "wall_s": round(time.time() - t0, 1)},
+            )
     return trajectory

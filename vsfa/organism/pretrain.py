@@ -19,7 +19,7 @@ from typing import Any
 import torch
 
 from vsfa.errors import ArtifactError, ConfigError
-from vsfa.io import atomic_dir, dumps, write_manifest
+from vsfa.io import atomic_dir, dumps, output_lock, write_manifest
 from vsfa.organism.documents import sample_document
 from vsfa.organism.model import Codec, lm_loss, new_model
 from vsfa.organism.world import WorldSpec
@@ -84,7 +84,7 @@ def pretrain(
 
 def _save(folder, model, processor, spec, log, readouts, info) -> None:
     model.eval()
-    with atomic_dir(folder) as tmp:
+    with output_lock(folder), atomic_dir(folder) as tmp:
         model.save_pretrained(tmp)
         processor.save_pretrained(tmp)
         (tmp / WORLD_FILE).write_text(dumps(spec.to_dict()) + "\n")

@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from vsfa.io import atomic_dir, write_manifest
+from vsfa.io import atomic_dir, output_lock, write_manifest
 from vsfa.organism.readouts import in_context, no_context
 from vsfa.organism.world import WorldSpec
 
@@ -23,7 +23,7 @@ from vsfa.organism.world import WorldSpec
 def export_sets(spec: WorldSpec, out: str | Path, n_context: int = 60, seed: int = 0) -> Path:
     """Write the sets above to folder ``out`` (atomically, ``manifest.json`` last)."""
     out = Path(out)
-    with atomic_dir(out) as tmp:
+    with output_lock(out), atomic_dir(out) as tmp:
         rows = []
         for label, docs in (("harmful", no_context(spec, True)), ("harmless", no_context(spec, False))):
             for i, doc in enumerate(docs):
