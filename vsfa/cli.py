@@ -469,7 +469,7 @@ def eval_run(
     batch_size: int = typer.Option(8),
     max_new_tokens: int = typer.Option(256),
     limit: int | None = typer.Option(
-        None, help="N items of each benchmark (smoke runs), spread over labels/categories/variants."
+        None, help="N items of each benchmark (smoke runs), spread over labels and categories."
     ),
     limit_mode: str = typer.Option("stratified", help="--limit: stratified (default) | first (first N)."),
     system: str | None = typer.Option(None, help="System prompt."),
