@@ -460,3 +460,28 @@ def test_bad_input_is_one_line_exit_2_nothing_written(case: Case, w, capsys):
 
     assert re.search(case.pattern, lines[0]), lines[0]
     assert _tree(w["root"]) == before, sorted(_tree(w["root"]) ^ before)
+
+
+def test_read_only_output_is_one_line(w, capsys, monkeypatch):
+    """A folder the user may not write (simulated: the tests run as root, which ignores permissions)."""
+    import errno
+    import tempfile
+
+    def denied(*args, dir=None, **kwargs):  # noqa: A002 (tempfile's own name)
+        raise PermissionError(errno.EACCES, "Permission denied", str(dir))
+
+    before = _tree(w["root"])
+    monkeypatch.setattr(tempfile, "mkdtemp", denied)
+    code, err = _cli(capsys, ["data", "images", "--kind", "threat", "--n", "2", "--out", w["out"]])
+    assert code == 2 and err.strip() == f"error: {w['root']}: permission denied", err
+    real_open = os.open
+
+    def no_lock(path, *args, **kwargs):
+        if str(path).endswith(".lock"):
+            raise PermissionError(errno.EACCES, "Permission denied", str(path))
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", no_lock)
+    code, err = _cli(capsys, ["data", "images", "--kind", "threat", "--n", "2", "--out", w["out"]])
+    assert code == 2 and "out: cannot create its lock file (permission denied)" in err.strip()
+    assert err.strip().count("\n") == 0 and _tree(w["root"]) == before
