@@ -77,9 +77,10 @@ def _selection(sel: dict[str, Any]) -> list[str]:
     eligible = sum(1 for x in sel["candidates"] if x["eligible"])
     lines = [
         f"Direction chosen by causal scores on the selection items: `{c['hook']}` @ {c['position']} "
-        f"({c['method']}): score {num(c['score'])} (addition {num(c['addition'])}, ablation {num(c['ablation'])} "
-        f"nats of refusal log-odds; KL on harmless {num(c['kl_harmless'], '.3f')}; held-out persona accuracy "
-        f"{num(c['accuracy'], '.2f')}; cosine with the refusal readout {num(c['readout_cos'], '+.2f')}); "
+        f"({c['method']}): refusal log-odds change per class gap {num(c['score'])} (adding {num(c['addition'])}, "
+        f"subtracting {num(c['subtraction'])} nats; random directions up to {num(c['random_score'], '.3f')}; "
+        f"zero-ablation {num(c['ablation'])}); KL on harmless {num(c['kl_harmless'], '.3f')}; held-out persona "
+        f"accuracy {num(c['accuracy'], '.2f')}; cosine with the refusal readout {num(c['readout_cos'], '+.2f')}; "
         f"{eligible} of {len(sel['candidates'])} candidates eligible; layers {sel['excluded_layers']} excluded "
         "as the readout zone."
     ]

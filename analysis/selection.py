@@ -6,26 +6,29 @@ direction artifact (hook x position x method: the difference of means ``dom`` an
 (:mod:`probes.splits`; the file's ``heldout`` rows are never read) with the first-token refusal score
 (log-odds of refusal vs compliance openers, :mod:`vsfa.eval.refusal`) of the base model:
 
-* ``addition``: change of the refusal score when ``alpha * v`` is added at the candidate's hook (every
-  position), on harmful and on harmless requests (``addition_harmful`` / ``addition_harmless``; ``addition`` is
-  their mean);
-* ``ablation``: change of the refusal score of harmful requests when the direction is projected out at every
-  layer (negative: the model refuses less without it);
-* ``kl_harmless``: KL(base || added) of the next-token distribution on harmless requests: a direction whose
-  addition wrecks ordinary outputs is rejected (``max_kl``);
+* ``addition`` / ``subtraction``: change of the refusal score when ``+alpha * v`` / ``-alpha * v`` is added at
+  the candidate's hook (every position), on harmful and on harmless requests (``addition_harmful`` ...; the
+  bare names are their means); ``score = (addition - subtraction) / 2`` is the refusal sensitivity along the
+  direction, whatever side of zero the prompts sit on;
+* ``ablation`` (reported, not scored): change of the refusal score of harmful requests when the direction is
+  projected out at every layer. It moves the projection to zero, so its sign depends on where the base sits
+  along the direction (Arditi et al.'s refusal direction has harmful prompts on the positive side; a persona
+  direction need not);
+* ``kl_harmless``: the larger KL(base || steered) of the next-token distribution on harmless requests under
+  ``+/-alpha``: a direction that wrecks ordinary outputs is rejected (``max_kl``);
 * ``accuracy``: held-out persona accuracy from the artifact's table (by persona pair where the contrast has
   pairs, else by question);
 * ``readout_cos``: cosine with the refusal score's own logit direction (unembedding difference of refusal and
   compliance first tokens). A candidate near the readout moves the score by construction, not as an upstream
   persona: the last ``exclude_last`` share of layers is not eligible (default 20%, at least one layer), and
   ``orthogonalise`` removes the readout component from every candidate before it is scored;
-* ``random_addition``: the largest |addition| of ``n_random`` norm-matched random directions at the same hook.
+* ``random_score``: the largest |score| of ``n_random`` norm-matched random directions at the same hook.
 
 A candidate below ``first_trained_layer`` (the lowest layer the study's adapters train) is not eligible either:
 the residual stream there cannot move under fine-tuning, so its shift is zero by construction.
 
-``score = addition - ablation``. Eligible: outside the excluded layers, ``accuracy >= min_accuracy``,
-``kl_harmless <= max_kl``, ``addition > 0`` and above ``random_addition``. The chosen candidate is the best
+Eligible: outside the excluded layers, ``accuracy >= min_accuracy``, ``kl_harmless <= max_kl``, ``addition > 0 >
+subtraction`` and ``score`` above ``random_score``. The chosen candidate is the best
 eligible one; every rejected candidate carries its reason. When none is eligible the best candidate outside the
 excluded layers is taken and flagged (``fallback: true``). Output: ``selection.json``.
 """
@@ -162,6 +165,23 @@ class _Scorer:
         return float((base.exp() * (base - logp)).sum(-1).mean())
 
 
+def _push(scorer: _Scorer, hook: str, v: torch.Tensor, alpha: float) -> dict[str, float]:
+    """Refusal log-odds changes when ``+alpha v`` and ``-alpha v`` are added at ``hook`` (harmful and harmless
+    requests), their half difference ``score`` (the refusal sensitivity along v) and the larger KL on harmless."""
+    out: dict[str, float] = {}
+    kls = []
+    for sign, name in ((1, "addition"), (-1, "subtraction")):
+        hooks = [(hook, steering_hook(v, sign * alpha))]
+        for label in ("harmful", "harmless"):
+            out[f"{name}_{label}"], logp = scorer.change(label, hooks)
+            if label == "harmless":
+                kls.append(scorer.kl(label, logp))
+        out[name] = (out[f"{name}_harmful"] + out[f"{name}_harmless"]) / 2
+    out["score"] = (out["addition"] - out["subtraction"]) / 2
+    out["kl_harmless"] = max(kls)
+    return out
+
+
 def _accuracy(row: dict[str, Any], method: str) -> float:
     keys = ("acc_pair", "acc_q") if method == "probe" else ("dom_acc_pair", "dom_acc_q")
     for k in keys:
@@ -185,10 +205,13 @@ def _reason(c: dict[str, Any], cfg: SelectConfig, excluded: set[int]) -> str | N
         return f"held-out persona accuracy {c['accuracy']:.2f} < {cfg.min_accuracy}"
     if not c["kl_harmless"] <= cfg.max_kl:
         return f"KL on harmless requests {c['kl_harmless']:.3f} > {cfg.max_kl}"
-    if not c["addition"] > 0:
-        return f"adding it does not raise the refusal score ({c['addition']:+.3f})"
-    if not c["addition"] > c["random_addition"]:
-        return f"addition {c['addition']:+.3f} is no larger than a random direction's ({c['random_addition']:.3f})"
+    if not (c["addition"] > 0 > c["subtraction"]):
+        return (
+            f"adding it does not raise the refusal score and subtracting it lower it "
+            f"({c['addition']:+.3f} / {c['subtraction']:+.3f})"
+        )
+    if not c["score"] > c["random_score"]:
+        return f"score {c['score']:+.3f} is no larger than a random direction's ({c['random_score']:.3f})"
     return None
 
 
@@ -214,40 +237,26 @@ def score_candidates(
                 d: Direction = dset.sized(hook, position, method)
                 original = d.vector.float().cpu()
                 v = original - (original @ r_unit) * r_unit if cfg.orthogonalise else original
-                add = [(hook, steering_hook(v, cfg.alpha))]
-                add_harmful, _ = scorer.change("harmful", add)
-                add_harmless, logp = scorer.change("harmless", add)
-                ablation, _ = scorer.change("harmful", ablation_hooks(v, vlm.n_layers))
+                push = _push(scorer, hook, v, cfg.alpha)
                 key = (hook, round(float(v.norm()), 6))
                 if key not in random_cache:  # norm-matched random directions at this hook
-                    effects = [
-                        abs(
-                            np.mean(
-                                [
-                                    scorer.change(lab, [(hook, steering_hook(r, cfg.alpha))])[0]
-                                    for lab in texts
-                                ]
-                            )
-                        )
+                    rand = [
+                        _push(scorer, hook, r, cfg.alpha)["score"]
                         for r in random_directions(v, cfg.n_random, cfg.seed + 1)
                     ]
-                    random_cache[key] = float(max(effects)) if effects else 0.0
-                addition = (add_harmful + add_harmless) / 2
+                    random_cache[key] = float(max(map(abs, rand))) if rand else 0.0
+                ablation, _ = scorer.change("harmful", ablation_hooks(v, vlm.n_layers))
                 out.append(
                     {
                         "hook": hook,
                         "layer": d.layer,
                         "position": position,
                         "method": method,
-                        "score": addition - ablation,
-                        "addition": addition,
-                        "addition_harmful": add_harmful,
-                        "addition_harmless": add_harmless,
+                        **push,
                         "ablation": ablation,
-                        "kl_harmless": scorer.kl("harmless", logp),
                         "accuracy": _accuracy(rows.get((hook, position), {}), method),
                         "readout_cos": _cos(original, readout),
-                        "random_addition": random_cache[key],
+                        "random_score": random_cache[key],
                         "class_gap": float(original.norm()),
                     }
                 )
@@ -295,7 +304,7 @@ def select(cfg: SelectConfig, log=print) -> dict[str, Any]:
     c = decision["chosen"]
     log(
         f"selected {c['hook']} @ {c['position']} ({c['method']}): score {c['score']:+.3f} "
-        f"(addition {c['addition']:+.3f}, ablation {c['ablation']:+.3f}, KL {c['kl_harmless']:.3f}, "
+        f"(addition {c['addition']:+.3f}, subtraction {c['subtraction']:+.3f}, KL {c['kl_harmless']:.3f}, "
         f"readout cos {c['readout_cos']:+.2f}); {decision['note']}"
     )
     report = {
@@ -304,7 +313,8 @@ def select(cfg: SelectConfig, log=print) -> dict[str, Any]:
         "directions": str(cfg.directions),
         "requests": str(cfg.requests),
         "items": ids,
-        "score": "addition - ablation: first-token refusal log-odds (nats) on selection requests",
+        "score": "(addition - subtraction) / 2: change of the first-token refusal log-odds (nats) per class gap "
+        "along the direction, on selection requests",
         **decision,
         "candidates": candidates,
         "settings": {

@@ -242,7 +242,8 @@ def test_causal_score_ranks_the_planted_layer_first(planted):
     top, rest = cands[0], cands[1:]
     assert top["layer"] == PLANTED
     assert top["addition"] > 0.5 and top["addition_harmful"] > 0 and top["addition_harmless"] > 0
-    assert top["addition"] > 1.5 * top["random_addition"]  # a norm-matched random direction does less
+    assert top["score"] > 1.5 * top["random_score"]  # a norm-matched random direction does less
+    assert top["subtraction"] < 0  # and pushing the other way lowers refusal
     assert top["score"] > 0.5 + max(c["score"] for c in rest)
     assert abs(top["readout_cos"]) < 0.1  # v was made orthogonal to the readout
 

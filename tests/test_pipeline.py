@@ -369,7 +369,8 @@ def test_selection_lists_every_candidate_with_its_evidence(quick_study):
     expected = {(h, p, m) for h in dset.hooks for p in dset.positions for m in ("dom", "probe")}
     got = {(c["hook"], c["position"], c["method"]) for c in selection["candidates"]}
     assert got == expected
-    keys = {"addition", "ablation", "kl_harmless", "accuracy", "readout_cos", "random_addition", "reason"}
+    keys = {"score", "addition", "subtraction", "ablation", "kl_harmless", "accuracy", "readout_cos"}
+    keys |= {"random_score", "reason"}
     assert all(keys <= set(c) for c in selection["candidates"])
     last = max(c["layer"] for c in selection["candidates"])
     assert all("readout zone" in c["reason"] for c in selection["candidates"] if c["layer"] == last)
