@@ -31,6 +31,7 @@ COLLECTED = {
     "curves.csv": "steer/curves.csv",
     "directions.json": "directions/persona.json",
 }
+SHOWN_K = (2, 4, 6)  # forecast rows shown (besides the last k): early, middle
 BLOCK = re.compile(r"<!-- report:(?P<dir>[^ ]+) -->\n(?P<body>.*?)<!-- /report:(?P=dir) -->", re.S)
 
 
@@ -174,14 +175,16 @@ def _forecast(link: dict[str, Any]) -> list[str]:
     lines = [
         "Forecast of each run's final outcome from its first k checkpoints only, mean |error| over runs (95% CI "
         "over runs): the shift extrapolated in log-step and mapped through outcome ~ shift, against "
-        "carrying the last value forward and a log-step extrapolation of the outcome itself.",
+        f"carrying the last value forward and a log-step extrapolation of the outcome itself (k = "
+        f"{', '.join(map(str, SHOWN_K))} and the last; every k is in link.json).",
         "",
         "| outcome | k | shift | log-step | carry-forward | runs |",
         "|---|---|---|---|---|---|",
     ]
     for y, f in fc.items():
         rows = {(r["k"], r["method"]): r for r in f["summary"]}
-        for k in sorted({k for k, _ in rows}):
+        ks = sorted({k for k, _ in rows})
+        for k in [k for k in ks if k in SHOWN_K or k == ks[-1]]:
             cells = " | ".join(_mae(rows.get((k, m))) for m in ("shift", "log_step", "carry_forward"))
             n = max(r["n_runs"] for (kk, _), r in rows.items() if kk == k)
             lines.append(f"| {y} | {k} | {cells} | {n} |")
@@ -189,7 +192,10 @@ def _forecast(link: dict[str, Any]) -> list[str]:
 
 
 def _mae(row: dict[str, Any] | None) -> str:
-    return fmt({"value": row["mae"], "lo": row["lo"], "hi": row["hi"]}) if row else "-"
+    if not row or row["mae"] is None:
+        return "-"
+    ci = f" [{row['lo']:.3f}, {row['hi']:.3f}]" if row["lo"] is not None and row["hi"] is not None else ""
+    return f"{row['mae']:.3f}{ci}"
 
 
 def _causal(folder: Path) -> list[str]:
