@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -86,7 +86,7 @@ class LinkConfig:
     hook: str | None = None
     position: str | None = None
     method: str | None = None  # dom | probe; default the track's selected method
-    set: str = "requests"
+    set: str | None = None  # the tracked request set (default: the one the runs' track recorded)
     harmful: str = "harmful"
     harmless: str = "harmless"
     holdout_seeds: list[int] | None = (
@@ -493,6 +493,15 @@ def forecasts(runs: list[RunData], x: str, final_step: int | None, n_boot: int, 
 
 
 # ----------------------------------------------------------------------------------------------- link
+def _tracked_set(run: Path, harmful: str) -> str:
+    """The run's only tracked set with ``harmful`` items (a ConfigError asks for ``--set`` otherwise)."""
+    traj = read_trajectory(run)
+    sets = sorted(set(traj.loc[traj["label"] == harmful, "set"]))
+    if len(sets) != 1:
+        raise ConfigError(f"{run / 'track'}: tracked sets with {harmful!r} items: {sets}; name one with --set")
+    return sets[0]
+
+
 def _chosen(paths: list[Path], cfg: LinkConfig) -> tuple[str, str, str]:
     """hook, position and method: as given, else the track's selected direction."""
     sel = read_track_manifest(paths[0]).get("selected") or {}
@@ -513,6 +522,7 @@ def link(cfg: LinkConfig, log=print) -> dict[str, Any]:
         if not p.is_dir():
             raise ArtifactError(f"{p}: run folder not found")
     hook, position, method = _chosen(paths, cfg)
+    cfg = replace(cfg, set=cfg.set or _tracked_set(paths[0], cfg.harmful))
     runs, judge = [], cfg.judge
     for p in paths:
         data, judge = load_run(p, cfg, hook, position, method, judge)

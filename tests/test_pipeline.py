@@ -17,8 +17,7 @@ from vsfa.train import list_checkpoints
 
 FIGURES = (
     "directions_by_layer",
-    "trajectory",
-    "trajectory_named",
+    "trajectory",  # trajectory_named: drawn only when the link's search names another direction (tested below)
     "heatmap_cos_rederived",
     "heatmap_shift_cos",
     "asr_vs_shift",
@@ -47,18 +46,26 @@ def test_every_figure_and_the_summary(quick_study):
 
 
 def test_named_trajectory_only_when_the_search_names_another_direction(quick_study, tmp_path):
-    """The quick study's search (in sample) names another direction than the one chosen on selection items:
-    its own trajectory figure is drawn; once the named direction is the chosen one, no second figure."""
+    """When the search's in-sample best is another direction than the one chosen on selection items, its own
+    trajectory figure is drawn; when it is the chosen one, no second figure."""
     rep = json.loads((quick_study / "link.json").read_text())
-    best = rep["direction_search"]["best"]
-    assert (best["hook"], best["position"], best["method"]) != (rep["hook"], rep["position"], rep["method"])
-    stems = [p.stem for p in fig_trajectory.make(quick_study, tmp_path / "named")]
-    assert stems == ["trajectory"] * 2 + ["trajectory_named"] * 2
-    study = tmp_path / "study"
-    shutil.copytree(quick_study, study, ignore=shutil.ignore_patterns("figures", "*.safetensors"))
-    rep["direction_search"]["best"] = {**best, "hook": rep["hook"], "method": rep["method"]}
-    (study / "link.json").write_text(json.dumps(rep))
-    assert [p.stem for p in fig_trajectory.make(study, tmp_path / "selected")] == ["trajectory"] * 2
+    chosen = (rep["hook"], rep["position"], rep["method"])
+    other = next(
+        c for c in rep["direction_search"]["all"] if (c["hook"], c["position"], c["method"]) != chosen
+    )
+    for best, figures in (
+        ({**other, "in_sample": True}, ["trajectory"] * 2 + ["trajectory_named"] * 2),
+        (
+            {**other, "hook": rep["hook"], "position": rep["position"], "method": rep["method"]},
+            ["trajectory"] * 2,
+        ),
+    ):
+        study = tmp_path / f"study-{len(figures)}"
+        shutil.copytree(quick_study, study, ignore=shutil.ignore_patterns("figures", "*.safetensors"))
+        (study / "link.json").write_text(
+            json.dumps({**rep, "direction_search": {**rep["direction_search"], "best": best}})
+        )
+        assert [p.stem for p in fig_trajectory.make(study, tmp_path / f"fig-{len(figures)}")] == figures
 
 
 def test_trajectory_starts_at_the_base_and_covers_every_checkpoint(quick_study):

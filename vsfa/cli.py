@@ -900,7 +900,9 @@ def link_cmd(
     control: list[Path] = typer.Option([], help="Control run(s) (neutral images); repeat for seeds."),
     out: Path | None = typer.Option(None, help="Report file (default: <first run>/link.json)."),
     bench: str = typer.Option("builtin", help="Benchmark folder name under RUN/eval/<checkpoint>/."),
-    eval_set: str = typer.Option("requests", "--set", help="Tracked set with harmful/harmless labels."),
+    eval_set: str | None = typer.Option(
+        None, "--set", help="Tracked set with harmful/harmless labels (default: the runs' only tracked set)."
+    ),
     judge: str | None = typer.Option(None, help="Judge name (default: the keyword judge)."),
     hook: str | None = typer.Option(None, help="Hook (default: the selected one)."),
     position: str | None = typer.Option(None, help="Position (default: the selected one)."),
