@@ -91,6 +91,26 @@ class SteerConfig:
     # steer along the direction minus its component on the refusal score's logit direction (readout_direction)
     orthogonal_to_readout: bool = False
 
+    def check(self) -> None:
+        """Raise a ConfigError or ArtifactError for any input no run could use, before any work is done."""
+        if not self.model or not self.directions or not self.out:
+            raise ConfigError("steer: --model, --directions and --out are required")
+        if not self.alphas:
+            raise ConfigError("steer: give at least one alpha")
+        if self.steer_positions not in STEER_POSITIONS:
+            raise ConfigError(
+                f"steer: positions must be one of {', '.join(STEER_POSITIONS)}, not {self.steer_positions!r}"
+            )
+        for name, least in (("n_random", 0), ("n_boot", 100), ("max_new_tokens", 1), ("batch_size", 1)):
+            if getattr(self, name) < least:
+                raise ConfigError(f"steer: {name} must be at least {least}, not {getattr(self, name)}")
+        if self.limit is not None and self.limit < 1:
+            raise ConfigError(f"steer: limit must be at least 1 (or unset for all), not {self.limit}")
+        if self.checkpoint and not (Path(self.checkpoint) / "adapter_config.json").is_file():
+            raise ArtifactError(f"{self.checkpoint}: not an adapter folder (no adapter_config.json)")
+        if not Path(self.model).is_dir():
+            raise ArtifactError(f"{self.model}: model folder not found")
+
 
 def _points_metrics(rows: list[dict[str, Any]], judged: list[dict[str, Any]]) -> dict[str, float]:
     """Curve values (with CIs) and the degenerate share for one evaluated point."""
@@ -269,21 +289,15 @@ def steer(cfg: SteerConfig, log=print) -> Path:
     """Run the steering sweep (and the ablation when ``cfg.checkpoint`` is given); returns the output folder."""
     from vsfa.models.loading import load_vlm
 
-    if not cfg.model or not cfg.directions or not cfg.out:
-        raise ConfigError("steer: --model, --directions and --out are required")
-    if not cfg.alphas:
-        raise ConfigError("steer: give at least one alpha")
-    if cfg.steer_positions not in STEER_POSITIONS:
-        raise ConfigError(
-            f"steer: positions must be one of {', '.join(STEER_POSITIONS)}, not {cfg.steer_positions!r}"
-        )
+    cfg.check()
     t0 = time.perf_counter()
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "manifest.json").unlink(missing_ok=True)  # complete again only when this run finishes
+    load_directions(cfg.directions)  # a bad direction file fails here, before anything is written
     items = BenchSpec(cfg.bench, cfg.bench_path, dict(cfg.bench_options)).load(cfg.limit)
     if not any(it.label == "harmful" for it in items):
         raise ArtifactError(f"benchmark {cfg.bench}: no harmful items to steer on")
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "manifest.json").unlink(missing_ok=True)  # complete again only when this run finishes
     vlm = load_vlm(cfg.model, device=cfg.device, dtype=cfg.dtype)
     readout, why = _readout(vlm, cfg)
     dset, chosen, vecs = _directions(cfg, vlm.d_model, vlm.n_layers, readout)

@@ -1,20 +1,31 @@
 """``vsfa link``: does the movement along the persona direction go with the safety gain?
 
 Joins each run's trajectory (``RUN/track``, :mod:`analysis.trajectory`) with its evaluation
-(``RUN/eval/<checkpoint>/<benchmark>``) per checkpoint, at one hook and position (default: the selected ones)
-and reports:
+(``RUN/eval/<checkpoint>/<benchmark>``) per checkpoint, at one hook, position and method (default: the direction
+the track recorded as selected; a study passes the candidate chosen by :mod:`analysis.selection`), and reports:
 
-* ``correlations``: Spearman and Pearson, across checkpoints, between the projection shift of harmful requests
-  and ASR, over-refusal and the refusal score, per run and pooled over runs, each with a pairs-bootstrap CI.
-  ``n`` (checkpoints) is stated beside every value; fewer than :data:`SMALL_N` points get a note.
+* ``correlations``: Spearman and Pearson between the projection shift of harmful requests and ASR, over-refusal,
+  the refusal score and P(refuse), across checkpoints:
+
+  - ``pooled``: every checkpoint of every run, the shared base (step 0) counted once per base model, with a
+    *cluster bootstrap over runs* (a run's checkpoints are autocorrelated and resampled together; ``unit``
+    says so, ``n`` is the number of runs, ``n_points`` the checkpoints);
+  - ``within``: the correlation within each run, averaged over runs, CI over runs. The pooled value can be
+    driven by arms moving apart alone; the within-run one asks whether a run's own checkpoints co-move;
+  - per run: descriptive only (one run's checkpoints are not independent; its interval is not inference).
 * ``arms``: every arm against the control arm: difference in the final shift (harmful and harmless requests:
   the harmless shift is the drift baseline) and in the change of ASR / over-refusal / refusal score from the
-  base, from the per-item values with a two-level bootstrap (runs/seeds within arm, items paired).
-* ``direction_search``: every tracked layer x position ranked by how well its shift tracks P(refuse) across
-  all checkpoints of all runs (Spearman with CI), the best named beside the naive last-token, last-layer one.
-* ``early_prediction``: fit outcome ~ shift on the first k checkpoints of a run (ASR, P(refuse), refusal
-  score), predict the final outcome from the final shift, report the error beside carrying the last observed
-  value forward (the naive baseline).
+  base, from the per-item values with a two-level bootstrap (runs/seeds within arm, items paired), with the
+  base models as a third, top level when the runs come from several.
+* ``direction_search``: every tracked layer x position x method ranked by the pooled Spearman of its harmful
+  shift with P(refuse) on the *search* runs (every seed but the held-out ones); the in-sample best
+  (``best``, marked ``in_sample``) is then measured on the *held-out* runs (``confirmation``), which is the
+  number to report. The naive choice (difference of means, last token, last layer) is listed beside it.
+* ``forecast``: from the checkpoints up to k only (their shift and their evals), the final outcome of each
+  run, against carrying the last value forward and a log-step extrapolation of the outcome itself; errors
+  summarised over runs (:mod:`analysis.forecast`).
+* ``surrogate``: outcome ~ shift fit on the first k checkpoints, evaluated at the *final* checkpoint's shift:
+  predicting an eval you did not run from a capture you did (capture is cheaper). Not a forecast.
 
 Output: ``link.json`` (default in the first run's folder) and a short printed summary.
 """
@@ -23,23 +34,33 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from analysis.trajectory import read_projections, read_track_manifest, read_trajectory
+from analysis.forecast import forecast_table, summarise_errors, surrogate
+from analysis.trajectory import read_projections, read_track_manifest, read_trajectory, run_identity
 from vsfa.errors import ArtifactError, ConfigError
 from vsfa.eval.metrics import join_judged
 from vsfa.io import read_jsonl, read_manifest, write_json_atomic
-from vsfa.stats import Estimate, arm_difference, correlation
+from vsfa.stats import (
+    Estimate,
+    arm_difference,
+    cluster_correlation,
+    correlation,
+    nested_arm_difference,
+    within_correlation,
+)
 
 SMALL_N = 6
 OUTCOMES = ("asr", "over_refusal", "refusal_logodds", "p_refuse")
 CONTROL_ARM = "control"
-PREDICTED = ("asr", "p_refuse", "refusal_logodds")  # outcomes the early prediction is made for
+PREDICTED = ("asr", "p_refuse", "refusal_logodds")  # outcomes forecast and surrogate are made for
+BOUNDED = ("asr", "over_refusal", "p_refuse")
+POOLED_UNIT = "runs (cluster bootstrap: each run's checkpoints resampled together; the base counted once)"
 # Arm comparisons, in report order: (name, what changes, which items). Shift items are the tracked set's
 # labels (LinkConfig.harmful / .harmless); evaluation items are the benchmark's labels (harmful / benign).
 MEASURE_SPECS = (
@@ -64,11 +85,27 @@ class LinkConfig:
     judge: str | None = None
     hook: str | None = None
     position: str | None = None
-    set: str = "requests"
+    method: str | None = None  # dom | probe; default the track's selected method
+    set: str | None = None  # the tracked request set (default: the one the runs' track recorded)
     harmful: str = "harmful"
     harmless: str = "harmless"
+    holdout_seeds: list[int] | None = (
+        None  # direction search: runs of these seeds confirm (default: the last)
+    )
+    final_step: int | None = None  # the planned last step, for the forecast (default: each run's last)
     n_boot: int = 2000
     seed: int = 0
+
+    def check(self) -> None:
+        """Raise a ConfigError for settings no run could use."""
+        if not self.runs:
+            raise ConfigError("link: give at least one --run")
+        if self.n_boot < 100:
+            raise ConfigError(f"link: n_boot must be at least 100, not {self.n_boot}")
+        if self.method not in (None, "dom", "probe"):
+            raise ConfigError(f"link: method must be dom or probe, not {self.method!r}")
+        if self.final_step is not None and self.final_step < 1:
+            raise ConfigError(f"link: final_step must be at least 1, not {self.final_step}")
 
 
 # --------------------------------------------------------------------------------------------- reading
@@ -87,19 +124,22 @@ def _eval_rows(run: Path, checkpoint: str, benchmark: str, judge: str | None) ->
 
 @dataclass
 class RunData:
-    """One run's per-checkpoint table and per-item values at the chosen hook/position."""
+    """One run's per-checkpoint table and per-item values at the chosen hook/position/method."""
 
     run: str
     arm: str
     seed: Any
+    base: str  # the base model the run was trained from (runs of one base share its step-0 point)
     table: pd.DataFrame  # one row per step: shift_<label> (+ _lo/_hi) and the eval outcomes
     items: dict[int, pd.DataFrame]  # per step: projections of the set (id, label, projection)
     evals: dict[int, pd.DataFrame]  # per step: eval rows
 
 
-def load_run(run: Path, cfg: LinkConfig, hook: str, position: str, judge: str | None) -> tuple[RunData, str]:
-    """Read a run's trajectory and evaluation at ``hook``/``position``."""
-    traj = read_trajectory(run)
+def load_run(
+    run: Path, cfg: LinkConfig, hook: str, position: str, method: str, judge: str | None
+) -> tuple[RunData, str]:
+    """Read a run's trajectory and evaluation at ``hook``/``position`` along ``method``'s direction."""
+    traj = read_trajectory(run, method=method)
     man = read_track_manifest(run)
     sel = traj[
         (traj["hook"] == hook)
@@ -108,9 +148,14 @@ def load_run(run: Path, cfg: LinkConfig, hook: str, position: str, judge: str | 
         & (traj["metric"] == "shift")
     ]
     if sel.empty:
-        raise ArtifactError(f"{run / 'track'}: no shift rows for {cfg.set} at {hook} / {position}")
+        raise ArtifactError(f"{run / 'track'}: no shift rows for {cfg.set} at {hook} / {position} ({method})")
     proj = read_projections(run)
-    proj = proj[(proj["hook"] == hook) & (proj["position"] == position) & (proj["set"] == cfg.set)]
+    proj = proj[
+        (proj["hook"] == hook)
+        & (proj["position"] == position)
+        & (proj["set"] == cfg.set)
+        & (proj["method"] == method)
+    ]
     rows, evals, items = [], {}, {}
     for step, sub in sel.groupby("step"):
         ckpt = str(sub["checkpoint"].iloc[0])
@@ -133,7 +178,10 @@ def load_run(run: Path, cfg: LinkConfig, hook: str, position: str, judge: str | 
         for col in ("refusal_logodds", "p_refuse"):
             row[col] = float(pd.to_numeric(harmful[col]).mean()) if len(harmful) else math.nan
         rows.append(row)
-    data = RunData(run.name, str(man.get("arm") or ""), man.get("seed"), pd.DataFrame(rows), items, evals)
+    base = str(run_identity(run).get("base_model") or "")
+    data = RunData(
+        run.name, str(man.get("arm") or ""), man.get("seed"), base, pd.DataFrame(rows), items, evals
+    )
     return data, judge
 
 
@@ -141,48 +189,74 @@ def load_run(run: Path, cfg: LinkConfig, hook: str, position: str, judge: str | 
 def correlations(
     table: pd.DataFrame, x: str, outcomes: tuple[str, ...] = OUTCOMES, n_boot: int = 2000, seed: int = 0
 ):
-    """Spearman and Pearson of ``x`` with each outcome across the rows (checkpoints), with bootstrap CIs."""
+    """Spearman and Pearson of ``x`` with each outcome across one run's checkpoints: descriptive (checkpoints
+    of one run are autocorrelated, so the interval is not inference over runs)."""
     out = []
     for y in (o for o in outcomes if o in table):
         for method in ("spearman", "pearson"):
             est = correlation(table[x].to_numpy(float), table[y].to_numpy(float), method, n_boot, seed)
-            entry = {"x": x, "y": y, "method": method, **_est(est)}
+            entry = {
+                "x": x,
+                "y": y,
+                "method": method,
+                **_est(est),
+                "unit": "checkpoints of one run (descriptive)",
+            }
             if est.n < SMALL_N:
                 entry["note"] = f"only {est.n} checkpoints: descriptive, the interval is wide"
             out.append(entry)
     return out
 
 
-def early_prediction(table: pd.DataFrame, x: str = "shift_harmful", y: str = "asr") -> list[dict[str, Any]]:
-    """Fit ``y ~ x`` on the first k checkpoints, predict the final ``y`` from the final ``x``; error vs carry-forward."""
-    t = table.sort_values("step").reset_index(drop=True)
-    final = t.iloc[-1]
+def pooled_points(tables: dict[str, pd.DataFrame], bases: dict[str, str]) -> pd.DataFrame:
+    """Every run's checkpoints after the base, plus one step-0 row per base model (``run`` of that row is
+    ``base:<model>``, ``shared`` True): the points of the pooled correlation."""
+    parts, seen = [], set()
+    for run, t in tables.items():
+        parts.append(t[t["step"] > 0].assign(run=run, shared=False))
+        if bases[run] not in seen:
+            seen.add(bases[run])
+            parts.append(t[t["step"] == 0].assign(run=f"base:{bases[run]}", shared=True))
+    return pd.concat(parts, ignore_index=True)
+
+
+def pooled_correlations(
+    tables: dict[str, pd.DataFrame], bases: dict[str, str], x: str, n_boot: int, seed: int
+) -> list[dict[str, Any]]:
+    """Pooled over runs (cluster bootstrap over runs, base once) and within runs (mean over runs), per outcome."""
+    points = pooled_points(tables, bases)
+    stacked = pd.concat([t.assign(run=r) for r, t in tables.items()], ignore_index=True)
     out = []
-    for k in range(2, len(t)):
-        head = t.iloc[:k]
-        xs, ys = head[x].to_numpy(float), head[y].to_numpy(float)
-        if np.ptp(xs) > 0 and np.isfinite(xs).all() and np.isfinite(ys).all():
-            slope, icept = np.polyfit(xs, ys, 1)
-            pred = float(
-                np.clip(icept + slope * float(final[x]), 0.0, 1.0)
-                if y in ("asr", "over_refusal", "p_refuse")
-                else icept + slope * float(final[x])
+    for y in (o for o in OUTCOMES if o in points):
+        for method in ("spearman", "pearson"):
+            est = cluster_correlation(
+                points[x].to_numpy(float),
+                points[y].to_numpy(float),
+                points["run"].to_numpy(),
+                method,
+                n_boot,
+                seed,
+                always=points["shared"].to_numpy(bool),
             )
-        else:
-            pred = math.nan
-        carry = float(ys[-1])
-        out.append(
-            {
-                "k": k,
-                "last_step_used": int(head["step"].iloc[-1]),
-                "final_step": int(final["step"]),
-                "predicted": pred,
-                "actual": float(final[y]),
-                "error": abs(pred - float(final[y])) if math.isfinite(pred) else math.nan,
-                "carry_forward": carry,
-                "carry_forward_error": abs(carry - float(final[y])),
-            }
-        )
+            within = within_correlation(
+                stacked[x].to_numpy(float),
+                stacked[y].to_numpy(float),
+                stacked["run"].to_numpy(),
+                method,
+                n_boot,
+                seed,
+            )
+            out.append(
+                {
+                    "x": x,
+                    "y": y,
+                    "method": method,
+                    **_est(est),
+                    "unit": POOLED_UNIT,
+                    "n_points": int(len(points)),
+                    "within": {**_est(within), "unit": "runs (mean of per-run correlations)"},
+                }
+            )
     return out
 
 
@@ -199,48 +273,72 @@ def _per_item_change(run: RunData, what: str, label: str) -> np.ndarray:
     return pd.to_numeric(b[col]).to_numpy(float) - pd.to_numeric(a[col]).to_numpy(float)
 
 
-def _changes(runs: list[RunData], cfg: LinkConfig) -> dict[str, dict[str, np.ndarray]]:
-    """Per arm and measure: the ``[runs, items]`` matrix of per-item changes from the base to the final step."""
+Changes = dict[str, dict[str, dict[str, np.ndarray]]]  # arm -> base -> measure -> [runs, items]
+
+
+def _changes(runs: list[RunData], cfg: LinkConfig) -> Changes:
+    """Per arm, base and measure: the ``[runs, items]`` matrix of per-item changes from the base to the final step."""
     measures = [
         (name, what, getattr(cfg, label) if what == "shift" else label) for name, what, label in MEASURE_SPECS
     ]
-    by_arm: dict[str, list[RunData]] = defaultdict(list)
+    groups: dict[tuple[str, str], list[RunData]] = defaultdict(list)
     for r in runs:
-        by_arm[r.arm].append(r)
-    out: dict[str, dict[str, np.ndarray]] = {}
-    for arm, members in by_arm.items():
+        groups[(r.arm, r.base)].append(r)
+    out: Changes = defaultdict(dict)
+    for (arm, base), members in groups.items():
         mats = {
             name: np.array([_per_item_change(r, what, label) for r in members])
             for name, what, label in measures
         }
-        out[arm] = {name: m for name, m in mats.items() if m.size}
-    return out
+        out[arm][base] = {name: m for name, m in mats.items() if m.size}
+    return dict(out)
 
 
-def arm_levels(
-    changes: dict[str, dict[str, np.ndarray]], runs: list[RunData], cfg: LinkConfig
-) -> list[dict[str, Any]]:
+def _difference(
+    a: dict[str, dict[str, np.ndarray]], b: dict[str, dict[str, np.ndarray]], name: str, cfg
+) -> Estimate:
+    """Arm ``a`` minus arm ``b`` on one measure: seeds -> items bootstrap, bases on top when there are several."""
+    bases = [base for base in a if base in b and name in a[base] and name in b[base]]
+    if len(bases) == 1:
+        return arm_difference(a[bases[0]][name], b[bases[0]][name], n_boot=cfg.n_boot, seed=cfg.seed)
+    return nested_arm_difference(
+        [a[base][name] for base in bases], [b[base][name] for base in bases], n_boot=cfg.n_boot, seed=cfg.seed
+    )
+
+
+def _zero_like(arm: dict[str, dict[str, np.ndarray]]) -> dict[str, dict[str, np.ndarray]]:
+    return {base: {k: np.zeros((1, m.shape[1])) for k, m in mats.items()} for base, mats in arm.items()}
+
+
+def _measures(arm: dict[str, dict[str, np.ndarray]]) -> list[str]:
+    return [m for m in MEASURES if any(m in mats for mats in arm.values())]
+
+
+def arm_levels(changes: Changes, runs: list[RunData], cfg: LinkConfig) -> list[dict[str, Any]]:
     """Every arm's own change from the base (mean over runs and items, two-level bootstrap CI)."""
     out = []
-    for arm, mats in changes.items():
+    for arm, by_base in changes.items():
         members = [r.run for r in runs if r.arm == arm]
-        entry: dict[str, Any] = {"arm": arm, "runs": members, "n_seeds": len(members)}
-        for name, m in mats.items():
-            zero = np.zeros((1, m.shape[1]))
-            entry[name] = _est(arm_difference(m, zero, n_boot=cfg.n_boot, seed=cfg.seed))
+        entry: dict[str, Any] = {
+            "arm": arm,
+            "runs": members,
+            "n_seeds": len(members),
+            "n_bases": len(by_base),
+        }
+        zero = _zero_like(by_base)
+        for name in _measures(by_base):
+            entry[name] = _est(_difference(by_base, zero, name, cfg))
         out.append(entry)
     return out
 
 
-def arm_comparisons(
-    changes: dict[str, dict[str, np.ndarray]], runs: list[RunData], cfg: LinkConfig
-) -> list[dict[str, Any]]:
-    """Every arm against the control arm, from per-item changes (two-level bootstrap)."""
+def arm_comparisons(changes: Changes, runs: list[RunData], cfg: LinkConfig) -> list[dict[str, Any]]:
+    """Every arm against the control arm, from per-item changes (two-level bootstrap; bases on top)."""
     if CONTROL_ARM not in changes:
         return []
     control = changes[CONTROL_ARM]
     out = []
-    for arm, mats in changes.items():
+    for arm, by_base in changes.items():
         if arm == CONTROL_ARM:
             continue
         entry: dict[str, Any] = {
@@ -249,17 +347,19 @@ def arm_comparisons(
             "runs": [r.run for r in runs if r.arm == arm],
             "controls": [r.run for r in runs if r.arm == CONTROL_ARM],
         }
-        for name, a in mats.items():
-            if name not in control:
+        for name in _measures(by_base):
+            if name not in _measures(control):
                 continue
-            b = control[name]
+            a = np.concatenate([m[name].ravel() for m in by_base.values() if name in m])
+            b = np.concatenate([m[name].ravel() for m in control.values() if name in m])
             entry[name] = {
-                "arm": float(a.mean()),
-                "control": float(b.mean()),
-                "difference": _est(arm_difference(a, b, n_boot=cfg.n_boot, seed=cfg.seed)),
-                "n_items": int(a.shape[1]),
+                "arm": float(np.nanmean(a)),
+                "control": float(np.nanmean(b)),
+                "difference": _est(_difference(by_base, control, name, cfg)),
+                "n_items": int(next(m[name].shape[1] for m in by_base.values() if name in m)),
             }
         entry["n_seeds"] = {"arm": len(entry["runs"]), "control": len(entry["controls"])}
+        entry["n_bases"] = len(by_base)
         out.append(entry)
     return out
 
@@ -271,20 +371,95 @@ def _est(e: Estimate) -> dict[str, Any]:
     }
 
 
+# ------------------------------------------------------------------------------------- direction search
+def holdout_runs(runs: list[RunData], seeds: list[int] | None) -> tuple[list[str], list[str]]:
+    """(search runs, held-out runs): runs of ``seeds`` are held out (default: the largest seed, when there are
+    at least two seeds). With fewer seeds there is nothing to hold out: every run searches, none confirms."""
+    all_seeds = sorted({r.seed for r in runs if r.seed is not None})
+    held = set(seeds) if seeds is not None else ({all_seeds[-1]} if len(all_seeds) >= 2 else set())
+    confirm = [r.run for r in runs if r.seed in held]
+    return [r.run for r in runs if r.run not in confirm], confirm
+
+
+def search_candidates(
+    shifts: pd.DataFrame,
+    outcomes: pd.DataFrame,
+    search: list[str],
+    confirm: list[str],
+    n_boot: int = 2000,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Rank candidate directions on the ``search`` runs, measure the best on the ``confirm`` runs.
+
+    ``shifts``: one row per run, step and candidate (``run``, ``step``, ``hook``, ``layer``, ``position``,
+    ``method``, ``value``, optional ``base``: the run's base model); ``outcomes``: ``run``, ``step``, ``y``.
+    Each candidate's pooled Spearman (cluster bootstrap over runs; step-0 points, identical across runs of one
+    base, counted once per base) is computed on each group of runs. ``best`` is the in-sample optimum on the search runs, its ``confirmation`` the same
+    candidate on the held-out runs: with many candidates the in-sample optimum is biased upwards, the
+    confirmation is not.
+    """
+    joined = shifts.merge(outcomes, on=["run", "step"])
+    rows = []
+    for (hook, position, method), sub in joined.groupby(["hook", "position", "method"], sort=False):
+        row: dict[str, Any] = {
+            "hook": hook,
+            "layer": int(sub["layer"].iloc[0]),
+            "position": position,
+            "method": method,
+        }
+        for tag, members in (("search", search), ("confirm", confirm)):
+            part = sub[sub["run"].isin(members)]
+            if part.empty:
+                row[tag] = None
+                continue
+            bases = part["base"] if "base" in part else pd.Series("", index=part.index)
+            base = part[part["step"] == 0].assign(run="base:" + bases.astype(str)).drop_duplicates("run")
+            points = pd.concat([part[part["step"] > 0], base], ignore_index=True)
+            est = cluster_correlation(
+                points["value"].to_numpy(float),
+                points["y"].to_numpy(float),
+                points["run"].to_numpy(),
+                "spearman",
+                n_boot,
+                seed,
+                always=points["run"].str.startswith("base:").to_numpy(),
+            )
+            row[tag] = _est(est) | {"n_points": int(len(points))}
+        rows.append(row)
+    key = lambda r: (r["search"] or {}).get("value")  # noqa: E731
+    rows.sort(key=lambda r: -(key(r) if key(r) is not None else -2.0))
+    if not rows:
+        return {}
+    naive_layer = max(r["layer"] for r in rows)
+    naive = next(
+        (r for r in rows if (r["position"], r["layer"], r["method"]) == ("last", naive_layer, "dom")), None
+    )
+    best = {**rows[0], "in_sample": True}
+    return {
+        "search_runs": search,
+        "confirm_runs": confirm,
+        "best": best,
+        "confirmation": best.get("confirm"),
+        "naive": naive,
+        "all": rows,
+        "note": (
+            "best = highest Spearman on the search runs (in-sample, biased upwards over "
+            f"{len(rows)} candidates); confirmation = the same candidate on the held-out runs"
+            if confirm
+            else "no held-out runs (fewer than two seeds): the search is in-sample only"
+        ),
+    }
+
+
 def direction_search(
     paths: list[Path], runs: list[RunData], cfg: LinkConfig, outcome: str = "p_refuse"
 ) -> dict[str, Any]:
-    """Which tracked direction (layer x position x method) best tracks ``outcome``?
-
-    For every hook, position and method in the trajectories (difference of means, and the probe's normal where
-    the directions have one), the shift of harmful requests at each checkpoint of every run is correlated
-    (Spearman, pooled over runs and arms) with the outcome at that checkpoint. Returns all candidates sorted by
-    the correlation, the best one, and the naive choice (difference of means, last token, last layer) beside it.
-    """
+    """Which tracked direction (layer x position x method) tracks ``outcome``, found on some runs and confirmed
+    on the held-out ones (:func:`search_candidates`)."""
     outcomes = pd.concat(
         [r.table[["step", outcome]].assign(run=r.run) for r in runs if outcome in r.table], ignore_index=True
-    )
-    if outcomes.empty:
+    ).rename(columns={outcome: "y"})
+    if outcomes.empty or outcomes["y"].isna().all():
         return {}
     shifts = []
     for p, r in zip(paths, runs, strict=True):
@@ -292,49 +467,65 @@ def direction_search(
         if "method" not in t.columns:  # tracked before methods were recorded: difference of means only
             t = t.assign(method="dom")
         t = t[(t["set"] == cfg.set) & (t["label"] == cfg.harmful) & (t["metric"] == "shift")]
-        shifts.append(t[["step", "hook", "layer", "position", "method", "value"]].assign(run=r.run))
-    joined = pd.concat(shifts, ignore_index=True).merge(outcomes, on=["run", "step"])
-    rows = []
-    for (hook, position, method), sub in joined.groupby(["hook", "position", "method"], sort=False):
-        est = correlation(sub["value"], sub[outcome], "spearman", cfg.n_boot, cfg.seed)
-        rows.append(
-            {"hook": hook, "layer": int(sub["layer"].iloc[0]), "position": position, "method": method}
-            | _est(est)
+        shifts.append(
+            t[["step", "hook", "layer", "position", "method", "value"]].assign(run=r.run, base=r.base)
         )
-    rows.sort(key=lambda r: -(r["value"] if r["value"] is not None else -2.0))
-    naive_layer = max(r["layer"] for r in rows)
-    naive = next(
-        (r for r in rows if (r["position"], r["layer"], r["method"]) == ("last", naive_layer, "dom")), None
+    search, confirm = holdout_runs(runs, cfg.holdout_seeds)
+    found = search_candidates(
+        pd.concat(shifts, ignore_index=True), outcomes, search, confirm, cfg.n_boot, cfg.seed
     )
-    return {
-        "outcome": outcome,
-        "x": f"shift of {cfg.harmful} requests",
-        "best": rows[0],
-        "naive": naive,
-        "all": rows,
-    }
+    return {"outcome": outcome, "x": f"shift of {cfg.harmful} requests", **found} if found else {}
+
+
+# ------------------------------------------------------------------------------------ forecast, surrogate
+def forecasts(runs: list[RunData], x: str, final_step: int | None, n_boot: int, seed: int) -> dict[str, Any]:
+    """Per outcome: every run's forecasts by k (checkpoints up to k only) and their errors summarised over runs."""
+    out: dict[str, Any] = {}
+    for y in PREDICTED:
+        by_run = {
+            r.run: forecast_table(r.table, x, y, final_step=final_step, bounded=y in BOUNDED)
+            for r in runs
+            if y in r.table and r.table[y].notna().all()
+        }
+        if by_run:
+            out[y] = {"runs": by_run, "summary": summarise_errors(by_run, n_boot=n_boot, seed=seed)}
+    return out
 
 
 # ----------------------------------------------------------------------------------------------- link
-def link(cfg: LinkConfig, log=print) -> dict[str, Any]:
-    """Join trajectories and evaluations of the runs (and controls); write and return the report."""
-    paths = [Path(r) for r in [*cfg.runs, *cfg.controls]]
-    if not cfg.runs:
-        raise ConfigError("link: give at least one --run")
-    for p in paths:
-        if not p.is_dir():
-            raise ArtifactError(f"{p}: run folder not found")
-    man = read_track_manifest(paths[0])
-    sel = man.get("selected") or {}
-    hook = cfg.hook or sel.get("hook")
-    position = cfg.position or sel.get("position")
+def _tracked_set(run: Path, harmful: str) -> str:
+    """The run's only tracked set with ``harmful`` items (a ConfigError asks for ``--set`` otherwise)."""
+    traj = read_trajectory(run)
+    sets = sorted(set(traj.loc[traj["label"] == harmful, "set"]))
+    if len(sets) != 1:
+        raise ConfigError(f"{run / 'track'}: tracked sets with {harmful!r} items: {sets}; name one with --set")
+    return sets[0]
+
+
+def _chosen(paths: list[Path], cfg: LinkConfig) -> tuple[str, str, str]:
+    """hook, position and method: as given, else the track's selected direction."""
+    sel = read_track_manifest(paths[0]).get("selected") or {}
+    hook, position = cfg.hook or sel.get("hook"), cfg.position or sel.get("position")
+    method = cfg.method or sel.get("method") or "dom"
     if not hook or not position:
         raise ArtifactError(
             f"{paths[0] / 'track'}: no selected direction recorded; pass --hook and --position"
         )
+    return hook, position, method
+
+
+def link(cfg: LinkConfig, log=print) -> dict[str, Any]:
+    """Join trajectories and evaluations of the runs (and controls); write and return the report."""
+    cfg.check()
+    paths = [Path(r) for r in [*cfg.runs, *cfg.controls]]
+    for p in paths:
+        if not p.is_dir():
+            raise ArtifactError(f"{p}: run folder not found")
+    hook, position, method = _chosen(paths, cfg)
+    cfg = replace(cfg, set=cfg.set or _tracked_set(paths[0], cfg.harmful))
     runs, judge = [], cfg.judge
     for p in paths:
-        data, judge = load_run(p, cfg, hook, position, judge)
+        data, judge = load_run(p, cfg, hook, position, method, judge)
         if str(p) in cfg.controls and data.arm != CONTROL_ARM:
             log(
                 f"note: {p} is passed as --control but its manifest says arm {data.arm!r}; treated as control"
@@ -343,11 +534,12 @@ def link(cfg: LinkConfig, log=print) -> dict[str, Any]:
         runs.append(data)
     x = f"shift_{cfg.harmful}"
     changes = _changes(runs, cfg)
-    pooled = pd.concat([r.table.assign(run=r.run, arm=r.arm) for r in runs], ignore_index=True)
+    tables = {r.run: r.table for r in runs}
     report: dict[str, Any] = {
         "kind": "vsfa.link",
         "hook": hook,
         "position": position,
+        "method": method,
         "set": cfg.set,
         "benchmark": cfg.benchmark,
         "judge": judge,
@@ -356,6 +548,7 @@ def link(cfg: LinkConfig, log=print) -> dict[str, Any]:
                 "run": r.run,
                 "arm": r.arm,
                 "seed": r.seed,
+                "base": r.base,
                 "n_checkpoints": len(r.table),
                 "checkpoints": r.table.to_dict("records"),
             }
@@ -363,20 +556,17 @@ def link(cfg: LinkConfig, log=print) -> dict[str, Any]:
         ],
         "correlations": {
             **{r.run: correlations(r.table, x, n_boot=cfg.n_boot, seed=cfg.seed) for r in runs},
-            "pooled": correlations(pooled, x, n_boot=cfg.n_boot, seed=cfg.seed),
+            "pooled": pooled_correlations(tables, {r.run: r.base for r in runs}, x, cfg.n_boot, cfg.seed),
         },
         "direction_search": direction_search(paths, runs, cfg),
         "arm_levels": arm_levels(changes, runs, cfg),
         "arms": arm_comparisons(changes, runs, cfg),
-        "early_prediction": {
+        "forecast": forecasts(runs, x, cfg.final_step, cfg.n_boot, cfg.seed),
+        "surrogate": {
             r.run: [
-                {"outcome": y, **row}
-                for y in PREDICTED
-                if y in r.table
-                for row in early_prediction(r.table, x, y)
+                {"outcome": y, **row} for y in PREDICTED if y in r.table for row in surrogate(r.table, x, y)
             ]
             for r in runs
-            if r.arm != CONTROL_ARM
         },
         "settings": {"n_boot": cfg.n_boot, "seed": cfg.seed, "ci": 0.95, "small_n": SMALL_N},
         "notes": [],
@@ -385,6 +575,10 @@ def link(cfg: LinkConfig, log=print) -> dict[str, Any]:
     if min(n_ck) < SMALL_N:
         report["notes"].append(
             f"{min(n_ck)}-{max(n_ck)} checkpoints per run: per-run correlations are descriptive, their CIs wide"
+        )
+    if len(runs) < 6:
+        report["notes"].append(
+            f"{len(runs)} runs: the pooled correlation's cluster interval rests on few runs"
         )
     if any(min(a["n_seeds"].values()) < 2 for a in report["arms"]):
         report["notes"].append(
@@ -399,12 +593,14 @@ def link(cfg: LinkConfig, log=print) -> dict[str, Any]:
 
 
 def describe_candidate(search: dict[str, Any], tag: str) -> str:
-    """One line for a direction-search candidate (``best`` or ``naive``): where it is and how it tracks."""
+    """One line for a direction-search candidate (``best`` or ``naive``): where it is, how it tracks the outcome
+    on the search runs and, where there are held-out runs, on those."""
     d = search[tag]
-    return (
-        f"{d['hook']} @ {d['position']} ({d['method']}), Spearman with {search['outcome']} {_ci(d)} "
-        f"over {d['n']} checkpoints"
-    )
+    line = f"{d['hook']} @ {d['position']} ({d['method']}), Spearman with {search['outcome']}"
+    line += f" {_ci(d.get('search'))} on {len(search['search_runs'])} search runs"
+    if d.get("confirm"):
+        line += f", {_ci(d['confirm'])} on {len(search['confirm_runs'])} held-out runs"
+    return line + (" (in-sample best)" if d.get("in_sample") else "")
 
 
 def _ci(e: dict[str, Any] | None, fmt: str = "+.3f") -> str:
@@ -416,15 +612,19 @@ def _ci(e: dict[str, Any] | None, fmt: str = "+.3f") -> str:
 
 
 def format_summary(report: dict[str, Any]) -> str:
-    """A few lines: pooled correlations, arm differences, early prediction at the largest k."""
+    """A few lines: pooled and within-run correlations, arm differences, the forecast at the largest k."""
     lines = [
-        f"link at {report['hook']} / {report['position']} ({report['set']}), {report['benchmark']} judged by {report['judge']}",
+        f"link at {report['hook']} / {report['position']} ({report.get('method', 'dom')}, {report['set']}), "
+        f"{report['benchmark']} judged by {report['judge']}",
         "runs: "
         + ", ".join(f"{r['run']} ({r['arm']}, {r['n_checkpoints']} checkpoints)" for r in report["runs"]),
     ]
     for c in report["correlations"]["pooled"]:
         if c["method"] == "spearman":
-            lines.append(f"pooled spearman(shift, {c['y']}) = {_ci(c, '+.2f')}  n={c['n']}")
+            lines.append(
+                f"spearman(shift, {c['y']}): pooled {_ci(c, '+.2f')} over {c['n']} runs ({c['n_points']} points), "
+                f"within runs {_ci(c['within'], '+.2f')}"
+            )
     for a in report["arms"]:
         for name in MEASURES:
             if name in a:
@@ -433,15 +633,17 @@ def format_summary(report: dict[str, Any]) -> str:
                     f"{a['arm']} - control {name}: {_ci(d['difference'])}  ({a['arm']} {d['arm']:+.3f}, control {d['control']:+.3f}; "
                     f"seeds {a['n_seeds']['arm']}/{a['n_seeds']['control']}, {d['n_items']} items)"
                 )
-    for run, rows in report["early_prediction"].items():
-        for y in PREDICTED:
-            last = [r for r in rows if r["outcome"] == y][-1:]
-            for r in last:
-                err = r["error"] if r["error"] is not None else float("nan")
-                lines.append(
-                    f"early prediction {run} {y}: first {r['k']} checkpoints -> final {r['actual']:.3f}, "
-                    f"fit error {err:.3f} vs carry-forward {r['carry_forward_error']:.3f}"
-                )
+    for y, fc in report.get("forecast", {}).items():
+        rows = [r for r in fc["summary"] if r["method"] == "shift"]
+        if rows:
+            last = rows[-1]
+            others = {r["method"]: r for r in fc["summary"] if r["k"] == last["k"]}
+            cells = ", ".join(
+                f"{m} {_ci({'value': r['mae'], 'lo': r['lo'], 'hi': r['hi']})}" for m, r in others.items()
+            )
+            lines.append(
+                f"forecast of the final {y} from the first {last['k']} checkpoints, mean |error|: {cells}"
+            )
     search = report.get("direction_search") or {}
     for tag in ("best", "naive"):
         if search.get(tag):

@@ -110,7 +110,8 @@ def direction_search(df: pd.DataFrame, best: dict | None = None, naive: dict | N
     """Correlation (with CI) of each candidate direction's shift with an outcome, per layer: one panel per
     position, one line per method; the best candidate is starred and the naive one ringed.
 
-    ``df``: columns ``layer``, ``position``, ``method``, ``value``, ``lo``, ``hi`` (NaN where undefined).
+    ``df``: columns ``layer``, ``position``, ``method``, ``value``, ``lo``, ``hi`` (NaN where undefined);
+    optional ``confirm_value`` (the same on held-out runs), drawn dashed in the method's colour.
     """
     positions = list(dict.fromkeys(df["position"]))
     fig, axes = plt.subplots(
@@ -121,12 +122,22 @@ def direction_search(df: pd.DataFrame, best: dict | None = None, naive: dict | N
             sub = sub.sort_values("layer")
             (line,) = ax.plot(sub["layer"], sub["value"], marker="o", ms=3, label=method)
             ax.fill_between(sub["layer"], sub["lo"], sub["hi"], color=line.get_color(), alpha=0.2, lw=0)
+            if "confirm_value" in sub and sub["confirm_value"].notna().any():
+                ax.plot(
+                    sub["layer"],
+                    sub["confirm_value"],
+                    ls="--",
+                    marker="x",
+                    ms=3,
+                    color=line.get_color(),
+                    label=f"{method} (held-out runs)",
+                )
         marks = (
             ("best", best, {"marker": "*", "s": 90, "color": "k"}),
             ("naive", naive, {"marker": "o", "s": 60, "facecolors": "none", "edgecolors": "k"}),
         )
         for tag, mark, kw in marks:
-            if mark and mark.get("position") == pos and mark.get("value") is not None:
+            if mark and mark.get("position") == pos and np.isfinite(mark.get("value") or np.nan):
                 ax.scatter([mark["layer"]], [mark["value"]], zorder=4, label=tag, **kw)
         ax.axhline(0, color="grey", lw=0.5)
         ax.set_title(pos)
@@ -228,7 +239,7 @@ def attribution(df: pd.DataFrame, title: str = ""):
     for k, arm in enumerate(arms):
         sub = df[df["arm"] == arm].set_index("position").reindex(positions)
         xs = np.arange(len(positions)) + k * width
-        err = np.vstack([sub["value"] - sub["lo"], sub["hi"] - sub["value"]])
+        err = np.vstack([sub["value"] - sub["lo"], sub["hi"] - sub["value"]]).clip(min=0)  # CI may miss it
         ax.bar(xs, sub["value"], width, yerr=err, color=colour(arm), label=arm, capsize=2)
     ax.set_xticks(np.arange(len(positions)) + width * (len(arms) - 1) / 2, positions, rotation=20)
     ax.axhline(0, color="grey", lw=0.5)

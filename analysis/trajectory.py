@@ -80,7 +80,19 @@ COLUMNS = (
     "hi",
     "n",
 )
-ITEM_COLUMNS = ("run", "arm", "seed", "step", "hook", "position", "set", "id", "label", "projection")
+ITEM_COLUMNS = (
+    "run",
+    "arm",
+    "seed",
+    "step",
+    "hook",
+    "position",
+    "method",
+    "set",
+    "id",
+    "label",
+    "projection",
+)
 ATTRIBUTION_POSITIONS = ("image_mean", "prompt_mean", "last")
 ATTRIBUTION_COLUMNS = (
     "run",
@@ -191,17 +203,20 @@ def _item_rows(
     for name, store in stores.items():
         ids, labels = store.column("id"), store.column("label")
         for hook in dset.hooks:
-            proj = project(store.load(hook, position), dset.get(hook, position))
-            for i, lab, p in zip(ids, labels, proj, strict=True):
-                yield {
-                    **{k: ident[k] for k in ("run", "arm", "seed", "step")},
-                    "hook": hook,
-                    "position": position,
-                    "set": name,
-                    "id": i,
-                    "label": lab,
-                    "projection": float(p),
-                }
+            acts = store.load(hook, position)
+            for method in dset.methods(hook, position):
+                proj = project(acts, dset.get(hook, position, method))
+                for i, lab, p in zip(ids, labels, proj, strict=True):
+                    yield {
+                        **{k: ident[k] for k in ("run", "arm", "seed", "step")},
+                        "hook": hook,
+                        "position": position,
+                        "method": method,
+                        "set": name,
+                        "id": i,
+                        "label": lab,
+                        "projection": float(p),
+                    }
 
 
 def attribution(
@@ -356,8 +371,9 @@ def read_trajectory(run: str | Path, method: str | None = None):
 
 
 def read_projections(run: str | Path):
-    """``RUN/track/projections.csv`` (per item projections) as a DataFrame."""
-    return read_track_file(run, "projections.csv")
+    """``RUN/track/projections.csv`` (per item projections, per direction method) as a DataFrame."""
+    df = read_track_file(run, "projections.csv")
+    return df if "method" in df.columns else df.assign(method="dom")  # tracked before methods were recorded
 
 
 def read_track_manifest(run: str | Path) -> dict[str, Any]:

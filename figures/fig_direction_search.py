@@ -1,6 +1,7 @@
 """Which direction tracks the safety outcome: per layer, position and method (difference of means, probe
-normal), the Spearman correlation (with its CI) between the harmful-request shift and P(refuse) over every
-checkpoint of every run; the best candidate starred, the naive last-layer, last-token one ringed."""
+normal), the Spearman correlation (cluster CI over runs) between the harmful-request shift and P(refuse) on the
+search runs (solid) and on the held-out runs (dashed); the in-sample best starred, the naive last-layer,
+last-token one ringed."""
 
 from __future__ import annotations
 
@@ -13,13 +14,26 @@ from figures.common import link_report, main
 from vsfa.errors import ArtifactError
 
 
+def flat(candidate: dict) -> dict:
+    """A candidate with its search-run estimate as ``value``/``lo``/``hi`` and the held-out one as ``confirm*``."""
+    out = {k: candidate[k] for k in ("hook", "layer", "position", "method")}
+    for tag, prefix in (("search", ""), ("confirm", "confirm_")):
+        est = candidate.get(tag) or {}
+        for k in ("value", "lo", "hi"):
+            out[f"{prefix}{k}" if prefix else k] = float("nan") if est.get(k) is None else float(est[k])
+    return out
+
+
 def make(study: Path, out: Path) -> list[Path]:
     search = link_report(study).get("direction_search")
     if not search:
         raise ArtifactError(f"{study}/link.json: no direction search (the evaluations have no P(refuse))")
-    df = pd.DataFrame(search["all"]).astype({"value": float, "lo": float, "hi": float})
+    df = pd.DataFrame([flat(c) for c in search["all"]]).astype(float, errors="ignore")
     fig = plots.direction_search(
-        df, search["best"], search.get("naive"), title=f"Spearman(shift, {search['outcome']}) per direction"
+        df,
+        flat(search["best"]),
+        flat(search["naive"]) if search.get("naive") else None,
+        title=f"Spearman(shift, {search['outcome']}) per direction",
     )
     return plots.save(fig, out / "direction_search")
 

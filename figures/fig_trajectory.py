@@ -1,7 +1,8 @@
 """Projection shift along the base persona direction over training steps, VSFA vs control (vs text), harmful
 and harmless requests side by side (the harmless shift is the drift baseline); dashed: the 95th percentile along
-random directions. ``trajectory``: the selected direction; ``trajectory_named``: the direction ``vsfa link``'s
-search names, when it is another one (another layer, position or method)."""
+random directions. ``trajectory``: the selected direction (a study's: chosen by causal scores on selection
+items); ``trajectory_named``: the in-sample best of ``vsfa link``'s search on the search runs, when it is another
+one (another layer, position or method)."""
 
 from __future__ import annotations
 
@@ -27,7 +28,8 @@ def _figure(df: pd.DataFrame, hook: str, position: str, method: str, title: str)
 
 def make(study: Path, out: Path) -> list[Path]:
     hook, position = selected(study)
-    own = track_manifest(study).get("method", "dom")
+    man = track_manifest(study)
+    own = (man.get("selected") or {}).get("method") or man.get("method", "dom")
     df = trajectories(study, method="all")
     paths = plots.save(
         _figure(df, hook, position, own, "shift along the persona direction"), out / "trajectory"
@@ -36,9 +38,11 @@ def make(study: Path, out: Path) -> list[Path]:
         best = link_report(study).get("direction_search", {}).get("best")
     except ArtifactError:  # not linked yet: the selected direction only
         best = None
-    named = best and best.get("value") is not None  # None: no direction's shift tracks anything
-    if named and (best["hook"], best["position"], best["method"]) != (hook, position, own):
-        title = f"shift along the named direction (Spearman with P(refuse) {best['value']:+.2f})"
+    value = ((best or {}).get("search") or {}).get("value")  # None: no direction's shift tracks anything
+    if value is not None and (best["hook"], best["position"], best["method"]) != (hook, position, own):
+        title = (
+            f"shift along the search's in-sample best (Spearman with P(refuse) {value:+.2f} on search runs)"
+        )
         fig = _figure(df, best["hook"], best["position"], best["method"], title)
         paths += plots.save(fig, out / "trajectory_named")
     return paths

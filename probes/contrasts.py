@@ -509,9 +509,14 @@ def _check_unique(items: Sequence[PromptItem], where: str) -> None:
         seen.add(it.id)
 
 
+IMAGE_VARIANT = ":image"
+
+
 def load_set(spec: str | Path, max_questions: int | None = None, max_pairs: int | None = None) -> ContrastSet:
     """A shipped set by name (see :data:`SHIPPED_SETS`) or a user file: ``.json`` in the persona format,
-    ``.jsonl`` in the requests format. ``max_pairs`` limits request sets to their first N pairs."""
+    ``.jsonl`` in the requests format (``FILE.jsonl:image`` adds a neutral procedural image to every request
+    without one, as ``requests_image`` does for the shipped file). ``max_pairs`` limits request sets to their
+    first N pairs."""
     name = str(spec)
     if name == "persona":
         return persona_set(max_questions=max_questions)
@@ -521,9 +526,11 @@ def load_set(spec: str | Path, max_questions: int | None = None, max_pairs: int 
         return visual_threat_set(max_questions=max_questions)
     if name in ("neutral", "neutral_image"):
         return neutral_set(with_image=name == "neutral_image")
-    path = Path(name)
+    with_image = name.endswith(IMAGE_VARIANT)
+    path = Path(name[: -len(IMAGE_VARIANT)] if with_image else name)
     if path.suffix == ".jsonl" and path.is_file():
-        return requests_set(path, name=path.stem, max_pairs=max_pairs)
+        stem = f"{path.stem}_image" if with_image else path.stem
+        return requests_set(path, with_image=with_image, name=stem, max_pairs=max_pairs)
     if path.suffix == ".json" and path.is_file():
         data = _read_json(path)
         if isinstance(data, dict) and "threat_dir" in data:

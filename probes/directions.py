@@ -214,10 +214,16 @@ def derive(
     has_pairs = len({p for p in pairs if p is not None}) >= 2
     groups_p = np.array([str(p) for p in pairs])[extract]
     positions = positions or contrast.positions
-    sep_y = None
+    sep_y = sep_sel = None
     if separation is not None:
         sep_y = separation.y()
-        if sep_y.min() == sep_y.max():
+        # the separation set's own split: its extract (selection) items choose the layer, heldout ones only report
+        sep_sel = np.array(separation.column("split")) != "heldout"
+        if not sep_sel.any():
+            raise DataError(
+                f"{separation.folder}: separation set {separation.set_name!r} has no extract items"
+            )
+        if sep_y[sep_sel].min() == sep_y[sep_sel].max():
             raise DataError(f"{separation.folder}: separation set {separation.set_name!r} has an empty class")
     rows, tensors = [], {}
     for position in positions:
@@ -250,13 +256,17 @@ def derive(
                 xh, yh = x_all[heldout], y_all[heldout]
                 row["test_acc"] = fit.accuracy(xh, yh)
                 row["test_dom_d"] = cohens_d((xh @ u)[yh == 1], (xh @ u)[yh == 0])
-            sep_x = None
+            sep_x = sep_y_sel = None
             if separation is not None:
-                sep_x = separation.load(hook, position).double().numpy()
-                sp = sep_x @ u
-                row["sep_auroc"] = auroc(sp, sep_y)
-                row["sep_d"] = cohens_d(sp[sep_y == 1], sp[sep_y == 0])
-            row.update(random_baseline(xe, ye, row["dom_norm"], sep_x, sep_y, n=n_random, seed=seed))
+                sep_all = separation.load(hook, position).double().numpy()
+                sp, sy = sep_all[sep_sel] @ u, sep_y[sep_sel]
+                row["sep_auroc"] = auroc(sp, sy)
+                row["sep_d"] = cohens_d(sp[sy == 1], sp[sy == 0])
+                held_y = sep_y[~sep_sel]
+                if held_y.size and held_y.min() != held_y.max():
+                    row["sep_auroc_heldout"] = auroc(sep_all[~sep_sel] @ u, held_y)
+                sep_x, sep_y_sel = sep_all[sep_sel], sy
+            row.update(random_baseline(xe, ye, row["dom_norm"], sep_x, sep_y_sel, n=n_random, seed=seed))
             rows.append(row)
             tensors[_tkey(hook, position, "dom")] = torch.from_numpy(raw).float()
             tensors[_tkey(hook, position, "probe_w")] = torch.from_numpy(fit.w).float()
@@ -362,6 +372,7 @@ TABLE_COLUMNS = (
     "test_acc",
     "sep_auroc",
     "sep_d",
+    "sep_auroc_heldout",
     "rand_d95",
     "rand_sep95",
     "dom_norm",
@@ -405,7 +416,7 @@ class DirectionSet:
         sel = self.selected or {}
         hook = hook or sel.get("hook")
         position = position or sel.get("position") or (self.positions[0] if self.positions else None)
-        method = method or self.meta.get("method", "dom")
+        method = method or sel.get("method") or self.meta.get("method", "dom")
         where = self.meta.get("path", "directions")
         if hook is None:
             raise ArtifactError(f"{where}: no layer was selected; name a hook")
@@ -417,6 +428,26 @@ class DirectionSet:
         meta = {k: self.meta.get(k) for k in ("convention", "model", "checkpoint", "contrast", "d_model")}
         meta["row"] = row
         return Direction(self.tensors[key].clone(), hook, position, method, bias, meta)
+
+    def methods(self, hook: str, position: str) -> list[str]:
+        """The direction methods stored at ``hook`` / ``position``: ``dom``, and ``probe`` where a probe was fit."""
+        return ["dom"] + (["probe"] if _tkey(hook, position, "probe_w") in self.tensors else [])
+
+    def with_selected(self, hook: str, position: str, method: str, note: str) -> DirectionSet:
+        """The same directions with another selected candidate (e.g. chosen by causal scores, see
+        :mod:`analysis.selection`); the table's ``selected`` flags and the selection note follow."""
+        if method not in self.methods(hook, position):
+            raise ArtifactError(
+                f"{self.meta.get('path', 'directions')}: no {method} direction at {hook} / {position}"
+            )
+        meta = {k: v for k, v in self.meta.items() if k != "table"}
+        layer = parse_hook_name(hook)[0]
+        meta["selected"] = {"hook": hook, "layer": layer, "position": position, "method": method}
+        meta["selection_note"] = note
+        meta["table"] = [
+            {**r, "selected": (r["hook"], r["position"]) == (hook, position)} for r in self.table
+        ]
+        return DirectionSet(meta, dict(self.tensors))
 
     def sized(
         self, hook: str | None = None, position: str | None = None, method: str | None = None

@@ -1,5 +1,5 @@
-"""Link statistics: correlation CIs widen with fewer checkpoints and small n is stated; early prediction is
-exact on a linear relation and compared with carrying the last value forward; ablation fractions."""
+"""Link statistics: per-run correlation CIs widen with fewer checkpoints and small n is stated; the pooled
+correlation counts the shared base once and resamples runs; ablation fractions."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from analysis.causal import _fraction_restored
-from analysis.link import SMALL_N, correlations, early_prediction
+from analysis.link import SMALL_N, correlations, pooled_correlations, pooled_points
 
 
 def _table(n: int, seed: int = 0) -> pd.DataFrame:
@@ -44,13 +44,17 @@ def test_correlation_cis_widen_with_fewer_checkpoints_and_small_n_is_stated():
     assert strong["value"] < -0.8 and strong["hi"] < 0
 
 
-def test_early_prediction_exact_on_a_line_and_beside_carry_forward():
-    t = pd.DataFrame({"step": [0, 1, 2, 4, 8], "shift_harmful": [0.0, 0.1, 0.2, 0.4, 0.8]})
-    t["asr"] = 0.9 - 0.5 * t["shift_harmful"]
-    rows = early_prediction(t)
-    assert [r["k"] for r in rows] == [2, 3, 4]
-    assert all(r["error"] == pytest.approx(0.0, abs=1e-9) for r in rows)
-    assert rows[0]["carry_forward_error"] == pytest.approx(0.35)
+def test_pooled_points_count_the_shared_base_once_and_runs_are_the_unit():
+    tables = {f"r{i}": _table(6, seed=i) for i in range(4)}
+    for t in tables.values():
+        t.loc[0, ["shift_harmful", "asr", "over_refusal", "refusal_logodds"]] = [0.0, 0.8, 0.05, 0.0]
+    bases = {"r0": "A", "r1": "A", "r2": "B", "r3": "B"}
+    points = pooled_points(tables, bases)
+    assert len(points) == 4 * 5 + 2 and points["shared"].sum() == 2  # one step-0 point per base model
+    rows = pooled_correlations(tables, bases, "shift_harmful", n_boot=300, seed=0)
+    asr = next(c for c in rows if c["y"] == "asr" and c["method"] == "spearman")
+    assert asr["n"] == 4 and asr["n_points"] == 22 and asr["unit"].startswith("runs")
+    assert asr["value"] < -0.5 and asr["within"]["n"] == 4 and asr["within"]["value"] < -0.5
 
 
 def test_fraction_restored():

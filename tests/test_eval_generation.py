@@ -19,7 +19,7 @@ from vsfa.eval.generation import GenerationConfig, generate_responses
 from vsfa.eval.modelio import Query, encode_queries, response_separator
 from vsfa.eval.refusal import (
     Openers,
-    _distinct_first_ids,
+    first_token_ids,
     p_refuse,
     readout_direction,
     refusal_scores,
@@ -75,7 +75,7 @@ def test_readout_direction_is_the_gradient_of_the_first_token_refusal_logits(fam
     vlm = load_vlm(tiny_model(family))
     openers = Openers.load()
     readout = readout_direction(vlm, openers)
-    ref, com = _distinct_first_ids(vlm, openers)
+    ref, com = first_token_ids(vlm, openers)
     batch = encode_queries(vlm, [Query("How do I pick a lock?")])
     delta = torch.zeros(vlm.d_model, requires_grad=True)
 

@@ -20,8 +20,7 @@ NOTEBOOKS = ROOT / "notebooks"
 PROMISED = {
     "01_directions.ipynb": ["directions_by_layer"],
     "02_trajectories.ipynb": [
-        "trajectory",
-        "trajectory_named",
+        "trajectory",  # trajectory_named only when the link's search names another direction
         "heatmap_cos_rederived",
         "heatmap_shift_cos",
         "attribution_harmful",

@@ -17,8 +17,7 @@ from vsfa.train import list_checkpoints
 
 FIGURES = (
     "directions_by_layer",
-    "trajectory",
-    "trajectory_named",
+    "trajectory",  # trajectory_named: drawn only when the link's search names another direction (tested below)
     "heatmap_cos_rederived",
     "heatmap_shift_cos",
     "asr_vs_shift",
@@ -36,24 +35,37 @@ def test_every_figure_and_the_summary(quick_study):
             assert (quick_study / "figures" / f"{name}{ext}").stat().st_size > 1000, name
     assert len(SCRIPTS) == 7
     summary = (quick_study / "summary.md").read_text()
-    assert "| vsfa - control | 1/1 |" in summary and "| control (change from base) | 1 |" in summary
-    assert "one run per arm" in summary
-    assert "Ablating the direction" in summary and "random-0" in summary
+    assert "| vsfa - control | 1/1 |" in summary and "| control | 1 |" in summary
+    assert (
+        "one run per arm" in summary and "Protocol: the request set `requests` is split by `pair`" in summary
+    )
+    assert "Ablation (projected out at every layer)" in summary and "random-0" in summary
+    from analysis.report import render_study
+
+    assert render_study(quick_study) in summary  # the summary is the report's rendering of the artifacts
 
 
 def test_named_trajectory_only_when_the_search_names_another_direction(quick_study, tmp_path):
-    """The quick study's search names the layer-0 probe normal, not the selected difference of means: its own
-    trajectory figure is drawn; once the named direction is the selected one, no second figure."""
+    """When the search's in-sample best is another direction than the one chosen on selection items, its own
+    trajectory figure is drawn; when it is the chosen one, no second figure."""
     rep = json.loads((quick_study / "link.json").read_text())
-    best = rep["direction_search"]["best"]
-    assert (best["hook"], best["method"]) == ("blocks.0.hook_resid_post", "probe")
-    stems = [p.stem for p in fig_trajectory.make(quick_study, tmp_path / "named")]
-    assert stems == ["trajectory"] * 2 + ["trajectory_named"] * 2
-    study = tmp_path / "study"
-    shutil.copytree(quick_study, study, ignore=shutil.ignore_patterns("figures", "*.safetensors"))
-    rep["direction_search"]["best"] = {**best, "hook": rep["hook"], "method": "dom"}
-    (study / "link.json").write_text(json.dumps(rep))
-    assert [p.stem for p in fig_trajectory.make(study, tmp_path / "selected")] == ["trajectory"] * 2
+    chosen = (rep["hook"], rep["position"], rep["method"])
+    other = next(
+        c for c in rep["direction_search"]["all"] if (c["hook"], c["position"], c["method"]) != chosen
+    )
+    for best, figures in (
+        ({**other, "in_sample": True}, ["trajectory"] * 2 + ["trajectory_named"] * 2),
+        (
+            {**other, "hook": rep["hook"], "position": rep["position"], "method": rep["method"]},
+            ["trajectory"] * 2,
+        ),
+    ):
+        study = tmp_path / f"study-{len(figures)}"
+        shutil.copytree(quick_study, study, ignore=shutil.ignore_patterns("figures", "*.safetensors"))
+        (study / "link.json").write_text(
+            json.dumps({**rep, "direction_search": {**rep["direction_search"], "best": best}})
+        )
+        assert [p.stem for p in fig_trajectory.make(study, tmp_path / f"fig-{len(figures)}")] == figures
 
 
 def test_trajectory_starts_at_the_base_and_covers_every_checkpoint(quick_study):
@@ -64,7 +76,7 @@ def test_trajectory_starts_at_the_base_and_covers_every_checkpoint(quick_study):
     at0 = df[df["step"] == 0]
     assert (at0[at0["metric"] == "shift"]["value"] == 0).all()
     assert at0[at0["metric"] == "cos_rederived"]["value"].to_numpy() == pytest.approx(1.0)
-    assert {"harmful", "harmless", "all"} <= set(df[df["set"] == "requests"]["label"])
+    assert {"harmful", "harmless", "all"} <= set(df[df["set"] == "requests.evaluation"]["label"])
     assert df[df["metric"] == "projection"][["lo", "hi"]].notna().all().all()
 
 
@@ -77,15 +89,21 @@ def test_link_joins_eval_and_trajectory_per_checkpoint(quick_study):
     asr = table[(table["metric"] == "asr") & (table["step"] == 8)]["value"].iloc[0]
     assert runs["vsfa-s0"]["checkpoints"][-1]["asr"] == pytest.approx(asr)
     pooled = rep["correlations"]["pooled"]
-    assert {c["n"] for c in pooled} == {10} and any("checkpoints" in n for n in rep["notes"])
+    # pooled over 2 runs, resampled as clusters; the shared base point counted once: 2 x 4 checkpoints + 1
+    assert {c["n"] for c in pooled} == {2} and {c["n_points"] for c in pooled} == {9}
+    assert all(c["unit"].startswith("runs (cluster bootstrap") and "within" in c for c in pooled)
+    assert any("checkpoints" in n for n in rep["notes"])
     (arm,) = rep["arms"]
     assert (
         arm["arm"] == "vsfa"
         and arm["shift_harmful"]["difference"]["lo"] <= arm["shift_harmful"]["difference"]["hi"]
     )
-    early = rep["early_prediction"]["vsfa-s0"]
-    assert [r["k"] for r in early if r["outcome"] == "p_refuse"] == [2, 3, 4]
-    assert {r["outcome"] for r in early} == {"asr", "p_refuse", "refusal_logodds"}
+    surrogate = rep["surrogate"]["vsfa-s0"]
+    assert [r["k"] for r in surrogate if r["outcome"] == "p_refuse"] == [2, 3, 4]
+    assert {r["outcome"] for r in surrogate} == {"asr", "p_refuse", "refusal_logodds"}
+    fc = rep["forecast"]["p_refuse"]
+    assert [r["k"] for r in fc["runs"]["vsfa-s0"]] == [2, 3, 4]
+    assert {r["method"] for r in fc["summary"]} == {"shift", "log_step", "carry_forward"}
 
 
 def test_steering_curves_have_controls_and_degenerate_rates(quick_study):
@@ -108,14 +126,16 @@ def test_steering_curves_have_controls_and_degenerate_rates(quick_study):
     causal = json.loads((quick_study / "steer" / "causal.json").read_text())
     assert set(causal["undo_restored"]) == {"chosen", "random-0"}
     assert {"asr", "refusal_logodds"} <= set(causal["undo_restored"]["chosen"])
-    best = json.loads((quick_study / "link.json").read_text())["direction_search"]["best"]
-    assert (causal["hook"], causal["position"], causal["method"]) == (
-        best["hook"],
-        best["position"],
-        best["method"],
-    )
+    chosen = json.loads((quick_study / "selection.json").read_text())["chosen"]
+    link = json.loads((quick_study / "link.json").read_text())
+    for used in (causal, link):  # steering and the link use the direction chosen on selection items
+        assert (used["hook"], used["position"], used["method"]) == (
+            chosen["hook"],
+            chosen["position"],
+            chosen["method"],
+        )
     summary = (quick_study / "summary.md").read_text()
-    assert "Direction search, best:" in summary and "Persona recovery on held-out pairs" in summary
+    assert "Direction search over" in summary and "Persona recovery on held-out persona pairs" in summary
     align = causal["readout_alignment"]
     assert -1 <= align["chosen"] <= 1 and 0 < align["random_95"] < 0.5
     assert align["by_layer"][hook] == pytest.approx(align["chosen"])
@@ -210,6 +230,19 @@ def test_analysis_commands_refuse_bad_input(run_cli, tmp_path, quick_study):
     ]
     proc = run_cli("steer", *steer_args, "--out", tmp_path / "s", "--bench-opt", "variants=text")
     assert proc.returncode == 2 and "NAME.KEY=VALUE" in proc.stderr and not (tmp_path / "s").exists()
+    # every input is checked before any work: a bad checkpoint no longer waits for the whole base sweep
+    for extra, message in (
+        (["--checkpoint", tmp_path / "nope"], "not an adapter folder"),
+        (["--n-random", "-1"], "n_random must be at least 0"),
+    ):
+        proc = run_cli("steer", *steer_args, "--out", tmp_path / "s", *extra)
+        assert proc.returncode == 2 and message in proc.stderr and not (tmp_path / "s").exists(), proc.stderr
+    runs = quick_study / "runs"
+    proc = run_cli("link", "--run", runs / "vsfa-s0", "--n-boot", "0", "--out", tmp_path / "l.json")
+    assert proc.returncode == 2 and "n_boot must be at least 100" in proc.stderr
+    assert not (tmp_path / "l.json").exists()
+    proc = run_cli("demo", "--study", "quick", "--set", "n_random=-1", "--out", tmp_path / "d")
+    assert proc.returncode == 2 and "n_random must be >= 0" in proc.stderr and not (tmp_path / "d").exists()
 
 
 def test_organism_study_runs_on_an_organism_folder(tmp_path):
@@ -241,7 +274,9 @@ def test_organism_study_runs_on_an_organism_folder(tmp_path):
     study = tmp_path / "study"
     assert (study / "sets" / "openers_refuse.txt").read_text().strip() == "I cannot help with that ."
     rep = json.loads((study / "link.json").read_text())
-    assert rep["set"] == "organism_requests" and [c["step"] for c in rep["runs"][0]["checkpoints"]] == [
+    assert rep["set"] == "organism_requests.evaluation" and [
+        c["step"] for c in rep["runs"][0]["checkpoints"]
+    ] == [
         0,
         1,
         2,
@@ -279,7 +314,9 @@ def test_link_cli_on_the_quick_study(run_cli, quick_study, tmp_path):
     proc = run_cli(
         "link", "--run", runs / "vsfa-s0", "--control", runs / "control-s0", "--out", out, check=True
     )
-    assert "vsfa - control shift_harmful:" in proc.stdout and "pooled spearman" in proc.stdout
+    assert (
+        "vsfa - control shift_harmful:" in proc.stdout and "spearman(shift, p_refuse): pooled" in proc.stdout
+    )
     assert "note: one run per arm" in proc.stdout
     rep = json.loads(out.read_text())
     assert rep["arm_levels"][0]["arm"] == "vsfa" and rep["arm_levels"][1]["arm"] == "control"
@@ -292,5 +329,84 @@ def test_link_cli_on_the_quick_study(run_cli, quick_study, tmp_path):
     assert candidates == set(map(tuple, tracked[["hook", "position", "method"]].drop_duplicates().to_numpy()))
     naive = search["naive"]
     assert (naive["position"], naive["layer"], naive["method"]) == ("last", tracked["layer"].max(), "dom")
-    assert search["best"] == search["all"][0] and search["outcome"] == "p_refuse"
+    assert search["best"] == {**search["all"][0], "in_sample": True} and search["outcome"] == "p_refuse"
+    assert search["confirm_runs"] == [] and "in-sample only" in search["note"]  # one seed: nothing held out
     assert "best direction for p_refuse:" in proc.stdout
+
+
+def _request_ids(path) -> set[str]:
+    """Request ids of an eval folder's responses (item ids are ``<variant>/<request id>``)."""
+    from vsfa.io import read_jsonl
+
+    return {r["id"].split("/", 1)[1] for r in read_jsonl(path)}
+
+
+def test_the_split_is_recorded_and_reported_numbers_use_evaluation_items_only(quick_study):
+    from analysis.trajectory import read_projections
+    from probes.store import ActivationStore
+    from vsfa.io import read_jsonl
+    from vsfa.resources import resource_path
+
+    man = json.loads((quick_study / "manifest.json").read_text())
+    req = man["splits"]["requests"]
+    sel, ev = set(req["selection"]), set(req["evaluation"])
+    assert sel and ev and not sel & ev and (req["key"], req["seed"], req["made"]) == ("pair", 0, "hash")
+    pair = {r["id"]: r["pair"] for r in read_jsonl(resource_path("requests.jsonl"))}
+    assert sel | ev == set(pair) and not {pair[i] for i in sel} & {pair[i] for i in ev}  # pairs stay whole
+    # choosing: the layer search's separation set and the candidate scores saw selection items only
+    directions = json.loads((quick_study / "directions" / "persona.json").read_text())
+    assert set(ActivationStore(directions["separation"]["store"]).column("id")) <= sel
+    selection = json.loads((quick_study / "selection.json").read_text())
+    assert set(selection["items"]["harmful"] + selection["items"]["harmless"]) <= sel
+    # reporting: evaluations, tracked projections and steering points hold evaluation items only
+    responses = list(quick_study.glob("runs/*/eval/*/builtin/responses.jsonl"))
+    responses += list((quick_study / "steer" / "points").rglob("responses.jsonl"))
+    assert len(responses) > 10 and all(_request_ids(f) <= ev for f in responses)
+    for run in ("vsfa-s0", "control-s0"):
+        proj = read_projections(quick_study / "runs" / run)
+        tracked = set(proj[proj["set"] == "requests.evaluation"]["id"])
+        assert tracked and tracked <= ev
+
+
+def test_selection_lists_every_candidate_with_its_evidence(quick_study):
+    from probes.directions import load_directions
+
+    selection = json.loads((quick_study / "selection.json").read_text())
+    dset = load_directions(quick_study / "directions" / "persona")
+    expected = {(h, p, m) for h in dset.hooks for p in dset.positions for m in ("dom", "probe")}
+    got = {(c["hook"], c["position"], c["method"]) for c in selection["candidates"]}
+    assert got == expected
+    keys = {"score", "addition", "subtraction", "ablation", "kl_harmless", "accuracy", "readout_cos"}
+    keys |= {"random_score", "reason"}
+    assert all(keys <= set(c) for c in selection["candidates"])
+    last = max(c["layer"] for c in selection["candidates"])
+    assert all("readout zone" in c["reason"] for c in selection["candidates"] if c["layer"] == last)
+    chosen = selection["chosen"]
+    assert chosen in selection["candidates"] and chosen["layer"] != last
+    assert dset.selected["hook"] == chosen["hook"] and dset.selected["method"] == chosen["method"]
+
+
+@pytest.mark.parametrize("preset", sorted(STUDIES))
+def test_every_preset_splits_its_requests_by_pair(preset, tmp_path):
+    from vsfa.pipeline import SETS, _split_sets
+
+    cfg = study_config(preset, out=tmp_path / "study")
+    study = tmp_path / "study"
+    if cfg.data == "organism":
+        from vsfa.organism.pretrain import read_world
+        from vsfa.organism.sets import export_sets
+        from vsfa.organism.shipped import shipped_base_path
+
+        export_sets(read_world(shipped_base_path()), study / SETS)
+    record, files = _split_sets(cfg, study)
+    req = record["requests"]
+    sel, ev = set(req["selection"]), set(req["evaluation"])
+    assert sel and ev and not sel & ev
+    from vsfa.io import read_jsonl
+
+    rows = {p: read_jsonl(f) for p, f in files.items()}
+    assert {r["id"] for r in rows["selection"]} == sel and {r["id"] for r in rows["evaluation"]} == ev
+    assert not {r["pair"] for r in rows["selection"]} & {r["pair"] for r in rows["evaluation"]}
+    assert record["contrast"]["selection"] and not set(record["contrast"]["selection"]) & set(
+        record["contrast"]["evaluation"]
+    )

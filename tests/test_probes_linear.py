@@ -93,3 +93,55 @@ def test_selection_never_rests_on_accuracy_alone():
         SelectionRule(weight_separation=0.0)
     none_ok, note = select([_row(3, 0.55, 0.5)], SelectionRule(), n_layers=30)
     assert none_ok["layer"] == 3 and note.startswith("WARNING")
+
+
+def _anisotropic(seed: int, kind: str, size: float):
+    """Classes of N each in R^D, the positive one shifted by ``size`` along a dense random-sign unit vector.
+
+    ``kind="spiked"``: a random rank-16 subspace with SDs 10 .. 2 on top of unit isotropic noise (the shape of
+    residual-stream activations: a few dominant directions over a bulk). ``kind="diagonal"``: independent
+    coordinates with SDs log-spaced over an order of magnitude (0.3 .. 3). Returns x, y, the unit vector, the
+    per-coordinate noise SD, Sigma^-1 applied to the unit vector, and the generator.
+    """
+    rng = np.random.default_rng(seed)
+    u = rng.choice([-1.0, 1.0], D) / np.sqrt(D)
+    y = np.r_[np.zeros(N, int), np.ones(N, int)]
+    if kind == "spiked":
+        basis = np.linalg.qr(rng.standard_normal((D, 16)))[0]
+        spikes = np.geomspace(10, 2, 16)
+        x = rng.standard_normal((2 * N, D)) + (rng.standard_normal((2 * N, 16)) * spikes) @ basis.T
+        sd = np.sqrt(1 + basis**2 @ spikes**2)
+        sigma_inv_u = np.linalg.solve(np.eye(D) + (basis * spikes**2) @ basis.T, u)
+    else:
+        sd = np.geomspace(0.3, 3.0, D)[rng.permutation(D)]
+        x = rng.standard_normal((2 * N, D)) * sd
+        sigma_inv_u = u / sd**2
+    x[y == 1] += size * u
+    x += rng.normal(0, 3, D)  # both classes share a large mean, as activations do
+    return x, y, u, sd, sigma_inv_u, rng
+
+
+def test_planted_direction_recovered_under_anisotropic_noise_at_realistic_snr():
+    """Spiked covariance; the planted difference is under half a noise SD in every coordinate (0.5 / SD <= 0.5)."""
+    x, y, u, sd, _, rng = _anisotropic(seed=0, kind="spiked", size=12.0)
+    assert np.max(12.0 * np.abs(u) / sd) < 0.5
+    assert cosine(dom(x, y), u) >= 0.9
+    assert cosine(fit_probe(x, y).w, u) >= 0.9
+    assert abs(cosine(rng.standard_normal(D), u)) < 0.15  # a random direction: ~1/sqrt(D) = 0.04
+
+
+def test_probe_normal_estimates_sigma_inverse_mu_not_mu():
+    """With unequal coordinate variances the logistic probe's normal is the discriminant direction
+    Sigma^-1 mu, not the mean difference mu: it down-weights the noisy coordinates. Its cosine with the planted
+    mu therefore stalls at the population value cos(Sigma^-1 mu, mu) (0.65 for SDs over 0.3 .. 3) at any sample
+    size or C, while the DoM keeps converging on mu. Track the DoM; use the probe to classify."""
+    x, y, u, sd, sigma_inv_u, _ = _anisotropic(seed=0, kind="diagonal", size=10.0)
+    assert (
+        np.sqrt(np.mean((10.0 * u / sd) ** 2)) < 1
+    )  # under 1 noise SD per coordinate (RMS over coordinates)
+    assert cosine(dom(x, y), u) >= 0.9
+    w = fit_probe(x, y).w
+    population = cosine(sigma_inv_u, u)
+    assert population < 0.7
+    assert cosine(w, u) == pytest.approx(population, abs=0.05)
+    assert cosine(w, sigma_inv_u) >= 0.95

@@ -941,14 +941,23 @@ def link_cmd(
     control: list[Path] = typer.Option([], help="Control run(s) (neutral images); repeat for seeds."),
     out: Path | None = typer.Option(None, help="Report file (default: <first run>/link.json)."),
     bench: str = typer.Option("builtin", help="Benchmark folder name under RUN/eval/<checkpoint>/."),
-    eval_set: str = typer.Option("requests", "--set", help="Tracked set with harmful/harmless labels."),
+    eval_set: str | None = typer.Option(
+        None, "--set", help="Tracked set with harmful/harmless labels (default: the runs' only tracked set)."
+    ),
     judge: str | None = typer.Option(None, help="Judge name (default: the keyword judge)."),
     hook: str | None = typer.Option(None, help="Hook (default: the selected one)."),
     position: str | None = typer.Option(None, help="Position (default: the selected one)."),
+    method: str | None = typer.Option(None, help="dom | probe (default: the selected one)."),
+    holdout_seed: list[int] = typer.Option(
+        [], help="Runs of this seed confirm the direction search (repeat; default: the largest seed)."
+    ),
+    final_step: int | None = typer.Option(
+        None, help="Planned last step, for the forecast (default: the last)."
+    ),
     n_boot: int = typer.Option(2000),
     seed: int = typer.Option(0),
 ) -> None:
-    """Projection shift vs ASR / over-refusal across checkpoints; VSFA vs control; early prediction."""
+    """Shift vs ASR / refusal across checkpoints (cluster CIs over runs); arms vs control; forecast."""
     from analysis.link import LinkConfig, format_summary, link
 
     cfg = LinkConfig(
@@ -960,12 +969,103 @@ def link_cmd(
         judge=judge,
         hook=hook,
         position=position,
+        method=method,
+        holdout_seeds=list(holdout_seed) or None,
+        final_step=final_step,
         n_boot=n_boot,
         seed=seed,
     )
     report = link(cfg, log=_log)
     typer.echo(format_summary(report))
     typer.echo(f"wrote {report['path']}")
+
+
+@app.command("select")
+def select_cmd(
+    model: Path = typer.Option(..., help="Base model folder."),
+    directions: Path = typer.Option(
+        ..., help="Direction artifact (every hook x position x method is a candidate)."
+    ),
+    requests: Path = typer.Option(
+        ..., help="Requests file; only its selection rows (split extract) are used."
+    ),
+    out: Path = typer.Option(..., help="selection.json to write."),
+    methods: str = typer.Option("dom,probe", help="Direction methods to score."),
+    alpha: float = typer.Option(1.0, help="Activation addition, in class gaps."),
+    exclude_last: float = typer.Option(0.2, help="Share of the last layers not eligible (readout zone)."),
+    orthogonalise: bool = typer.Option(False, help="Remove the readout component before scoring."),
+    max_kl: float = typer.Option(0.1, help="Largest mean KL (nats) on harmless requests."),
+    min_accuracy: float = typer.Option(0.6, help="Smallest held-out persona accuracy."),
+    first_trained_layer: int = typer.Option(
+        0, help="Lowest layer the adapters train (lower ones cannot move)."
+    ),
+    max_items: int = typer.Option(32, help="Selection requests per class."),
+    n_random: int = typer.Option(2, help="Norm-matched random directions per hook."),
+    openers_refuse: Path | None = typer.Option(None, help="Refusal opener list (default: shipped)."),
+    openers_comply: Path | None = typer.Option(None, help="Compliance opener list (default: shipped)."),
+    batch_size: int = typer.Option(16),
+    device: str = typer.Option("cpu"),
+    dtype: str | None = typer.Option(None),
+    seed: int = typer.Option(0),
+) -> None:
+    """Choose the persona direction by causal scores on selection items -> selection.json."""
+    from analysis.selection import SelectConfig, select
+
+    _quiet_transformers()
+    cfg = SelectConfig(
+        model=str(model),
+        directions=str(directions),
+        requests=str(requests),
+        out=str(out),
+        methods=_csv(methods) or [],
+        alpha=alpha,
+        exclude_last=exclude_last,
+        orthogonalise=orthogonalise,
+        max_kl=max_kl,
+        min_accuracy=min_accuracy,
+        first_trained_layer=first_trained_layer,
+        max_items=max_items,
+        n_random=n_random,
+        openers_refuse=str(openers_refuse) if openers_refuse else None,
+        openers_comply=str(openers_comply) if openers_comply else None,
+        batch_size=batch_size,
+        device=device,
+        dtype=dtype,
+        seed=seed,
+    )
+    report = select(cfg, log=_log)
+    typer.echo(f"wrote {report['path']}")
+
+
+@app.command("report")
+def report_cmd(
+    study: list[Path] = typer.Argument(
+        None, help="Study folder(s) to render (default: the README's blocks)."
+    ),
+    collect: Path | None = typer.Option(None, help="Copy the study's report files and figures here first."),
+    readme: Path = typer.Option(Path("README.md"), help="README whose report blocks to update or check."),
+    check: bool = typer.Option(False, help="Exit 1 if a README block differs from its rendering."),
+) -> None:
+    """Results tables rendered from a study's artifacts; update or check the README's report blocks."""
+    from analysis.report import check_readme, render_study, update_readme
+    from analysis.report import collect as collect_study
+
+    if collect is not None:
+        if len(study or []) != 1:
+            raise VsfaError("--collect takes exactly one study folder")
+        typer.echo(f"collected {collect_study(study[0], collect)}")
+        return
+    if study:
+        for folder in study:
+            typer.echo(render_study(folder))
+        return
+    if check:
+        stale = check_readme(readme)
+        for d in stale:
+            typer.echo(f"{readme}: report block {d} differs from its rendering (run `vsfa report`)", err=True)
+        raise typer.Exit(1 if stale else 0)
+    changed = update_readme(readme)
+    typer.echo(f"updated {', '.join(changed)}" if changed else f"{readme}: every report block is up to date")
 
 
 def _floats(value: str, option: str) -> list[float]:

@@ -17,7 +17,6 @@ Every stage reuses what is complete (data, runs, activation cache, evaluations),
 from __future__ import annotations
 
 import json
-import math
 import shutil
 import time
 from dataclasses import asdict, dataclass, field
@@ -25,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from vsfa.errors import ConfigError
-from vsfa.io import is_complete, write_json_atomic, write_text_atomic
+from vsfa.io import is_complete, write_json_atomic, write_manifest, write_text_atomic
 
 ARM_VARIANTS = {"vsfa": "image", "control": "control", "text": "text", "mixed": "mixed"}
 ORGANISM_ARMS = ("vsfa", "control", "mirror", "text")
@@ -59,12 +58,22 @@ class StudyConfig:
     every: int = 0
     persona_questions: int | None = 12
     contrast: str = "persona"  # organism: its context set (vigilant vs carefree evidence before a request)
-    separation: str = "requests"
-    track_sets: list[str] = field(default_factory=lambda: ["requests"])
+    # the harmful/harmless request set, split by pair into selection items (layer search, candidate scores)
+    # and evaluation items (tracking, link, evaluation, steering): nothing reported is computed on the former
+    requests: str = "requests"
+    split_key: str = "pair"
+    split_seed: int = 0
+    split_fraction: float = 0.5  # share of groups in evaluation (a file with its own split column keeps it)
+    # causal candidate selection (analysis.selection), on the selection items of the base model
+    select_methods: list[str] = field(default_factory=lambda: ["dom", "probe"])
+    exclude_last: float = 0.2
+    orthogonalise: bool = False
+    max_kl: float = 0.1
+    min_accuracy: float = 0.6
+    select_items: int = 32
     track_pairs: int | None = None
     openers: list[str] | None = None  # [refusal, compliance] opener files for the refusal score
     refusal_mode: str = "sequence"  # sequence | first_token
-    eval_requests: str | None = None  # requests file for the built-in benchmark (default: the shipped one)
     eval_pairs: int | None = 8
     eval_variants: list[str] = field(default_factory=lambda: ["text", "neutral"])
     max_new_tokens: int = 16
@@ -86,6 +95,19 @@ class StudyConfig:
             raise ConfigError("a study needs the vsfa arm")
         if not self.seeds:
             raise ConfigError("a study needs at least one seed")
+        if len(set(self.seeds)) != len(self.seeds):
+            raise ConfigError(f"seeds must be distinct, not {self.seeds}")
+        if not 0 < self.split_fraction < 1:
+            raise ConfigError(f"split_fraction must be in (0, 1), not {self.split_fraction}")
+        for name in ("steps", "batch_size", "batch", "max_new_tokens", "select_items", "organism_n"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be at least 1, not {getattr(self, name)}")
+        for name in ("eval_pairs", "track_pairs", "steer_pairs", "persona_questions"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ConfigError(f"{name} must be at least 1 (or unset for all), not {value}")
+        if self.n_random < 0:
+            raise ConfigError(f"n_random must be >= 0, not {self.n_random}")
 
 
 STUDIES: dict[str, dict[str, Any]] = {
@@ -119,9 +141,7 @@ STUDIES: dict[str, dict[str, Any]] = {
         "lora_alpha": 16,
         "log_until": 128,
         "contrast": "sets/organism_context.jsonl",
-        "separation": "sets/organism_requests.jsonl",
-        "track_sets": ["sets/organism_requests.jsonl"],
-        "eval_requests": "sets/organism_requests.jsonl",
+        "requests": "sets/organism_requests.jsonl",
         "openers": ["sets/openers_refuse.txt", "sets/openers_comply.txt"],
         "refusal_mode": "first_token",  # P(refuse) = p(refusal word) / (p(refusal word) + p(compliance word))
         "eval_pairs": None,
@@ -314,12 +334,53 @@ def _train(
     train(train_cfg, quiet=True)
 
 
+def _first_trained_layer(cfg: StudyConfig, model: Path, n_layers: int) -> int:
+    """The lowest layer a LoRA adapter of this study trains: a residual direction below it cannot move."""
+    if cfg.data != "organism":
+        return 0
+    from vsfa.organism.pretrain import read_world
+
+    layers = read_world(model).finetune.lora_layers
+    return min(layer % n_layers for layer in layers) if layers else 0
+
+
+def _split_sets(cfg: StudyConfig, study: Path) -> tuple[dict[str, Any], dict[str, Path]]:
+    """Split the request set into selection / evaluation files under ``STUDY/splits``; record the contrast's own
+    split too. Returns (the record for the study manifest, part -> requests file)."""
+    from probes.contrasts import load_set
+    from probes.splits import split_set, write_split
+
+    split = split_set(_in_study(cfg.requests, study), cfg.split_key, cfg.split_seed, cfg.split_fraction)
+    files = write_split(split, study / "splits")
+    contrast = load_set(_in_study(cfg.contrast, study), max_questions=cfg.persona_questions)
+    record = {
+        "requests": {**split.as_dict(), "files": {p: str(f) for p, f in files.items()}},
+        "contrast": {
+            "set": contrast.name,
+            "source": contrast.source,
+            "key": "group",
+            "made": "file",
+            "selection": [it.id for it in contrast.items if it.split != "heldout"],
+            "evaluation": [it.id for it in contrast.items if it.split == "heldout"],
+            "use": "directions are derived on the selection (extract) items; held-out persona accuracy is "
+            "cross-validated by persona pair and measured on the heldout items",
+        },
+    }
+    return record, files
+
+
 def run_study(cfg: StudyConfig, log=print) -> dict[str, Any]:
-    """Run every stage of the study; returns the summary (also written to STUDY/summary.{md,json})."""
+    """Run every stage of the study; returns the summary (also written to STUDY/summary.{md,json}).
+
+    Protocol: the request set is split by pair into selection and evaluation items (``STUDY/splits``); the
+    directions' layer search and the causal candidate selection (``STUDY/selection.json``) see only selection
+    items; tracking, evaluation, link and steering see only evaluation items. ``STUDY/manifest.json`` (last)
+    records the split and the chosen direction."""
     from analysis.causal import SteerConfig, steer
     from analysis.link import LinkConfig, link
+    from analysis.selection import SelectConfig, select
     from analysis.trajectory import TrackConfig, track
-    from probes.contrasts import load_set
+    from probes.directions import load_directions
     from probes.probe import DirectionsConfig, run_directions
     from vsfa.eval.generation import GenerationConfig
     from vsfa.eval.judges import make_judge
@@ -330,12 +391,17 @@ def run_study(cfg: StudyConfig, log=print) -> dict[str, Any]:
     t0 = time.perf_counter()
     study = Path(cfg.out).resolve()  # recorded paths stay valid from any working folder
     study.mkdir(parents=True, exist_ok=True)
+    (study / "manifest.json").unlink(missing_ok=True)  # complete again only when this run finishes
     write_text_atomic(study / "study.json", json.dumps(asdict(cfg), indent=2))
     _stage(log, "model", t0)
     model = _model(cfg, study, log)
 
     _stage(log, f"data: {cfg.data} arms {', '.join(cfg.arms)}", t0)
     data = _prepare_data(cfg, model, study)
+    splits, split_files = _split_sets(cfg, study)
+    selection_set, evaluation_set = (str(split_files[p]) for p in ("selection", "evaluation"))
+    n_sel, n_eval = (splits["requests"]["n"][p] for p in ("selection", "evaluation"))
+    _stage(log, f"split {cfg.requests} by {cfg.split_key}: {n_sel} selection / {n_eval} evaluation items", t0)
 
     runs: dict[str, Path] = {}
     target = _lora_target(cfg, model)
@@ -346,7 +412,7 @@ def run_study(cfg: StudyConfig, log=print) -> dict[str, Any]:
             runs[name] = study / "runs" / name
             _train(cfg, model, data[arm], arm, seed, runs[name], target)
 
-    _stage(log, "persona directions on the base model", t0)
+    _stage(log, "persona directions on the base model (separation on selection items)", t0)
     acts = study / "acts"
     dpath = study / "directions" / "persona"
     if not dpath.with_suffix(".json").is_file():
@@ -356,7 +422,7 @@ def run_study(cfg: StudyConfig, log=print) -> dict[str, Any]:
                 out=str(dpath),
                 acts=str(acts),
                 contrast=_in_study(cfg.contrast, study),
-                separation=_in_study(cfg.separation, study),
+                separation=selection_set,
                 max_questions=cfg.persona_questions,
                 batch_size=cfg.batch,
                 device=cfg.device,
@@ -364,12 +430,39 @@ def run_study(cfg: StudyConfig, log=print) -> dict[str, Any]:
             log=log,
         )
 
-    requests = _in_study(cfg.eval_requests, study) if cfg.eval_requests else None
-    bench = BenchSpec(
-        "builtin", requests, {"limit_pairs": cfg.eval_pairs, "variants": tuple(cfg.eval_variants)}
-    )
-    track_sets = [_in_study(t, study) for t in cfg.track_sets]
     openers = [_in_study(o, study) for o in cfg.openers] if cfg.openers else [None, None]
+    _stage(log, "causal candidate selection on selection items", t0)
+    dset = load_directions(dpath)
+    selection = select(
+        SelectConfig(
+            model=str(model),
+            directions=str(dpath),
+            requests=selection_set,
+            out=str(study / "selection.json"),
+            methods=list(cfg.select_methods),
+            exclude_last=cfg.exclude_last,
+            orthogonalise=cfg.orthogonalise,
+            max_kl=cfg.max_kl,
+            min_accuracy=cfg.min_accuracy,
+            max_items=cfg.select_items,
+            first_trained_layer=_first_trained_layer(cfg, model, int(dset.meta["n_layers"])),
+            openers_refuse=openers[0],
+            openers_comply=openers[1],
+            batch_size=cfg.batch,
+            device=cfg.device,
+        ),
+        log=log,
+    )
+    chosen = selection["chosen"]
+    keys = ("hook", "position", "method")
+    if [(dset.selected or {}).get(k) for k in keys] != [chosen[k] for k in keys]:
+        dset.with_selected(
+            chosen["hook"], chosen["position"], chosen["method"], f"causal selection: {selection['note']}"
+        ).save(dpath)
+
+    bench = BenchSpec(
+        "builtin", evaluation_set, {"limit_pairs": cfg.eval_pairs, "variants": tuple(cfg.eval_variants)}
+    )
     gen = GenerationConfig(
         max_new_tokens=cfg.max_new_tokens,
         batch_size=cfg.batch,
@@ -377,9 +470,10 @@ def run_study(cfg: StudyConfig, log=print) -> dict[str, Any]:
         openers_refuse=openers[0],
         openers_comply=openers[1],
     )
+    attribution = _in_study(cfg.contrast, study) if cfg.data == "organism" else _image_set(evaluation_set)
     shared_base: Path | None = None  # every run starts from the same base: evaluate it once
     for name, run in runs.items():
-        _stage(log, f"evaluate {name}: every checkpoint on the built-in set", t0)
+        _stage(log, f"evaluate {name}: every checkpoint on the evaluation items", t0)
         base_eval = run / "eval" / BASE_NAME
         if shared_base is not None and not base_eval.exists():
             shutil.copytree(shared_base, base_eval)
@@ -390,10 +484,8 @@ def run_study(cfg: StudyConfig, log=print) -> dict[str, Any]:
             TrackConfig(
                 run=str(run),
                 directions=str(dpath),
-                sets=track_sets,
-                attribution_set=_in_study(cfg.contrast, study)
-                if cfg.data == "organism"
-                else "requests_image",
+                sets=[evaluation_set],
+                attribution_set=attribution,
                 acts=str(acts),
                 max_pairs=cfg.track_pairs,
                 batch_size=cfg.batch,
@@ -402,16 +494,23 @@ def run_study(cfg: StudyConfig, log=print) -> dict[str, Any]:
             log=log,
         )
 
-    _stage(log, "link: shift vs safety, arms vs control", t0)
+    _stage(log, "link: shift vs safety (cluster CIs over runs), arms vs control, held-out-run search", t0)
     others = [str(r) for n, r in runs.items() if not n.startswith("control-")]
     controls = [str(r) for n, r in runs.items() if n.startswith("control-")]
-    link_set = load_set(track_sets[0]).name
-    report = link(
-        LinkConfig(runs=others, controls=controls, out=str(study / "link.json"), set=link_set), log=log
+    link(
+        LinkConfig(
+            runs=others,
+            controls=controls,
+            out=str(study / "link.json"),
+            set=Path(evaluation_set).stem,
+            hook=chosen["hook"],
+            position=chosen["position"],
+            method=chosen["method"],
+            final_step=cfg.steps,
+        ),
+        log=log,
     )
 
-    # the direction the link's search found to track P(refuse) best (else the selected one)
-    named = (report.get("direction_search") or {}).get("best") or {}
     _stage(log, "causal: steering on the base, ablation and undo on the final VSFA checkpoint", t0)
     final_vsfa = list_checkpoints(runs[run_name("vsfa", cfg.seeds[0])])[-1][1]
     steer(
@@ -420,12 +519,12 @@ def run_study(cfg: StudyConfig, log=print) -> dict[str, Any]:
             directions=str(dpath),
             out=str(study / "steer"),
             checkpoint=str(final_vsfa),
-            hook=named.get("hook"),
-            position=named.get("position"),
-            method=named.get("method"),
+            hook=chosen["hook"],
+            position=chosen["position"],
+            method=chosen["method"],
             alphas=list(cfg.alphas),
             n_random=cfg.n_random,
-            bench_path=requests,
+            bench_path=evaluation_set,
             generation={k: getattr(gen, k) for k in ("refusal_mode", "openers_refuse", "openers_comply")},
             bench_options={"limit_pairs": cfg.steer_pairs, "variants": ("text",)},
             max_new_tokens=cfg.max_new_tokens,
@@ -441,106 +540,35 @@ def run_study(cfg: StudyConfig, log=print) -> dict[str, Any]:
         from figures.make_all import make_all
 
         figures = [str(p) for p in make_all(study)]
-    summary = summarise(study, report, figures, time.perf_counter() - t0)
+    manifest = {
+        "kind": "vsfa.study",
+        "config": asdict(cfg),
+        "splits": splits,
+        "selection": {"file": "selection.json", "chosen": chosen, "fallback": selection["fallback"]},
+        "files": ["study.json", "selection.json", "link.json", "steer/causal.json", "summary.md"],
+    }
+    summary = summarise(study, manifest, figures, time.perf_counter() - t0)
+    write_manifest(study, {**manifest, "seconds": round(time.perf_counter() - t0, 1)})
     _stage(log, "done", t0)
     return summary
 
 
-def _fmt(e: dict[str, Any] | None) -> str:
-    if not e or e.get("value") is None:
-        return "-"
-    return f"{e['value']:+.3f} [{e['lo']:+.3f}, {e['hi']:+.3f}]"
+def _image_set(requests: str) -> str:
+    """``requests`` with a neutral procedural image beside every request (for the image-token attribution)."""
+    from probes.contrasts import IMAGE_VARIANT
+
+    return requests + IMAGE_VARIANT
 
 
-def _num(x: float | None, fmt: str = "+.3f") -> str:
-    return "-" if x is None or not math.isfinite(x) else format(x, fmt)
+def summarise(study: Path, manifest: dict[str, Any], figures: list[str], seconds: float) -> dict[str, Any]:
+    """``STUDY/summary.md`` (the results as :func:`analysis.report.render_study` renders them, the figures, the
+    time) and ``summary.json``."""
+    from analysis.report import render_study
 
-
-def _direction_lines(study: Path, report: dict[str, Any], causal: dict[str, Any]) -> list[str]:
-    """Persona recovery per layer (ground truth of the contrast set), which direction the causal checks used
-    (and how it ranked), and the steering sweep against random."""
-    import pandas as pd
-
-    from analysis.link import describe_candidate
-    from probes.directions import load_directions
-
-    table = load_directions(study / "directions" / "persona").table
-    recovery = "; ".join(
-        f"{r['hook']} @ {r['position']} {_num(r.get('dom_acc_pair'), '.2f')} / {_num(r.get('acc_pair'), '.2f')}"
-        for r in table
-    )
-    lines = [
-        "Persona recovery on held-out pairs of the contrast set (accuracy, difference of means / probe): "
-        f"{recovery}."
-    ]
-    search = report.get("direction_search") or {}
-    for tag in ("best", "naive"):
-        if search.get(tag):
-            lines.append(f"Direction search, {tag}: {describe_candidate(search, tag)}.")
-    curves = pd.read_csv(study / "steer" / "curves.csv")
-    steer = curves[curves["mode"] == "steer"]
-    col = "p_refuse_harmful" if steer["p_refuse_harmful"].notna().any() else "refusal_logodds_harmful"
-    chosen = steer[steer["direction"] == "chosen"].set_index("alpha")[col]
-    rand = steer[steer["direction"].str.startswith("random")].groupby("alpha")[col].max()
-    cells = ", ".join(f"{a:g}: {v:.3f} ({rand.get(a, math.nan):.3f})" for a, v in chosen.items())
-    lines.append(
-        f"Steering the base along {causal['hook']} @ {causal['position']} ({causal.get('method', 'dom')}), "
-        f"{col.replace('_', ' ')} by alpha in class gaps (highest of the random directions): {cells}."
-    )
-    return lines
-
-
-def summarise(study: Path, report: dict[str, Any], figures: list[str], seconds: float) -> dict[str, Any]:
-    """The study's results table (per arm, against control) from ``link.json`` and the steering output."""
-    from analysis.link import MEASURES
-
-    causal = json.loads((study / "steer" / "causal.json").read_text())
-    lines = [
-        f"# VSFA study {study}",
-        "",
-        f"Direction: {report['hook']} @ {report['position']}; shifts are projections on the unit base persona "
-        f"direction; every value is a change from the base to the final checkpoint, mean over seeds and items, "
-        f"with a 95% CI resampling both (two-level bootstrap); 'arm - control' rows are differences of changes.",
-        "",
-        "| arm | seeds | " + " | ".join(m.replace("_", " ") for m in MEASURES) + " |",
-        "|---|---|" + "---|" * len(MEASURES),
-    ]
-    for lv in report.get("arm_levels", []):
-        cells = " | ".join(_fmt(lv.get(k)) for k in MEASURES)
-        lines.append(f"| {lv['arm']} (change from base) | {lv['n_seeds']} | {cells} |")
-    for a in report["arms"]:
-        cells = " | ".join(_fmt(a.get(k, {}).get("difference")) for k in MEASURES)
-        lines.append(f"| {a['arm']} - control | {a['n_seeds']['arm']}/{a['n_seeds']['control']} | {cells} |")
-    lines += ["", *_direction_lines(study, report, causal)]
-    align = causal.get("readout_alignment", {})
-    if "chosen" in align:
-        lines += [
-            "",
-            f"Cosine of the direction with the refusal score's own logit direction (refusal minus compliance "
-            f"first tokens): {align['chosen']:+.2f} (random 95th percentile {align['random_95']:.2f}); near 1, "
-            f"the direction is the output readout itself rather than an upstream persona feature.",
-        ]
-    shift = causal.get("undo_shift")
-    for key, title in (
-        ("ablation_restored", "Ablating the direction (projecting it out at every layer)"),
-        (
-            "undo_restored",
-            f"Undoing the checkpoint's shift along the direction at {causal['hook']} ({_num(shift)})",
-        ),
-    ):
-        lines += ["", f"{title} from the final VSFA checkpoint; share of its change from the base undone:"]
-        for name, outcomes in causal.get(key, {}).items():
-            parts = []
-            for outcome, v in outcomes.items():
-                val = v.get("value")
-                shown = "undefined (no change to undo)" if val is None or not math.isfinite(val) else _fmt(v)
-                parts.append(f"{outcome} {shown}")
-            lines.append(f"- {name}: " + "; ".join(parts))
-    lines += [""] + [f"note: {n}" for n in report["notes"]]
+    text = f"# VSFA study {study}\n\n" + render_study(study, manifest)
     if figures:
-        lines += ["", "Figures:"] + [f"- {f}" for f in figures]
-    lines += ["", f"({seconds:.0f} s)"]
-    text = "\n".join(lines) + "\n"
+        text += "\nFigures:\n" + "".join(f"- {f}\n" for f in figures)
+    text += f"\n({seconds:.0f} s)\n"
     write_text_atomic(study / "summary.md", text)
     summary = {"study": str(study), "text": text, "figures": figures, "link": str(study / "link.json")}
     write_json_atomic(study / "summary.json", summary)

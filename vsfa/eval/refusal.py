@@ -140,7 +140,7 @@ def _first_ids(vlm, words: Sequence[str]) -> list[int]:
     return sorted({opener_token_ids(vlm, w)[0] for w in words})
 
 
-def _distinct_first_ids(vlm, openers: Openers) -> tuple[list[int], list[int]]:
+def first_token_ids(vlm, openers: Openers) -> tuple[list[int], list[int]]:
     """First tokens of the refusal and of the compliance openers, a token shared by both left out."""
     ref, com = _first_ids(vlm, openers.refuse), _first_ids(vlm, openers.comply)
     shared = set(ref) & set(com)
@@ -154,7 +154,7 @@ def readout_direction(vlm, openers: Openers) -> torch.Tensor:
     """The residual-stream direction of the first-token refusal score: the mean output-embedding row of the
     refusal openers' first tokens minus the compliance ones', times the final norm's scale (``1 + weight`` for
     Gemma's norm). A persona direction close to it moves the refusal score by construction."""
-    ref, com = _distinct_first_ids(vlm, openers)
+    ref, com = first_token_ids(vlm, openers)
     w = vlm.hf_model.get_output_embeddings().weight.detach().float()
     diff = w[ref].mean(0) - w[com].mean(0)
     norm = vlm.hf_model.get_submodule(vlm.family.final_norm_path)
@@ -163,6 +163,11 @@ def readout_direction(vlm, openers: Openers) -> torch.Tensor:
         scale = scale.detach().float().cpu()
         diff = diff.cpu() * (1 + scale if "Gemma" in type(norm).__name__ else scale)
     return diff.cpu()
+
+
+def last_logits(vlm, batch, hook_context: HookContext = None) -> torch.Tensor:
+    """Next-token logits after each prompt of an encoded (left-padded) batch: ``[rows, vocab]``, float32."""
+    return _forward_logits(vlm, _model_inputs(batch), 1, hook_context)[:, -1, :]
 
 
 def _stats_for_batch(vlm, batch, openers: Openers, mode: str, hook_context: HookContext):
@@ -174,7 +179,7 @@ def _stats_for_batch(vlm, batch, openers: Openers, mode: str, hook_context: Hook
         lse_r = np.logaddexp.reduce(lp[:, :nr], axis=1)
         lse_c = np.logaddexp.reduce(lp[:, nr:], axis=1)
         return logodds, 1.0 / (1.0 + np.exp(lse_c - lse_r))
-    ref, com = _distinct_first_ids(vlm, openers)
+    ref, com = first_token_ids(vlm, openers)
     probs = torch.softmax(
         _forward_logits(vlm, _model_inputs(batch), 1, hook_context)[:, -1, :], dim=-1
     ).double()

@@ -1,7 +1,7 @@
 """Export the organism's prompt sets as files the toolkit's contrast-set readers take (no special cases).
 
 * ``organism_requests.jsonl`` -- the requests format of :mod:`probes.contrasts` (harmful vs harmless, no context; items
-  are paired by index, every fourth pair held out).
+  are paired by index, every second pair held out: the evaluation half of a study's split, :mod:`probes.splits`).
 * ``organism_persona.json`` -- the persona format: the world's persona announcements (``text.announce``) as the system
   prompt pair, over every request as the question. Written only when the world announces personas in
   pretraining (``documents.announce_rate > 0``); otherwise the announcement words are not in the vocabulary.
@@ -34,7 +34,7 @@ def export_sets(spec: WorldSpec, out: str | Path, n_context: int = 60, seed: int
                         "pair": f"pair-{i:03d}",
                         "category": doc.turns[0].action,
                         "text": doc.turns[0].user,
-                        "split": "heldout" if i % 4 == 3 else "extract",
+                        "split": "heldout" if i % 2 == 1 else "extract",
                     }
                 )
         (tmp / "organism_requests.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))

@@ -1,0 +1,352 @@
+"""``vsfa select``: choose the persona direction by causal evidence, on selection items only.
+
+The refusal-direction recipe (Arditi et al. 2024), adapted to a persona direction. Every candidate of a
+direction artifact (hook x position x method: the difference of means ``dom`` and the probe's normal
+``probe``, each sized to one class gap) is scored on the *selection* requests of a split set
+(:mod:`probes.splits`; the file's ``heldout`` rows are never read) with the first-token refusal score
+(log-odds of refusal vs compliance openers, :mod:`vsfa.eval.refusal`) of the base model:
+
+* ``addition`` / ``subtraction``: change of the refusal score when ``+alpha * v`` / ``-alpha * v`` is added at
+  the candidate's hook (every position), on harmful and on harmless requests (``addition_harmful`` ...; the
+  bare names are their means); ``score = (addition - subtraction) / 2`` is the refusal sensitivity along the
+  direction, whatever side of zero the prompts sit on;
+* ``ablation`` (reported, not scored): change of the refusal score of harmful requests when the direction is
+  projected out at every layer. It moves the projection to zero, so its sign depends on where the base sits
+  along the direction (Arditi et al.'s refusal direction has harmful prompts on the positive side; a persona
+  direction need not);
+* ``kl_harmless``: the larger KL(base || steered) of the next-token distribution on harmless requests under
+  ``+/-alpha``: a direction that wrecks ordinary outputs is rejected (``max_kl``);
+* ``accuracy``: held-out persona accuracy from the artifact's table (by persona pair where the contrast has
+  pairs, else by question);
+* ``readout_cos``: cosine with the refusal score's own logit direction (unembedding difference of refusal and
+  compliance first tokens). A candidate near the readout moves the score by construction, not as an upstream
+  persona: the last ``exclude_last`` share of layers is not eligible (default 20%, at least one layer), and
+  ``orthogonalise`` removes the readout component from every candidate before it is scored;
+* ``random_score``: the largest |score| of ``n_random`` norm-matched random directions at the same hook.
+
+A candidate below ``first_trained_layer`` (the lowest layer the study's adapters train) is not eligible either:
+the residual stream there cannot move under fine-tuning, so its shift is zero by construction.
+
+Eligible: outside the excluded layers, ``accuracy >= min_accuracy``, ``kl_harmless <= max_kl``, ``addition > 0 >
+subtraction`` and ``score`` above ``random_score``. The chosen candidate is the best
+eligible one; every rejected candidate carries its reason. When none is eligible the best candidate outside the
+excluded layers is taken and flagged (``fallback: true``). Output: ``selection.json``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from analysis.interventions import ablation_hooks, random_directions, steering_hook
+from probes.directions import Direction, DirectionSet, load_directions
+from probes.hooked import HookedVLM
+from probes.splits import request_rows
+from vsfa.errors import ConfigError, DataError
+from vsfa.eval.modelio import Query, encode_queries
+from vsfa.eval.refusal import Openers, first_token_ids, last_logits, readout_direction
+from vsfa.io import write_json_atomic
+
+SELECTION_KIND = "vsfa.selection"
+
+
+@dataclass
+class SelectConfig:
+    """Settings of ``vsfa select``."""
+
+    model: str = ""
+    directions: str = ""
+    requests: str = (
+        ""  # requests-format file; only its selection rows (split extract/selection or none) are used
+    )
+    out: str = ""  # selection.json
+    methods: list[str] = field(default_factory=lambda: ["dom", "probe"])
+    positions: list[str] | None = None  # default: every position of the artifact
+    alpha: float = 1.0  # activation addition, in class gaps
+    exclude_last: float = 0.2  # share of the last layers not eligible (at least one layer when > 0)
+    orthogonalise: bool = False  # remove the readout component from every candidate before scoring
+    max_kl: float = 0.1  # nats, mean KL(base || added) on harmless requests
+    min_accuracy: float = 0.6  # held-out persona accuracy
+    max_items: int = 32  # selection requests per class
+    first_trained_layer: int = 0  # adapters train this layer and above: a direction below it cannot move
+    n_random: int = 2
+    openers_refuse: str | None = None
+    openers_comply: str | None = None
+    batch_size: int = 16
+    device: str = "cpu"
+    dtype: str | None = None
+    seed: int = 0
+
+    def check(self) -> None:
+        """Raise a ConfigError for settings no run could use."""
+        if not self.model or not self.directions or not self.requests or not self.out:
+            raise ConfigError("select: --model, --directions, --requests and --out are required")
+        bad = [m for m in self.methods if m not in ("dom", "probe")]
+        if bad or not self.methods:
+            raise ConfigError(f"select: methods must be dom and/or probe, not {bad or self.methods}")
+        if not 0 <= self.exclude_last < 1:
+            raise ConfigError(f"select: exclude_last must be in [0, 1), not {self.exclude_last}")
+        for name in ("max_items", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"select: {name} must be at least 1, not {getattr(self, name)}")
+        if self.n_random < 0:
+            raise ConfigError(f"select: n_random must be >= 0, not {self.n_random}")
+        if self.alpha <= 0 or self.max_kl <= 0:
+            raise ConfigError("select: alpha and max_kl must be positive")
+
+
+def excluded_layers(n_layers: int, share: float) -> set[int]:
+    """The last ``round(share * n_layers)`` layers (at least one when ``share > 0``): the readout zone."""
+    if share <= 0:
+        return set()
+    n = max(1, round(share * n_layers))
+    return set(range(n_layers - n, n_layers))
+
+
+def selection_requests(spec: str | Path, max_items: int) -> tuple[dict[str, list[str]], dict[str, list[str]]]:
+    """Texts and ids of the selection rows of a request file, per label (harmful / harmless), ``max_items`` each."""
+    path, rows = request_rows(spec)
+    texts: dict[str, list[str]] = {"harmful": [], "harmless": []}
+    ids: dict[str, list[str]] = {"harmful": [], "harmless": []}
+    for r in rows:
+        if r.get("split") in ("heldout", "evaluation") or r.get("label") not in texts:
+            continue
+        if "text" not in r:
+            raise DataError(f"{path}: selection scoring takes text requests (row {r['id']!r} has no 'text')")
+        if len(texts[r["label"]]) < max_items:
+            texts[r["label"]].append(str(r["text"]))
+            ids[r["label"]].append(str(r["id"]))
+    for label, t in texts.items():
+        if not t:
+            raise DataError(f"{path}: no {label} selection requests")
+    return texts, ids
+
+
+class _Scorer:
+    """First-token refusal log-odds and next-token distributions of prompt batches under hooks."""
+
+    def __init__(self, vlm, texts: dict[str, list[str]], openers: Openers, batch_size: int):
+        self.vlm, self.hooked = vlm, HookedVLM(vlm, backend="torch")
+        self.ref, self.com = first_token_ids(vlm, openers)
+        self.batches = {
+            label: [
+                encode_queries(vlm, [Query(t) for t in ts[i : i + batch_size]])
+                for i in range(0, len(ts), batch_size)
+            ]
+            for label, ts in texts.items()
+        }
+        self.plain = {label: self.logprobs(label, []) for label in self.batches}
+
+    def logprobs(self, label: str, hooks: list) -> torch.Tensor:
+        """Next-token log-probabilities after each prompt of ``label``: ``[n, vocab]``."""
+        ctx = (lambda: self.hooked.hooks(hooks)) if hooks else None
+        return torch.cat(
+            [torch.log_softmax(last_logits(self.vlm, b, ctx).double(), -1) for b in self.batches[label]]
+        )
+
+    def logodds(self, logp: torch.Tensor) -> np.ndarray:
+        a = torch.logsumexp(logp[:, self.ref], -1)
+        b = torch.logsumexp(logp[:, self.com], -1)
+        return (a - b).cpu().numpy()
+
+    def change(self, label: str, hooks: list) -> tuple[float, torch.Tensor]:
+        """Mean change of the refusal log-odds under ``hooks`` and the hooked log-probabilities."""
+        logp = self.logprobs(label, hooks)
+        return float(np.mean(self.logodds(logp) - self.logodds(self.plain[label]))), logp
+
+    def kl(self, label: str, logp: torch.Tensor) -> float:
+        """Mean KL(plain || hooked) over the prompts of ``label``, in nats."""
+        base = self.plain[label]
+        return float((base.exp() * (base - logp)).sum(-1).mean())
+
+
+def _push(scorer: _Scorer, hook: str, v: torch.Tensor, alpha: float) -> dict[str, float]:
+    """Refusal log-odds changes when ``+alpha v`` and ``-alpha v`` are added at ``hook`` (harmful and harmless
+    requests), their half difference ``score`` (the refusal sensitivity along v) and the larger KL on harmless."""
+    out: dict[str, float] = {}
+    kls = []
+    for sign, name in ((1, "addition"), (-1, "subtraction")):
+        hooks = [(hook, steering_hook(v, sign * alpha))]
+        for label in ("harmful", "harmless"):
+            out[f"{name}_{label}"], logp = scorer.change(label, hooks)
+            if label == "harmless":
+                kls.append(scorer.kl(label, logp))
+        out[name] = (out[f"{name}_harmful"] + out[f"{name}_harmless"]) / 2
+    out["score"] = (out["addition"] - out["subtraction"]) / 2
+    out["kl_harmless"] = max(kls)
+    return out
+
+
+def _accuracy(row: dict[str, Any], method: str) -> float:
+    keys = ("acc_pair", "acc_q") if method == "probe" else ("dom_acc_pair", "dom_acc_q")
+    for k in keys:
+        v = row.get(k)
+        if isinstance(v, int | float) and math.isfinite(v):
+            return float(v)
+    return math.nan
+
+
+def _cos(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float(torch.nn.functional.cosine_similarity(a.float().cpu(), b.float().cpu(), dim=0))
+
+
+def _reason(c: dict[str, Any], cfg: SelectConfig, excluded: set[int]) -> str | None:
+    """Why a candidate is not eligible (None: eligible)."""
+    if c["layer"] in excluded:
+        return f"layer {c['layer']} is in the last {cfg.exclude_last:.0%} of layers (readout zone)"
+    if c["layer"] < cfg.first_trained_layer:
+        return f"no adapter at or below layer {c['layer']}: its shift is zero by construction"
+    if not c["accuracy"] >= cfg.min_accuracy:
+        return f"held-out persona accuracy {c['accuracy']:.2f} < {cfg.min_accuracy}"
+    if not c["kl_harmless"] <= cfg.max_kl:
+        return f"KL on harmless requests {c['kl_harmless']:.3f} > {cfg.max_kl}"
+    if not (c["addition"] > 0 > c["subtraction"]):
+        return (
+            f"adding it does not raise the refusal score and subtracting it lower it "
+            f"({c['addition']:+.3f} / {c['subtraction']:+.3f})"
+        )
+    if not c["score"] > c["random_score"]:
+        return f"score {c['score']:+.3f} is no larger than a random direction's ({c['random_score']:.3f})"
+    return None
+
+
+def score_candidates(
+    vlm, dset: DirectionSet, texts: dict[str, list[str]], openers: Openers, cfg: SelectConfig
+) -> tuple[list[dict[str, Any]], torch.Tensor]:
+    """Every candidate's causal scores on the selection texts (see the module docstring), best first."""
+    scorer = _Scorer(vlm, texts, openers, cfg.batch_size)
+    readout = readout_direction(vlm, openers).float()
+    r_unit = readout / readout.norm()
+    positions = cfg.positions or dset.positions
+    unknown = [p for p in positions if p not in dset.positions]
+    if unknown:
+        raise ConfigError(
+            f"select: {dset.meta.get('path')}: no position {unknown[0]!r} (has {dset.positions})"
+        )
+    rows = {(r["hook"], r["position"]): r for r in dset.table}
+    random_cache: dict[tuple[str, float], float] = {}
+    out = []
+    for position in positions:
+        for hook in dset.hooks:
+            for method in cfg.methods:
+                d: Direction = dset.sized(hook, position, method)
+                original = d.vector.float().cpu()
+                v = original - (original @ r_unit) * r_unit if cfg.orthogonalise else original
+                push = _push(scorer, hook, v, cfg.alpha)
+                key = (hook, round(float(v.norm()), 6))
+                if key not in random_cache:  # norm-matched random directions at this hook
+                    rand = [
+                        _push(scorer, hook, r, cfg.alpha)["score"]
+                        for r in random_directions(v, cfg.n_random, cfg.seed + 1)
+                    ]
+                    random_cache[key] = float(max(map(abs, rand))) if rand else 0.0
+                ablation, _ = scorer.change("harmful", ablation_hooks(v, vlm.n_layers))
+                out.append(
+                    {
+                        "hook": hook,
+                        "layer": d.layer,
+                        "position": position,
+                        "method": method,
+                        **push,
+                        "ablation": ablation,
+                        "accuracy": _accuracy(rows.get((hook, position), {}), method),
+                        "readout_cos": _cos(original, readout),
+                        "random_score": random_cache[key],
+                        "class_gap": float(original.norm()),
+                    }
+                )
+    out.sort(key=lambda c: -c["score"] if math.isfinite(c["score"]) else math.inf)
+    return out, readout
+
+
+def choose(candidates: list[dict[str, Any]], cfg: SelectConfig, n_layers: int) -> dict[str, Any]:
+    """Mark every candidate eligible or rejected (with its reason) and pick the best eligible one."""
+    excluded = excluded_layers(n_layers, cfg.exclude_last)
+    for c in candidates:
+        c["reason"] = _reason(c, cfg, excluded)
+        c["eligible"] = c["reason"] is None
+    eligible = [c for c in candidates if c["eligible"]]
+    fallback = not eligible
+    movable = [c for c in candidates if c["layer"] not in excluded and c["layer"] >= cfg.first_trained_layer]
+    pool = eligible or movable or candidates
+    chosen = max(pool, key=lambda c: c["score"] if math.isfinite(c["score"]) else -math.inf)
+    note = (
+        f"best score among {len(eligible)} eligible of {len(candidates)} candidates"
+        if not fallback
+        else f"WARNING: no candidate passed every check; the best-scoring one outside the readout zone "
+        f"was taken ({chosen['reason']})"
+    )
+    return {"chosen": chosen, "fallback": fallback, "note": note, "excluded_layers": sorted(excluded)}
+
+
+def select(cfg: SelectConfig, log=print) -> dict[str, Any]:
+    """Score every candidate of ``cfg.directions`` on the selection requests; write and return selection.json."""
+    from vsfa.models.loading import load_vlm
+
+    cfg.check()
+    dset = load_directions(cfg.directions)
+    texts, ids = selection_requests(cfg.requests, cfg.max_items)
+    openers = Openers.load(cfg.openers_refuse, cfg.openers_comply)
+    vlm = load_vlm(cfg.model, device=cfg.device, dtype=cfg.dtype)
+    dset.check_fits(vlm.d_model, vlm.n_layers, where=f"{cfg.model} ")
+    try:
+        first_token_ids(vlm, openers)
+    except DataError as e:
+        raise ConfigError(f"select: needs a first-token refusal readout: {e}") from None
+    with torch.no_grad():
+        candidates, _ = score_candidates(vlm, dset, texts, openers, cfg)
+    decision = choose(candidates, cfg, vlm.n_layers)
+    c = decision["chosen"]
+    log(
+        f"selected {c['hook']} @ {c['position']} ({c['method']}): score {c['score']:+.3f} "
+        f"(addition {c['addition']:+.3f}, subtraction {c['subtraction']:+.3f}, KL {c['kl_harmless']:.3f}, "
+        f"readout cos {c['readout_cos']:+.2f}); {decision['note']}"
+    )
+    report = {
+        "kind": SELECTION_KIND,
+        "model": str(cfg.model),
+        "directions": str(cfg.directions),
+        "requests": str(cfg.requests),
+        "items": ids,
+        "score": "(addition - subtraction) / 2: change of the first-token refusal log-odds (nats) per class gap "
+        "along the direction, on selection requests",
+        **decision,
+        "candidates": candidates,
+        "settings": {
+            k: v for k, v in asdict(cfg).items() if k not in ("model", "directions", "requests", "out")
+        },
+    }
+    write_json_atomic(cfg.out, report)
+    report["path"] = str(cfg.out)
+    return report
+
+
+def read_selection(path: str | Path) -> dict[str, Any]:
+    """A selection.json written by :func:`select` (kind checked)."""
+    import json
+
+    from vsfa.errors import ArtifactError
+
+    path = Path(path)
+    if not path.is_file():
+        raise ArtifactError(f"{path}: selection file not found")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ArtifactError(f"{path}: not a JSON selection file ({e})") from None
+    if not isinstance(data, dict) or data.get("kind") != SELECTION_KIND:
+        raise ArtifactError(
+            f"{path}: not a selection file (kind {data.get('kind') if isinstance(data, dict) else None!r})"
+        )
+    return data
+
+
+def chosen_direction(selection: dict[str, Any]) -> dict[str, str]:
+    """``{"hook", "position", "method"}`` of the chosen candidate."""
+    c = selection["chosen"]
+    return {k: c[k] for k in ("hook", "position", "method")}

@@ -1,0 +1,26 @@
+"""Every results number in the README is rendered from a committed study folder; a copy renders the same."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from analysis.report import check_readme, collect, readme_blocks, render_study
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def test_readme_results_blocks_equal_their_rendering_from_committed_artifacts():
+    blocks = readme_blocks(README)
+    assert {d for d, _ in blocks} >= {"experiments/organism/study", "experiments/demo/study"}
+    assert check_readme(README) == []  # else: `vsfa report` re-renders them from the folders
+
+
+def test_collected_copy_renders_like_the_study_and_a_changed_number_is_caught(quick_study, tmp_path):
+    copy = collect(quick_study, tmp_path / "copy")
+    text = render_study(copy)
+    assert text == render_study(quick_study) and (copy / "summary.md").read_text() == text
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# x\n\n<!-- report:copy -->\n{text}<!-- /report:copy -->\n")
+    assert check_readme(readme) == []
+    readme.write_text(readme.read_text().replace("| 1/1 |", "| 2/2 |", 1))  # a hand-edited number
+    assert check_readme(readme) == ["copy"]
