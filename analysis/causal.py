@@ -36,6 +36,7 @@ from analysis.interventions import POSITIONS as STEER_POSITIONS
 from analysis.interventions import ablation_hooks, degenerate, random_directions, steering_hook
 from probes.directions import Direction, DirectionSet, load_directions
 from probes.hooked import HookedVLM, hook_name
+from vsfa.config import check_counts
 from vsfa.errors import ArtifactError, ConfigError, DataError
 from vsfa.eval.generation import GenerationConfig
 from vsfa.eval.items import BenchItem
@@ -44,6 +45,7 @@ from vsfa.eval.modelio import Query, encode_queries
 from vsfa.eval.runner import BenchSpec, evaluate_items
 from vsfa.io import (
     model_fingerprint,
+    output_lock,
     read_jsonl,
     sha256_bytes,
     write_csv_atomic,
@@ -101,11 +103,11 @@ class SteerConfig:
             raise ConfigError(
                 f"steer: positions must be one of {', '.join(STEER_POSITIONS)}, not {self.steer_positions!r}"
             )
-        for name, least in (("n_random", 0), ("n_boot", 100), ("max_new_tokens", 1), ("batch_size", 1)):
-            if getattr(self, name) < least:
-                raise ConfigError(f"steer: {name} must be at least {least}, not {getattr(self, name)}")
-        if self.limit is not None and self.limit < 1:
-            raise ConfigError(f"steer: limit must be at least 1 (or unset for all), not {self.limit}")
+        check_counts("steer", 0, n_random=self.n_random)
+        check_counts(
+            "steer", 1, max_new_tokens=self.max_new_tokens, batch_size=self.batch_size, limit=self.limit
+        )
+        check_counts("steer", 100, n_boot=self.n_boot)
         if self.checkpoint and not (Path(self.checkpoint) / "adapter_config.json").is_file():
             raise ArtifactError(f"{self.checkpoint}: not an adapter folder (no adapter_config.json)")
         if not Path(self.model).is_dir():
@@ -286,9 +288,8 @@ def _restored(base: tuple, tuned: tuple, rows: list[dict], judged: list[dict], c
 
 
 def steer(cfg: SteerConfig, log=print) -> Path:
-    """Run the steering sweep (and the ablation when ``cfg.checkpoint`` is given); returns the output folder."""
-    from vsfa.models.loading import load_vlm
-
+    """Run the steering sweep (and the ablation when ``cfg.checkpoint`` is given); returns the output folder.
+    Every input is checked before anything is written; the folder is locked while it is written."""
     cfg.check()
     t0 = time.perf_counter()
     load_directions(cfg.directions)  # a bad direction file fails here, before anything is written
@@ -296,6 +297,13 @@ def steer(cfg: SteerConfig, log=print) -> Path:
     if not any(it.label == "harmful" for it in items):
         raise ArtifactError(f"benchmark {cfg.bench}: no harmful items to steer on")
     out = Path(cfg.out)
+    with output_lock(out):  # one writer per folder
+        return _steer(cfg, out, items, t0, log)
+
+
+def _steer(cfg: SteerConfig, out: Path, items: list[BenchItem], t0: float, log) -> Path:
+    from vsfa.models.loading import load_vlm
+
     out.mkdir(parents=True, exist_ok=True)
     (out / "manifest.json").unlink(missing_ok=True)  # complete again only when this run finishes
     vlm = load_vlm(cfg.model, device=cfg.device, dtype=cfg.dtype)

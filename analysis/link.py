@@ -45,7 +45,7 @@ from analysis.forecast import forecast_table, summarise_errors, surrogate
 from analysis.trajectory import read_projections, read_track_manifest, read_trajectory, run_identity
 from vsfa.errors import ArtifactError, ConfigError
 from vsfa.eval.metrics import join_judged
-from vsfa.io import read_jsonl, read_manifest, write_json_atomic
+from vsfa.io import output_lock, read_jsonl, read_manifest, write_json_atomic
 from vsfa.stats import (
     Estimate,
     arm_difference,
@@ -498,7 +498,9 @@ def _tracked_set(run: Path, harmful: str) -> str:
     traj = read_trajectory(run)
     sets = sorted(set(traj.loc[traj["label"] == harmful, "set"]))
     if len(sets) != 1:
-        raise ConfigError(f"{run / 'track'}: tracked sets with {harmful!r} items: {sets}; name one with --set")
+        raise ConfigError(
+            f"{run / 'track'}: tracked sets with {harmful!r} items: {sets}; name one with --set"
+        )
     return sets[0]
 
 
@@ -586,8 +588,12 @@ def link(cfg: LinkConfig, log=print) -> dict[str, Any]:
         )
     if not any(r.arm == CONTROL_ARM for r in runs):
         report["notes"].append("no control run: arm differences not computed (pass --control RUN)")
+    incomplete = [p.name for p in paths if read_track_manifest(p).get("run_complete") is False]
+    if incomplete:
+        report["notes"].append(f"incomplete runs (tracked with --allow-incomplete): {', '.join(incomplete)}")
     out = Path(cfg.out) if cfg.out else paths[0] / "link.json"
-    write_json_atomic(out, report)
+    with output_lock(out):
+        write_json_atomic(out, report)
     report["path"] = str(out)
     return report
 

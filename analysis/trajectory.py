@@ -42,7 +42,6 @@ from probes.probe import (
     compare,
     contrast_from_meta,
     default_acts_root,
-    read_set,
 )
 from probes.store import ActivationStore
 from vsfa.config import check_counts
@@ -296,7 +295,7 @@ def _track(cfg: TrackConfig, log=print) -> Path:
     dset = base_directions(base_dir, cfg, acts, log)
     cspec = CaptureSpec.from_dict(dset.meta["capture"])
     contrast = contrast_from_meta(dset.meta["contrast"])
-    eval_sets = [read_set(s, max_pairs=cfg.max_pairs) for s in cfg.sets]
+    eval_sets = [load_set(s, max_pairs=cfg.max_pairs) for s in cfg.sets]
     sets = [contrast, *eval_sets]
 
     def capture(adapter: Path | None) -> dict[str, ActivationStore]:

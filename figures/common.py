@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +10,7 @@ import pandas as pd
 
 from analysis.trajectory import TRACK_DIR, read_track_manifest, read_trajectory
 from vsfa.errors import ArtifactError
-from vsfa.io import read_manifest
+from vsfa.io import read_json, read_manifest
 from vsfa.stats import bootstrap
 
 
@@ -54,7 +53,7 @@ def directions_table(study: str | Path) -> tuple[pd.DataFrame, dict[str, Any]]:
     side = next((c for c in candidates if c.is_file()), None)
     if side is None:
         raise ArtifactError(f"{recorded}: direction file of the tracked runs not found")
-    meta = json.loads(side.read_text())
+    meta = read_json(side, ArtifactError)
     return pd.DataFrame(meta["table"]), meta
 
 
@@ -63,7 +62,7 @@ def link_report(study: str | Path) -> dict[str, Any]:
     path = study / "link.json"
     if not path.is_file():
         raise ArtifactError(f"{path}: not found (run `vsfa link` first)")
-    return json.loads(path.read_text())
+    return read_json(path, ArtifactError)
 
 
 def steer_curves(study: str | Path) -> pd.DataFrame:

@@ -40,7 +40,6 @@ models and compare the stores (see :mod:`probes.probe`).
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -48,8 +47,9 @@ from typing import Any
 
 import numpy as np
 
+from vsfa.config import check_counts
 from vsfa.errors import DataError
-from vsfa.io import read_jsonl, sha256_json
+from vsfa.io import read_json, read_jsonl, sha256_json
 from vsfa.resources import resource_path
 
 Message = dict[str, Any]
@@ -185,13 +185,6 @@ def _resolve(name_or_path: str | Path, default: str) -> Path:
     return resource_path(str(name_or_path) if name_or_path else default)
 
 
-def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise DataError(f"{path}: invalid JSON ({e.msg} at line {e.lineno})") from None
-
-
 def _need(obj: dict, key: str, where: str, kind: type | tuple[type, ...] = str) -> Any:
     if not isinstance(obj, dict) or key not in obj:
         raise DataError(f"{where}: missing field {key!r}")
@@ -209,7 +202,7 @@ def load_questions(spec: str | Path | list | None = None, key: str = "questions"
         if path is not None and base is not None and not path.is_absolute() and (base / path).exists():
             path = base / path
         path = _resolve(path or "", "neutral_questions.json")
-        data, where = _read_json(path), str(path)
+        data, where = read_json(path), str(path)
         rows = _need(data, key, where, list)
     out, seen = [], set()
     for i, row in enumerate(rows):
@@ -230,7 +223,7 @@ def load_questions(spec: str | Path | list | None = None, key: str = "questions"
 def persona_set(path: str | Path | None = None, max_questions: int | None = None) -> ContrastSet:
     """The persona contrast: every system-prompt pair over every neutral question (both splits, tagged)."""
     file = _resolve(path or "", "persona.json")
-    data = _read_json(file)
+    data = read_json(file)
     where = str(file)
     positive = data.get("positive", "vigilant")
     negative = data.get("negative", "carefree")
@@ -517,6 +510,7 @@ def load_set(spec: str | Path, max_questions: int | None = None, max_pairs: int 
     ``.jsonl`` in the requests format (``FILE.jsonl:image`` adds a neutral procedural image to every request
     without one, as ``requests_image`` does for the shipped file). ``max_pairs`` limits request sets to their
     first N pairs."""
+    check_counts(f"set {spec}", max_questions=max_questions, max_pairs=max_pairs)
     name = str(spec)
     if name == "persona":
         return persona_set(max_questions=max_questions)
@@ -532,7 +526,7 @@ def load_set(spec: str | Path, max_questions: int | None = None, max_pairs: int 
         stem = f"{path.stem}_image" if with_image else path.stem
         return requests_set(path, with_image=with_image, name=stem, max_pairs=max_pairs)
     if path.suffix == ".json" and path.is_file():
-        data = _read_json(path)
+        data = read_json(path)
         if isinstance(data, dict) and "threat_dir" in data:
             return _visual_from_file(path, data, max_questions)
         return persona_set(path, max_questions=max_questions)

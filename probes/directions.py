@@ -31,7 +31,7 @@ from probes.hooked import parse_hook_name
 from probes.linear import auroc, cosine, dom, fit_probe, grouped_cv, random_baseline, unit
 from probes.store import HOOK_CONVENTION, ActivationStore
 from vsfa.errors import ArtifactError, ConfigError, DataError
-from vsfa.io import atomic_path, sha256_file, write_json_atomic, write_text_atomic
+from vsfa.io import atomic_path, read_json, sha256_file, write_json_atomic, write_text_atomic
 from vsfa.stats import cohens_d
 
 DIRECTIONS_KIND = "vsfa.directions"
@@ -552,18 +552,13 @@ def _stem(path: str | Path) -> Path:
 
 def load_directions(path: str | Path) -> DirectionSet:
     """Read a Direction artifact (``.json`` sidecar + ``.safetensors``); checks kind, convention, hashes."""
-    import json
-
     from safetensors.torch import load_file
 
     stem = _stem(path)
     side = stem.with_suffix(".json")
     if not side.is_file():
         raise ArtifactError(f"{side}: direction sidecar not found (missing or interrupted before completion)")
-    try:
-        meta = json.loads(side.read_text())
-    except json.JSONDecodeError as e:
-        raise ArtifactError(f"{side}: invalid JSON ({e.msg})") from None
+    meta = read_json(side, ArtifactError)
     if meta.get("kind") != DIRECTIONS_KIND:
         raise ArtifactError(f"{side}: not a direction file (kind {meta.get('kind')!r})")
     if meta.get("convention") != HOOK_CONVENTION:

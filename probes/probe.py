@@ -32,7 +32,7 @@ from probes.directions import Direction, DirectionSet, SelectionRule, derive, lo
 from probes.linear import cosine, dom, random_directions
 from probes.store import ActivationStore
 from vsfa.config import check_counts
-from vsfa.errors import ArtifactError, ConfigError, DataError, ModelLoadError
+from vsfa.errors import ArtifactError, ConfigError, ModelLoadError
 from vsfa.io import (
     model_fingerprint,
     output_lock,
@@ -152,9 +152,9 @@ def run_directions(cfg: DirectionsConfig, log=print) -> tuple[DirectionSet, Path
     """Capture the contrast (+ separation) set on ``cfg.model``, derive directions, write the artifact."""
     if not cfg.model:
         raise ConfigError("directions: no model given")
-    contrast = read_set(cfg.contrast, max_questions=cfg.max_questions)
+    contrast = load_set(cfg.contrast, max_questions=cfg.max_questions)
     contrast.check_classes()
-    separation = read_set(cfg.separation) if cfg.separation else None
+    separation = load_set(cfg.separation) if cfg.separation else None
     if separation is not None:
         separation.check_classes()
     out = Path(cfg.out) if cfg.out else Path("directions") / contrast.name
@@ -176,7 +176,7 @@ def run_directions(cfg: DirectionsConfig, log=print) -> tuple[DirectionSet, Path
     with output_lock(out):
         if reuse_or_replace(out, inputs, cfg.overwrite, manifest=sidecar):
             log(f"{sidecar}: same inputs, reused")
-            return read_directions(sidecar), sidecar, capturer
+            return load_directions(sidecar), sidecar, capturer
         t0 = time.perf_counter()
         c_store = capturer.capture(contrast, cspec)
         s_store = capturer.capture(separation, cspec) if separation is not None else None
@@ -199,23 +199,6 @@ def run_directions(cfg: DirectionsConfig, log=print) -> tuple[DirectionSet, Path
         dset.meta["inputs"] = inputs
         path = dset.save(out)
     return dset, path, capturer
-
-
-def read_set(spec: str | Path, **limits: int | None) -> ContrastSet:
-    """:func:`probes.contrasts.load_set` with a set file that is not UTF-8 reported as one error naming it."""
-    try:
-        return load_set(spec, **limits)
-    except UnicodeDecodeError as e:
-        raise DataError(f"{spec}: not UTF-8 text ({e.reason} at byte {e.start})") from None
-
-
-def read_directions(path: str | Path) -> DirectionSet:
-    """:func:`probes.directions.load_directions` with a sidecar that is not UTF-8 reported as one error."""
-    try:
-        return load_directions(path)
-    except UnicodeDecodeError as e:
-        side = _direction_stem(Path(path))
-        raise ArtifactError(f"{side}.json: not UTF-8 text ({e.reason} at byte {e.start})") from None
 
 
 def _direction_stem(path: Path) -> Path:
@@ -271,11 +254,11 @@ def base_directions(
     (and ``hook_kind`` when given).
     """
     if cfg.directions:
-        dset = read_directions(cfg.directions)
+        dset = load_directions(cfg.directions)
     else:
         dpath = acts.parent / "directions" / f"persona-{model_fingerprint(base_dir)[:12]}"
         if dpath.with_suffix(".json").is_file():
-            dset = read_directions(dpath)
+            dset = load_directions(dpath)
         else:
             log(f"no --directions: deriving base directions into {dpath}.json")
             dcfg = DirectionsConfig(

@@ -283,12 +283,12 @@ def capture_cmd(
 ) -> None:
     """Capture activations of one set into the content-addressed store (reused when already there)."""
     from probes.capture import Capturer, CaptureSpec, ModelSpec
-    from probes.probe import read_set
+    from probes.contrasts import load_set
     from vsfa.config import check_counts
 
     _quiet_transformers()
     check_counts("capture", max_questions=max_questions, batch_size=batch_size)
-    cset = read_set(contrast, max_questions=max_questions)
+    cset = load_set(contrast, max_questions=max_questions)
     spec = CaptureSpec(tuple(_csv(positions) or ["last"]), _layers(layers), tuple(_csv(hooks) or []))
     cap = Capturer(
         ModelSpec(str(model), str(adapter) if adapter else None, dtype, device, backend=backend),
@@ -1091,7 +1091,7 @@ def steer_cmd(
     n_random: int = typer.Option(3, help="Norm-matched random directions as controls."),
     bench: str = typer.Option("builtin", help="Benchmark NAME or NAME=PATH."),
     bench_opt: list[str] = typer.Option([], help="Loader option NAME.KEY=VALUE, e.g. builtin.variants=text."),
-    limit: int | None = typer.Option(None, help="First N items only."),
+    limit: int | None = typer.Option(None, help="N items, stratified over labels and categories."),
     judge: str = typer.Option("keyword"),
     max_new_tokens: int = typer.Option(48),
     batch_size: int = typer.Option(8),
