@@ -349,7 +349,7 @@ CASES = [
     Case(
         "set-file-latin1",
         lambda w: ["capture", "--model", w["model"], "--set", w["latin1_set"], "--acts", w["out"]],
-        r"persona-latin1.json: not UTF-8 text",
+        r"persona-latin1.json:1: not UTF-8 text",
     ),
     Case(
         "vlguard-json-latin1",
@@ -362,7 +362,7 @@ CASES = [
     Case(
         "directions-json-latin1",
         lambda w: ["probe", "--checkpoint", w["ckpt"], "--directions", w["latin1_dirs"]],
-        r"dirs-latin1.json: not UTF-8 text",
+        r"dirs-latin1.json:1: not UTF-8 text",
     ),
     Case(
         "out-under-a-file",

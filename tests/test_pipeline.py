@@ -233,7 +233,7 @@ def test_analysis_commands_refuse_bad_input(run_cli, tmp_path, quick_study):
     # every input is checked before any work: a bad checkpoint no longer waits for the whole base sweep
     for extra, message in (
         (["--checkpoint", tmp_path / "nope"], "not an adapter folder"),
-        (["--n-random", "-1"], "n_random must be at least 0"),
+        (["--n-random", "-1"], "n_random must be an integer >= 0"),
     ):
         proc = run_cli("steer", *steer_args, "--out", tmp_path / "s", *extra)
         assert proc.returncode == 2 and message in proc.stderr and not (tmp_path / "s").exists(), proc.stderr
