@@ -8,12 +8,12 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from test_eval_cli import _cli as run_in_process
 
 from vsfa.io import output_lock, write_manifest
 
@@ -31,17 +31,8 @@ class Case:
 
 
 def _cli(capsys, argv: list[str]) -> tuple[int, str]:
-    from vsfa.cli import main
-
-    saved, sys.argv = sys.argv, ["vsfa", *map(str, argv)]
-    try:
-        main()
-        code = 0
-    except SystemExit as e:
-        code = int(e.code or 0)
-    finally:
-        sys.argv = saved
-    return code, capsys.readouterr().err
+    """Run ``vsfa`` in this process: exit code and stderr."""
+    return run_in_process(capsys, *argv)
 
 
 def _tree(root: Path) -> set[str]:

@@ -116,7 +116,7 @@ def test_two_trainings_on_one_folder(tmp_path, tiny_model):
 
     data = build_variants(tmp_path / "data", ["image"], procedural=8, seed=0, procedural_size=32)
     cfg = tmp_path / "run.toml"
-    steps = 150
+    steps = 400  # long enough that the second process's lock check lands mid-run even on a busy machine
     cfg.write_text(
         f'seed = 0\n[model]\nbase = "{tiny_model("llava")}"\n[data]\npath = "{data / "image"}"\n'
         f"[train]\nmax_steps = {steps}\nbatch_size = 2\n[checkpoints]\nlog_until = 4\nevery = 20\n"
