@@ -39,7 +39,8 @@ def _file(folder: Path, name: str) -> Path:
     for p in (folder / name, folder / COLLECTED[name]):
         if p.is_file():
             return p
-    raise ArtifactError(f"{folder}: no {name} (nor {COLLECTED[name]}): not a finished study")
+    also = f" (nor {COLLECTED[name]})" if COLLECTED[name] != name else ""
+    raise ArtifactError(f"{folder}: no {name}{also}: not a finished study")
 
 
 def _json(folder: Path, name: str) -> dict[str, Any]:
