@@ -207,7 +207,7 @@ def _reason(c: dict[str, Any], cfg: SelectConfig, excluded: set[int]) -> str | N
         return f"KL on harmless requests {c['kl_harmless']:.3f} > {cfg.max_kl}"
     if not (c["addition"] > 0 > c["subtraction"]):
         return (
-            f"adding it does not raise the refusal score and subtracting it lower it "
+            f"adding it does not raise the refusal score, or subtracting it does not lower it "
             f"({c['addition']:+.3f} / {c['subtraction']:+.3f})"
         )
     if not c["score"] > c["random_score"]:
@@ -324,29 +324,3 @@ def select(cfg: SelectConfig, log=print) -> dict[str, Any]:
     write_json_atomic(cfg.out, report)
     report["path"] = str(cfg.out)
     return report
-
-
-def read_selection(path: str | Path) -> dict[str, Any]:
-    """A selection.json written by :func:`select` (kind checked)."""
-    import json
-
-    from vsfa.errors import ArtifactError
-
-    path = Path(path)
-    if not path.is_file():
-        raise ArtifactError(f"{path}: selection file not found")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ArtifactError(f"{path}: not a JSON selection file ({e})") from None
-    if not isinstance(data, dict) or data.get("kind") != SELECTION_KIND:
-        raise ArtifactError(
-            f"{path}: not a selection file (kind {data.get('kind') if isinstance(data, dict) else None!r})"
-        )
-    return data
-
-
-def chosen_direction(selection: dict[str, Any]) -> dict[str, str]:
-    """``{"hook", "position", "method"}`` of the chosen candidate."""
-    c = selection["chosen"]
-    return {k: c[k] for k in ("hook", "position", "method")}
