@@ -133,13 +133,17 @@ class RunData:
     table: pd.DataFrame  # one row per step: shift_<label> (+ _lo/_hi) and the eval outcomes
     items: dict[int, pd.DataFrame]  # per step: projections of the set (id, label, projection)
     evals: dict[int, pd.DataFrame]  # per step: eval rows
+    shifts: pd.DataFrame  # every tracked candidate's harmful shift per step (the direction search's input)
 
 
 def load_run(
     run: Path, cfg: LinkConfig, hook: str, position: str, method: str, judge: str | None
 ) -> tuple[RunData, str]:
     """Read a run's trajectory and evaluation at ``hook``/``position`` along ``method``'s direction."""
-    traj = read_trajectory(run, method=method)
+    tracked = read_trajectory(run, method="all")
+    if "method" not in tracked.columns:  # tracked before methods were recorded: difference of means only
+        tracked = tracked.assign(method="dom")
+    traj = tracked[tracked["method"] == method]
     man = read_track_manifest(run)
     sel = traj[
         (traj["hook"] == hook)
@@ -179,8 +183,11 @@ def load_run(
             row[col] = float(pd.to_numeric(harmful[col]).mean()) if len(harmful) else math.nan
         rows.append(row)
     base = str(run_identity(run).get("base_model") or "")
+    shifts = tracked[
+        (tracked["set"] == cfg.set) & (tracked["label"] == cfg.harmful) & (tracked["metric"] == "shift")
+    ][["step", "hook", "layer", "position", "method", "value"]].assign(run=run.name, base=base)
     data = RunData(
-        run.name, str(man.get("arm") or ""), man.get("seed"), base, pd.DataFrame(rows), items, evals
+        run.name, str(man.get("arm") or ""), man.get("seed"), base, pd.DataFrame(rows), items, evals, shifts
     )
     return data, judge
 
@@ -451,9 +458,7 @@ def search_candidates(
     }
 
 
-def direction_search(
-    paths: list[Path], runs: list[RunData], cfg: LinkConfig, outcome: str = "p_refuse"
-) -> dict[str, Any]:
+def direction_search(runs: list[RunData], cfg: LinkConfig, outcome: str = "p_refuse") -> dict[str, Any]:
     """Which tracked direction (layer x position x method) tracks ``outcome``, found on some runs and confirmed
     on the held-out ones (:func:`search_candidates`)."""
     outcomes = pd.concat(
@@ -461,19 +466,9 @@ def direction_search(
     ).rename(columns={outcome: "y"})
     if outcomes.empty or outcomes["y"].isna().all():
         return {}
-    shifts = []
-    for p, r in zip(paths, runs, strict=True):
-        t = read_trajectory(p, method="all")
-        if "method" not in t.columns:  # tracked before methods were recorded: difference of means only
-            t = t.assign(method="dom")
-        t = t[(t["set"] == cfg.set) & (t["label"] == cfg.harmful) & (t["metric"] == "shift")]
-        shifts.append(
-            t[["step", "hook", "layer", "position", "method", "value"]].assign(run=r.run, base=r.base)
-        )
     search, confirm = holdout_runs(runs, cfg.holdout_seeds)
-    found = search_candidates(
-        pd.concat(shifts, ignore_index=True), outcomes, search, confirm, cfg.n_boot, cfg.seed
-    )
+    shifts = pd.concat([r.shifts for r in runs], ignore_index=True)
+    found = search_candidates(shifts, outcomes, search, confirm, cfg.n_boot, cfg.seed)
     return {"outcome": outcome, "x": f"shift of {cfg.harmful} requests", **found} if found else {}
 
 
@@ -560,7 +555,7 @@ def link(cfg: LinkConfig, log=print) -> dict[str, Any]:
             **{r.run: correlations(r.table, x, n_boot=cfg.n_boot, seed=cfg.seed) for r in runs},
             "pooled": pooled_correlations(tables, {r.run: r.base for r in runs}, x, cfg.n_boot, cfg.seed),
         },
-        "direction_search": direction_search(paths, runs, cfg),
+        "direction_search": direction_search(runs, cfg),
         "arm_levels": arm_levels(changes, runs, cfg),
         "arms": arm_comparisons(changes, runs, cfg),
         "forecast": forecasts(runs, x, cfg.final_step, cfg.n_boot, cfg.seed),
@@ -603,18 +598,27 @@ def describe_candidate(search: dict[str, Any], tag: str) -> str:
     on the search runs and, where there are held-out runs, on those."""
     d = search[tag]
     line = f"{d['hook']} @ {d['position']} ({d['method']}), Spearman with {search['outcome']}"
-    line += f" {_ci(d.get('search'))} on {len(search['search_runs'])} search runs"
+    line += f" {fmt(d.get('search'))} on {len(search['search_runs'])} search runs"
     if d.get("confirm"):
-        line += f", {_ci(d['confirm'])} on {len(search['confirm_runs'])} held-out runs"
+        line += f", {fmt(d['confirm'])} on {len(search['confirm_runs'])} held-out runs"
     return line + (" (in-sample best)" if d.get("in_sample") else "")
 
 
-def _ci(e: dict[str, Any] | None, fmt: str = "+.3f") -> str:
+def fmt(e: dict[str, Any] | None, digits: int = 3) -> str:
+    """``+v [+lo, +hi]`` of an estimate dict, ``-`` when undefined."""
     if not e or e.get("value") is None:
         return "-"
-    lo, hi = e.get("lo"), e.get("hi")
-    inner = f" [{lo:{fmt}}, {hi:{fmt}}]" if lo is not None and hi is not None else ""
-    return f"{e['value']:{fmt}}{inner}"
+    if e.get("lo") is None or e.get("hi") is None:
+        return f"{e['value']:+.{digits}f}"
+    return f"{e['value']:+.{digits}f} [{e['lo']:+.{digits}f}, {e['hi']:+.{digits}f}]"
+
+
+def fmt_mae(row: dict[str, Any] | None) -> str:
+    """``mae [lo, hi]`` of a forecast summary row (:func:`analysis.forecast.summarise_errors`), ``-`` if none."""
+    if not row or row["mae"] is None:
+        return "-"
+    ci = f" [{row['lo']:.3f}, {row['hi']:.3f}]" if row["lo"] is not None and row["hi"] is not None else ""
+    return f"{row['mae']:.3f}{ci}"
 
 
 def format_summary(report: dict[str, Any]) -> str:
@@ -628,15 +632,15 @@ def format_summary(report: dict[str, Any]) -> str:
     for c in report["correlations"]["pooled"]:
         if c["method"] == "spearman":
             lines.append(
-                f"spearman(shift, {c['y']}): pooled {_ci(c, '+.2f')} over {c['n']} runs ({c['n_points']} points), "
-                f"within runs {_ci(c['within'], '+.2f')}"
+                f"spearman(shift, {c['y']}): pooled {fmt(c, 2)} over {c['n']} runs ({c['n_points']} points), "
+                f"within runs {fmt(c['within'], 2)}"
             )
     for a in report["arms"]:
         for name in MEASURES:
             if name in a:
                 d = a[name]
                 lines.append(
-                    f"{a['arm']} - control {name}: {_ci(d['difference'])}  ({a['arm']} {d['arm']:+.3f}, control {d['control']:+.3f}; "
+                    f"{a['arm']} - control {name}: {fmt(d['difference'])}  ({a['arm']} {d['arm']:+.3f}, control {d['control']:+.3f}; "
                     f"seeds {a['n_seeds']['arm']}/{a['n_seeds']['control']}, {d['n_items']} items)"
                 )
     for y, fc in report.get("forecast", {}).items():
@@ -644,9 +648,7 @@ def format_summary(report: dict[str, Any]) -> str:
         if rows:
             last = rows[-1]
             others = {r["method"]: r for r in fc["summary"] if r["k"] == last["k"]}
-            cells = ", ".join(
-                f"{m} {_ci({'value': r['mae'], 'lo': r['lo'], 'hi': r['hi']})}" for m, r in others.items()
-            )
+            cells = ", ".join(f"{m} {fmt_mae(r)}" for m, r in others.items())
             lines.append(
                 f"forecast of the final {y} from the first {last['k']} checkpoints, mean |error|: {cells}"
             )

@@ -19,6 +19,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from analysis.link import MEASURES, fmt, fmt_mae
 from vsfa.errors import ArtifactError
 from vsfa.io import write_text_atomic
 
@@ -49,15 +50,6 @@ def _json(folder: Path, name: str) -> dict[str, Any]:
         return json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ArtifactError(f"{path}: not valid JSON ({e})") from None
-
-
-def fmt(e: dict[str, Any] | None, digits: int = 3) -> str:
-    """``+v [+lo, +hi]`` of an estimate dict, ``-`` when undefined."""
-    if not e or e.get("value") is None:
-        return "-"
-    if e.get("lo") is None or e.get("hi") is None:
-        return f"{e['value']:+.{digits}f}"
-    return f"{e['value']:+.{digits}f} [{e['lo']:+.{digits}f}, {e['hi']:+.{digits}f}]"
 
 
 def num(x: float | None, spec: str = "+.3f") -> str:
@@ -105,8 +97,6 @@ def _recovery(folder: Path) -> list[str]:
 
 
 def _arm_table(link: dict[str, Any]) -> list[str]:
-    from analysis.link import MEASURES
-
     lines = [
         "Change from the base to the final checkpoint (mean over seeds and items; 95% CI resampling seeds, then "
         "items); `arm - control` rows are differences of changes.",
@@ -186,17 +176,10 @@ def _forecast(link: dict[str, Any]) -> list[str]:
         rows = {(r["k"], r["method"]): r for r in f["summary"]}
         ks = sorted({k for k, _ in rows})
         for k in [k for k in ks if k in SHOWN_K or k == ks[-1]]:
-            cells = " | ".join(_mae(rows.get((k, m))) for m in ("shift", "log_step", "carry_forward"))
+            cells = " | ".join(fmt_mae(rows.get((k, m))) for m in ("shift", "log_step", "carry_forward"))
             n = max(r["n_runs"] for (kk, _), r in rows.items() if kk == k)
             lines.append(f"| {y} | {k} | {cells} | {n} |")
     return lines
-
-
-def _mae(row: dict[str, Any] | None) -> str:
-    if not row or row["mae"] is None:
-        return "-"
-    ci = f" [{row['lo']:.3f}, {row['hi']:.3f}]" if row["lo"] is not None and row["hi"] is not None else ""
-    return f"{row['mae']:.3f}{ci}"
 
 
 def _causal(folder: Path) -> list[str]:

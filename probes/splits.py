@@ -141,9 +141,8 @@ def write_split(split: SetSplit, out_dir: str | Path) -> dict[str, Path]:
             if str(r["id"]) not in keep:
                 continue
             r = {**r, "split": WRITTEN_SPLIT[part]}
-            for k in ("image",):
-                if r.get(k) and not Path(r[k]).is_absolute():
-                    r[k] = str((src.parent / r[k]).resolve())
+            if r.get("image") and not Path(r["image"]).is_absolute():
+                r["image"] = str((src.parent / r["image"]).resolve())
             if r.get("images"):
                 r["images"] = [
                     p if Path(p).is_absolute() else str((src.parent / p).resolve()) for p in r["images"]
