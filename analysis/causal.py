@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 from analysis.interventions import POSITIONS as STEER_POSITIONS
-from analysis.interventions import ablation_hooks, degenerate, random_directions, steering_hook
+from analysis.interventions import ablation_hooks, degenerate, random_like, steering_hook
 from probes.directions import Direction, DirectionSet, load_directions
 from probes.hooked import HookedVLM, hook_name
 from vsfa.config import check_counts
@@ -201,9 +201,7 @@ def _directions(
         v = chosen.vector.float().cpu()
         chosen = replace(chosen, vector=v - (v @ r) * r, meta={**chosen.meta, "orthogonal_to_readout": True})
     vecs = [("chosen", chosen.vector.float())]
-    vecs += [
-        (f"random-{i}", r) for i, r in enumerate(random_directions(chosen.vector, cfg.n_random, cfg.seed + 1))
-    ]
+    vecs += [(f"random-{i}", r) for i, r in enumerate(random_like(chosen.vector, cfg.n_random, cfg.seed + 1))]
     return dset, chosen, vecs
 
 

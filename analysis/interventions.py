@@ -59,7 +59,7 @@ def ablation_hooks(
     return [(hook_name(layer, kind), fn) for layer in range(n_layers) for kind in kinds]
 
 
-def random_directions(like: torch.Tensor, n: int, seed: int = 0) -> list[torch.Tensor]:
+def random_like(like: torch.Tensor, n: int, seed: int = 0) -> list[torch.Tensor]:
     """``n`` random directions with the norm of ``like`` (the norm-matched control)."""
     gen = torch.Generator().manual_seed(seed)
     out = []

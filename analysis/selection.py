@@ -43,7 +43,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from analysis.interventions import ablation_hooks, random_directions, steering_hook
+from analysis.interventions import ablation_hooks, random_like, steering_hook
 from probes.directions import Direction, DirectionSet, load_directions
 from probes.hooked import HookedVLM
 from probes.splits import request_rows
@@ -242,7 +242,7 @@ def score_candidates(
                 if key not in random_cache:  # norm-matched random directions at this hook
                     rand = [
                         _push(scorer, hook, r, cfg.alpha)["score"]
-                        for r in random_directions(v, cfg.n_random, cfg.seed + 1)
+                        for r in random_like(v, cfg.n_random, cfg.seed + 1)
                     ]
                     random_cache[key] = float(max(map(abs, rand))) if rand else 0.0
                 ablation, _ = scorer.change("harmful", ablation_hooks(v, vlm.n_layers))

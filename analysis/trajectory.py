@@ -1,7 +1,7 @@
 """``vsfa track --run RUN``: the persona directions over a run's checkpoints, as one tidy table.
 
 For the base model (step 0) and every checkpoint of a training run, at every hook and position of the fixed
-base directions (:func:`probes.probe.base_directions`), :func:`probes.probe.compare` measures, per evaluation
+base directions (:func:`probes.stages.base_directions`), :func:`probes.stages.compare` measures, per evaluation
 set and per label within it (e.g. harmful and harmless requests apart: the harmless shift is the baseline of
 the harmful one):
 
@@ -36,7 +36,7 @@ import numpy as np
 from probes.capture import Capturer, CaptureSpec, ModelSpec
 from probes.contrasts import load_set
 from probes.directions import Direction, DirectionSet, project
-from probes.probe import (
+from probes.stages import (
     CompareOptions,
     base_directions,
     compare,

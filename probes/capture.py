@@ -62,7 +62,7 @@ class ModelSpec:
 
     ``backend`` defaults to ``torch`` (plain forward hooks): it reads the same TransformerLens-named points as
     the bridge (the hooked-model tests check the two agree) with far less per-module overhead, which matters
-    for capture throughput (see ``benchmarks/bench_capture.py``). The backend is not part of the cache key.
+    for capture throughput (see ``perf/bench_capture.py``). The backend is not part of the cache key.
     """
 
     path: str

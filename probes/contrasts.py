@@ -34,7 +34,7 @@ passed wherever a set name is accepted):
     Used to measure where a model sits along a direction, never to derive one.
 
 *Exposure* (the same set on the base model vs a checkpoint) is not a separate file: capture any set on both
-models and compare the stores (see :mod:`probes.probe`).
+models and compare the stores (see :mod:`probes.stages`).
 """
 
 from __future__ import annotations

@@ -65,7 +65,7 @@ def run_cli():
 @pytest.fixture(scope="session")
 def quick_study(tmp_path_factory):
     """The ``quick`` demo study (tiny model, every stage), run once per session; returns its folder."""
-    from vsfa.pipeline import run_study, study_config
+    from vsfa.study import run_study, study_config
 
     out = tmp_path_factory.mktemp("quick-study") / "study"
     run_study(study_config("quick", out=out), log=lambda *_: None)

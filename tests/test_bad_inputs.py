@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from test_eval_cli import _cli as run_in_process
 
+from tests.vsfa.eval.test_runner import _cli as run_in_process
 from vsfa.io import output_lock, write_manifest
 
 BAD_UTF8 = b'name = "caf\xe9"\n'  # Latin-1, not UTF-8

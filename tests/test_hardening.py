@@ -8,9 +8,9 @@ import os
 import socket
 
 import pytest
-from test_eval_cli import _cli, _make_run
-from test_eval_loaders import make_figstep, make_mmsafety
 
+from tests.vsfa.eval.test_loaders import make_figstep, make_mmsafety
+from tests.vsfa.eval.test_runner import _cli, _make_run
 from vsfa.errors import ArtifactError
 from vsfa.io import model_fingerprint, read_jsonl, recorded_path, write_manifest
 
@@ -80,7 +80,7 @@ def test_images_same_inputs_reused_other_inputs_replaced_with_overwrite(tmp_path
 
 
 def test_directions_same_inputs_reused_other_inputs_refused(tmp_path, tiny_model):
-    from probes.probe import DirectionsConfig, run_directions
+    from probes.stages import DirectionsConfig, run_directions
 
     def cfg(**over) -> DirectionsConfig:
         base = {
@@ -251,8 +251,7 @@ def test_figstep_accepts_the_question_folder_and_the_csv(tmp_path):
 
 
 def test_vlguard_at_a_clone_root(tmp_path):
-    from test_eval_loaders import make_vlguard
-
+    from tests.vsfa.eval.test_loaders import make_vlguard
     from vsfa.eval.benchmarks import load_benchmark
 
     make_vlguard(tmp_path / "VLGuard" / "data")

@@ -335,7 +335,7 @@ def directions_cmd(
     overwrite: bool = typer.Option(False, help="Replace an artifact at --out derived from other inputs."),
 ) -> None:
     """Derive persona directions per layer (DoM + probes), select a layer, write the Direction artifact."""
-    from probes.probe import DirectionsConfig, run_directions
+    from probes.stages import DirectionsConfig, run_directions
     from vsfa.config import from_dict, load_toml
 
     _quiet_transformers()
@@ -406,7 +406,7 @@ def probe_cmd(
     seed: int = typer.Option(0),
 ) -> None:
     """How far a checkpoint moved along the base persona directions, layer by layer."""
-    from probes.probe import ProbeConfig, format_report, run_probe
+    from probes.stages import ProbeConfig, format_report, run_probe
 
     _quiet_transformers()
     cfg = ProbeConfig(
@@ -617,7 +617,7 @@ def models_build_demo(
     force: bool = typer.Option(False, help="Rebuild even when an up-to-date folder exists."),
 ) -> None:
     """Build smol-llava: SmolLM2-135M-Instruct + a small trained CLIP tower, a stock LLaVA model folder."""
-    from vsfa.demo import build_demo_cli
+    from vsfa.models.smol_llava import build_demo_cli
 
     _quiet_transformers()
     folder = build_demo_cli(
@@ -1152,11 +1152,11 @@ def demo(
         "all (both, organism first), tiny (tiny random-weight VLM), quick (seconds, plumbing).",
     ),
     out: Path | None = typer.Option(None, help="Study folder (default: runs/demo-<study>)."),
-    config: Path | None = typer.Option(None, help="TOML file with study settings (see vsfa/pipeline.py)."),
+    config: Path | None = typer.Option(None, help="TOML file with study settings (see vsfa/study.py)."),
     set_: list[str] = typer.Option([], "--set", help="Override a setting: KEY=VALUE (TOML value)."),
 ) -> None:
     """The whole VSFA study end to end: data, runs, directions, eval, trajectory, link, causal, figures."""
-    from vsfa.pipeline import ALL_STUDIES, run_study, study_config
+    from vsfa.study import ALL_STUDIES, run_study, study_config
 
     _quiet_transformers()
     presets = ALL_STUDIES if study == "all" else (study,)

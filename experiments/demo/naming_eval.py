@@ -15,14 +15,14 @@ import time
 import torch
 
 import vsfa  # noqa: F401
-from vsfa import demo
 from vsfa.data.procedural import render_icon, render_scene
 from vsfa.io import write_json_atomic
+from vsfa.models import smol_llava
 from vsfa.models.loading import load_vlm
 
 
 def scenes_one_object(per_class: int) -> list[tuple]:
-    out, counts, seed = [], dict.fromkeys(demo.CLASSES, 0), 0
+    out, counts, seed = [], dict.fromkeys(smol_llava.CLASSES, 0), 0
     while min(counts.values()) < per_class and seed < 200_000:
         for kind in ("threat", "neutral"):
             img, ann = render_scene(kind, seed, size=224)
@@ -46,11 +46,11 @@ def main() -> None:
     vlm = load_vlm(args.model)
     n = args.per_class
     sets = {
-        "icons": lambda: demo.heldout_icons(n),
+        "icons": lambda: smol_llava.heldout_icons(n),
         "icons-224": lambda: [
-            (render_icon(name, j * len(demo.CLASSES) + c, 224)[0], name)
+            (render_icon(name, j * len(smol_llava.CLASSES) + c, 224)[0], name)
             for j in range(n)
-            for c, name in enumerate(demo.CLASSES)
+            for c, name in enumerate(smol_llava.CLASSES)
         ],
         "scenes-1": lambda: scenes_one_object(n),
     }
@@ -58,13 +58,13 @@ def main() -> None:
     for name in args.sets.split(","):
         items = sets[name]()
         t0 = time.time()
-        answers = demo.generate_names(vlm, [im for im, _ in items])
+        answers = smol_llava.generate_names(vlm, [im for im, _ in items])
         names = [c for _, c in items]
-        rep = demo.naming_report(answers, names)
+        rep = smol_llava.naming_report(answers, names)
         rep["wrong"] = [
             {"object": c, "answer": a}
             for a, c in zip(answers, names, strict=True)
-            if not demo.is_correct(a, c)
+            if not smol_llava.is_correct(a, c)
         ]
         rep["seconds"] = round(time.time() - t0, 1)
         result[name] = rep

@@ -6,7 +6,7 @@ The tokenizer is a ``tokenizers`` WordLevel model over the world's vocabulary (s
 any LLaVA checkpoint.
 
 :class:`Codec` turns :class:`~vsfa.organism.documents.Document` s into model inputs without going through the
-processor (pretraining speed); ``tests/test_organism.py`` checks that it gives exactly the ids, assistant-token
+processor (pretraining speed); ``tests/vsfa/organism/test_organism.py`` checks that it gives exactly the ids, assistant-token
 labels and pixel values of ``LoadedVLM.encode_chat``.
 """
 

@@ -239,7 +239,7 @@ def _model(cfg: StudyConfig, study: Path, log) -> Path:
 
         return shipped_base_path()
     if cfg.model == "smol-llava":
-        from vsfa.demo import build_demo
+        from vsfa.models.smol_llava import build_demo
 
         return build_demo(log=log)
     folder = Path(cfg.model)
@@ -381,7 +381,7 @@ def run_study(cfg: StudyConfig, log=print) -> dict[str, Any]:
     from analysis.selection import SelectConfig, select
     from analysis.trajectory import TrackConfig, track
     from probes.directions import load_directions
-    from probes.probe import DirectionsConfig, run_directions
+    from probes.stages import DirectionsConfig, run_directions
     from vsfa.eval.generation import GenerationConfig
     from vsfa.eval.judges import make_judge
     from vsfa.eval.runner import BASE_NAME, BenchSpec, run_eval

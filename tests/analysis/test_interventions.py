@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from analysis.interventions import ablation_hooks, degenerate, random_directions, steering_hook
+from analysis.interventions import ablation_hooks, degenerate, random_like, steering_hook
 from probes.fidelity import check_batch
 from probes.hooked import HookedVLM, hook_name
 from vsfa.models.loading import load_vlm
@@ -47,10 +47,10 @@ def test_ablation_removes_the_direction_everywhere(hooked):
 
 def test_random_controls_are_norm_matched_and_distinct():
     v = torch.randn(64) * 3
-    rs = random_directions(v, 5, seed=1)
+    rs = random_like(v, 5, seed=1)
     assert all(abs(float(r.norm() - v.norm())) < 1e-4 for r in rs)
     assert len({round(float(r[0]), 6) for r in rs}) == 5
-    assert torch.equal(random_directions(v, 1, seed=1)[0], rs[0])
+    assert torch.equal(random_like(v, 1, seed=1)[0], rs[0])
 
 
 def test_steering_positions_prompt_only(hooked):

@@ -6,12 +6,12 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 import torch
-from test_probes_probe import persona_rows, synthetic_store
 
 from analysis.trajectory import COLUMNS, SET_METRICS, _rows_for
 from probes.directions import derive
 from probes.hooked import hook_name
-from probes.probe import compare
+from probes.stages import compare
+from tests.probes.test_stages import persona_rows, synthetic_store
 
 D = 64
 

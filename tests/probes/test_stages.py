@@ -10,7 +10,7 @@ import torch
 
 from probes.directions import Direction, save_direction
 from probes.hooked import hook_name
-from probes.probe import DirectionsConfig, ProbeConfig, run_directions, run_probe
+from probes.stages import DirectionsConfig, ProbeConfig, run_directions, run_probe
 from vsfa.errors import ArtifactError, DataError
 from vsfa.io import model_fingerprint
 
@@ -237,7 +237,7 @@ def persona_rows(n: int) -> tuple[list[dict], torch.Tensor]:
 def test_compare_recovers_a_planted_shift(tmp_path):
     """Checkpoint = base + 0.5 along the persona direction + an orthogonal drift: the report gives the 0.5."""
     from probes.directions import derive
-    from probes.probe import compare
+    from probes.stages import compare
 
     g = torch.Generator().manual_seed(0)
     d, n = 16, 80

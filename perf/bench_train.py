@@ -7,7 +7,7 @@ machine load hits both alike. The step time of ``vsfa train`` is measured betwee
 (data loading, forward, backward, optimizer, logging, callbacks), leaving out the steps that write a checkpoint;
 checkpoint cost is printed separately.
 
-    python benchmarks/bench_train.py [--steps 30] [--rounds 3] [--device cpu|cuda] [--threads 1]
+    python perf/bench_train.py [--steps 30] [--rounds 3] [--device cpu|cuda] [--threads 1]
 """
 
 from __future__ import annotations

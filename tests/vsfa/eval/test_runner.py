@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 
 import torch
-from test_eval_loaders import make_figstep
 
+from tests.vsfa.eval.test_loaders import make_figstep
 from vsfa.io import model_fingerprint, read_jsonl
 
 

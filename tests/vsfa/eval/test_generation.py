@@ -219,8 +219,7 @@ def test_kill_9_mid_generation_then_rerun_gives_the_same_file(llava, tiny_model,
 
 
 def test_server_backend_generates_through_an_openai_compatible_endpoint(tmp_path):
-    from test_eval_judges import _Stub
-
+    from tests.vsfa.eval.test_judges import _Stub
     from vsfa.eval.endpoint import ChatClient, EndpointConfig
     from vsfa.eval.generation import generate_responses_server
 

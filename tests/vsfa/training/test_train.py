@@ -318,7 +318,7 @@ def test_gpu_check_runs_the_training_path_on_cpu():
 
 
 def test_example_configs_are_valid():
-    configs = sorted((Path(__file__).parents[1] / "configs").glob("*.toml"))
+    configs = sorted((Path(__file__).resolve().parents[3] / "configs").glob("*.toml"))
     assert len(configs) >= 4
     for path in configs:
         cfg = load_config(path)

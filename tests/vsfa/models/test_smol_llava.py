@@ -15,15 +15,14 @@ from safetensors.torch import save_file
 
 from probes.fidelity import run_fidelity_check
 from probes.hooked import HookedVLM, hook_name
-from vsfa import demo
 from vsfa.data.procedural import render_icon
 from vsfa.errors import DataError, ModelLoadError
 from vsfa.io import is_complete, read_manifest, sha256_file, write_manifest
-from vsfa.models import smollm2
+from vsfa.models import smol_llava, smollm2
 from vsfa.models.loading import load_vlm
 
 TINY_VISION = dict(
-    demo.VISION, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2
+    smol_llava.VISION, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2
 )
 
 
@@ -32,7 +31,7 @@ def _tiny_lm(seed: int = 0):
 
     from vsfa.models.tiny import build_tokenizer
 
-    tok = build_tokenizer(demo.CHAT_TEMPLATE)
+    tok = build_tokenizer(smol_llava.CHAT_TEMPLATE)
     tok.eos_token = "<|im_end|>"
     cfg = LlamaConfig(
         vocab_size=len(tok),
@@ -62,31 +61,31 @@ def tiny_lm_folder(tmp_path_factory) -> Path:
 def tiny_weights(tmp_path_factory) -> Path:
     """A vision-weights folder in the shipped format, for the tiny LM (random tower + projector)."""
     lm, tok = _tiny_lm()
-    model, _ = demo.assemble(lm, tok, TINY_VISION, seed=3)
+    model, _ = smol_llava.assemble(lm, tok, TINY_VISION, seed=3)
     folder = tmp_path_factory.mktemp("weights") / "w"
     folder.mkdir()
-    save_file(demo.vision_state_dict(model), folder / demo.WEIGHTS_FILE)
-    write_manifest(folder, {"vision": TINY_VISION, "weights_sha256": sha256_file(folder / demo.WEIGHTS_FILE)})
+    save_file(smol_llava.vision_state_dict(model), folder / smol_llava.WEIGHTS_FILE)
+    write_manifest(folder, {"vision": TINY_VISION, "weights_sha256": sha256_file(folder / smol_llava.WEIGHTS_FILE)})
     return folder
 
 
 @pytest.fixture(scope="module")
 def tiny_demo(tiny_lm_folder, tiny_weights, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("demo") / "smol-llava"
-    return demo.build_demo(out=out, weights=tiny_weights, lm_folder=tiny_lm_folder, log=lambda m: None)
+    return smol_llava.build_demo(out=out, weights=tiny_weights, lm_folder=tiny_lm_folder, log=lambda m: None)
 
 
 # ------------------------------------------------------------------------------------------ captions, icons
 def test_answers_and_naming_judge():
-    assert demo.answer_for("knife") == "A knife."
-    assert demo.answer_for("apple") == "An apple."
-    assert demo.answer_for("barbed wire") == "Barbed wire."
-    assert demo.is_correct("A skull and crossbones.", "skull and crossbones")
-    assert demo.is_correct("Two knives? no: knifes", "knife")
-    assert not demo.is_correct("A knife and a handgun.", "knife")  # two classes named
-    assert not demo.is_correct("A sunflower.", "sun")  # whole words only
-    assert not demo.is_correct("A bomb.", "ball")
-    assert demo.names_in("a cup and an umbrella") == {"cup", "umbrella"}
+    assert smol_llava.answer_for("knife") == "A knife."
+    assert smol_llava.answer_for("apple") == "An apple."
+    assert smol_llava.answer_for("barbed wire") == "Barbed wire."
+    assert smol_llava.is_correct("A skull and crossbones.", "skull and crossbones")
+    assert smol_llava.is_correct("Two knives? no: knifes", "knife")
+    assert not smol_llava.is_correct("A knife and a handgun.", "knife")  # two classes named
+    assert not smol_llava.is_correct("A sunflower.", "sun")  # whole words only
+    assert not smol_llava.is_correct("A bomb.", "ball")
+    assert smol_llava.names_in("a cup and an umbrella") == {"cup", "umbrella"}
 
 
 def test_render_icon_is_deterministic_and_layout_depends_on_seed_only():
@@ -102,29 +101,29 @@ def test_render_icon_is_deterministic_and_layout_depends_on_seed_only():
 
 
 def test_heldout_icons_are_disjoint_from_training_stream():
-    held = demo.heldout_icons(2)
-    assert [n for _, n in held[:20]] == list(demo.CLASSES)
-    stream = demo.IconStream(0)
+    held = smol_llava.heldout_icons(2)
+    assert [n for _, n in held[:20]] == list(smol_llava.CLASSES)
+    stream = smol_llava.IconStream(0)
     images, labels = stream.batch(8)
-    assert len(images) == 8 and all(0 <= y < len(demo.CLASSES) for y in labels)
-    again = demo.IconStream(0).batch(8)
+    assert len(images) == 8 and all(0 <= y < len(smol_llava.CLASSES) for y in labels)
+    again = smol_llava.IconStream(0).batch(8)
     assert labels == again[1] and images[0].tobytes() == again[0][0].tobytes()
 
 
 def test_fast_pixel_path_matches_the_processor():
-    images = [render_icon(n, i)[0] for i, n in enumerate(demo.CLASSES[:6])]
-    fast = demo.pixel_values(images)
-    ref = demo.image_processor()(images, return_tensors="pt")["pixel_values"]
+    images = [render_icon(n, i)[0] for i, n in enumerate(smol_llava.CLASSES[:6])]
+    fast = smol_llava.pixel_values(images)
+    ref = smol_llava.image_processor()(images, return_tensors="pt")["pixel_values"]
     assert fast.shape == ref.shape == (6, 3, 64, 64)
     assert torch.allclose(fast, ref, atol=1e-5)
     big = [render_icon("knife", 1, size=128)[0]]  # other sizes go through the processor
-    assert demo.pixel_values(big).shape == (1, 3, 64, 64)
+    assert smol_llava.pixel_values(big).shape == (1, 3, 64, 64)
 
 
 # ------------------------------------------------------------------------------------------ assembly
 def test_chat_template_is_chatml_without_default_system_prompt(tiny_demo):
     vlm = load_vlm(tiny_demo)
-    prompt = vlm.render(demo.naming_conversation())
+    prompt = vlm.render(smol_llava.naming_conversation())
     assert prompt == "<|im_start|>user\n<image>\nWhat is in the image?<|im_end|>\n<|im_start|>assistant\n"
     with_system = vlm.render(
         [{"role": "system", "content": "You are wary."}, {"role": "user", "content": "Hi"}]
@@ -141,8 +140,8 @@ def test_tiny_smol_llava_loads_hooks_and_matches_hf(tiny_demo, tiny_weights):
     assert (
         hf.lm_head.weight.data_ptr() == hf.model.language_model.embed_tokens.weight.data_ptr()
     )  # tied, like SmolLM2
-    shipped = demo.read_vision_weights(tiny_weights)[0]
-    got = demo.vision_state_dict(hf)
+    shipped = smol_llava.read_vision_weights(tiny_weights)[0]
+    got = smol_llava.vision_state_dict(hf)
     assert set(got) == set(shipped) and all(torch.equal(got[k], shipped[k]) for k in got)
     report = run_fidelity_check(tiny_demo)
     assert report.backend == "bridge" and report.max_rel_err <= 1e-4, report.table()
@@ -152,8 +151,8 @@ def test_tiny_smol_llava_loads_hooks_and_matches_hf(tiny_demo, tiny_weights):
 
 
 def test_assembly_copies_the_language_model_exactly(tiny_lm_folder):
-    lm, tok = demo.load_lm(tiny_lm_folder)
-    model, processor = demo.assemble(lm, tok, TINY_VISION)
+    lm, tok = smol_llava.load_lm(tiny_lm_folder)
+    model, processor = smol_llava.assemble(lm, tok, TINY_VISION)
     ids = processor.tokenizer(["<|im_start|>user\nWhat colour is the sign?<|im_end|>\n"], return_tensors="pt")
     with torch.no_grad():
         ref = lm(**ids).logits
@@ -165,32 +164,32 @@ def test_build_demo_reuses_an_up_to_date_folder_and_checks_weights(
     tiny_demo, tiny_weights, tiny_lm_folder, tmp_path
 ):
     messages = []
-    again = demo.build_demo(
+    again = smol_llava.build_demo(
         out=tiny_demo, weights=tiny_weights, lm_folder=tiny_lm_folder, log=messages.append
     )
     assert again == tiny_demo and "up to date" in messages[-1]
-    assert read_manifest(tiny_demo)["name"] == demo.DEMO_NAME
+    assert read_manifest(tiny_demo)["name"] == smol_llava.DEMO_NAME
 
     tampered = tmp_path / "w"
     tampered.mkdir()
-    (tampered / demo.WEIGHTS_FILE).write_bytes(
-        (tiny_weights / demo.WEIGHTS_FILE).read_bytes()[:-8] + b"\0" * 8
+    (tampered / smol_llava.WEIGHTS_FILE).write_bytes(
+        (tiny_weights / smol_llava.WEIGHTS_FILE).read_bytes()[:-8] + b"\0" * 8
     )
     write_manifest(tampered, read_manifest(tiny_weights))
     with pytest.raises(ModelLoadError, match="does not match"):
-        demo.build_demo(out=tmp_path / "m", weights=tampered, lm_folder=tiny_lm_folder)
+        smol_llava.build_demo(out=tmp_path / "m", weights=tampered, lm_folder=tiny_lm_folder)
     assert not (tmp_path / "m").exists()
 
 
 def test_vision_weights_of_another_shape_are_rejected(tiny_weights, tiny_lm_folder, tmp_path):
-    lm, tok = demo.load_lm(tiny_lm_folder)
-    state = demo.read_vision_weights(tiny_weights)[0]
+    lm, tok = smol_llava.load_lm(tiny_lm_folder)
+    state = smol_llava.read_vision_weights(tiny_weights)[0]
     with pytest.raises(ModelLoadError, match="does not fit the smol-llava vision_tower"):
-        demo.assemble(lm, tok, demo.VISION, state, source="w.safetensors")
+        smol_llava.assemble(lm, tok, smol_llava.VISION, state, source="w.safetensors")
 
 
 # ------------------------------------------------------------------------------------------ training
-def _tiny_cfg(**kw) -> demo.DemoTrainConfig:
+def _tiny_cfg(**kw) -> smol_llava.DemoTrainConfig:
     base = dict(
         classifier_steps=6,
         classifier_batch=8,
@@ -204,14 +203,14 @@ def _tiny_cfg(**kw) -> demo.DemoTrainConfig:
         final_eval_per_class=1,
         vision=TINY_VISION,
     )
-    return demo.DemoTrainConfig(**{**base, **kw})
+    return smol_llava.DemoTrainConfig(**{**base, **kw})
 
 
 def test_classifier_stage_is_seeded():
     hist: list = []
-    a = demo.train_classifier(_tiny_cfg(), log=lambda m: None, history=hist)
-    b = demo.train_classifier(_tiny_cfg(), log=lambda m: None)
-    c = demo.train_classifier(_tiny_cfg(seed=1), log=lambda m: None)
+    a = smol_llava.train_classifier(_tiny_cfg(), log=lambda m: None, history=hist)
+    b = smol_llava.train_classifier(_tiny_cfg(), log=lambda m: None)
+    c = smol_llava.train_classifier(_tiny_cfg(seed=1), log=lambda m: None)
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert any(not torch.equal(a[k], c[k]) for k in a)
     assert [r["step"] for r in hist] == [3, 6] and all(0 <= r["acc"] <= 1 for r in hist)
@@ -219,10 +218,10 @@ def test_classifier_stage_is_seeded():
 
 def test_alignment_stage_trains_vision_side_only():
     lm, tok = _tiny_lm()
-    model, processor = demo.assemble(lm, tok, TINY_VISION, seed=0)
+    model, processor = smol_llava.assemble(lm, tok, TINY_VISION, seed=0)
     before = {k: v.clone() for k, v in model.state_dict().items()}
     hist: list = []
-    demo.align(model, processor, _tiny_cfg(), log=lambda m: None, history=hist)
+    smol_llava.align(model, processor, _tiny_cfg(), log=lambda m: None, history=hist)
     after = model.state_dict()
     changed = {k for k in after if not torch.equal(before[k], after[k])}
     assert changed and all(
@@ -236,7 +235,7 @@ def test_alignment_stage_trains_vision_side_only():
 def test_encode_chat_marks_only_the_caption(tiny_demo):
     vlm = load_vlm(tiny_demo)
     batch = vlm.encode_chat(
-        [demo.naming_conversation("skull and crossbones")], [[render_icon("skull and crossbones", 1)[0]]]
+        [smol_llava.naming_conversation("skull and crossbones")], [[render_icon("skull and crossbones", 1)[0]]]
     )
     target = vlm.tokenizer.decode(batch["labels"][0][batch["response_mask"][0]])
     assert target.startswith("A skull and crossbones.<|im_end|>")
@@ -292,7 +291,7 @@ _NEEDS_SMOLLM2 = pytest.mark.skipif(
 @pytest.mark.slow
 @_NEEDS_SMOLLM2
 def test_real_smol_llava_hooks_generates_and_names_objects():
-    folder = demo.build_demo(log=lambda m: None)
+    folder = smol_llava.build_demo(log=lambda m: None)
     report = run_fidelity_check(folder)
     assert report.backend == "bridge" and len(report.rel_err) == 30 and report.max_rel_err <= 1e-4, (
         report.table()
@@ -302,5 +301,5 @@ def test_real_smol_llava_hooks_generates_and_names_objects():
     # torch-hook backend: bridge + KV-cached generate diverges from HF (experiments/demo/bridge_generate_repro.py)
     new = HookedVLM(vlm, backend="torch").generate(vlm.encode([text]), max_new_tokens=12)
     assert "Paris" in vlm.tokenizer.decode(new[0], skip_special_tokens=True)
-    rep = demo.evaluate_naming(vlm, per_class=2)
+    rep = smol_llava.evaluate_naming(vlm, per_class=2)
     assert rep["n"] == 40 and rep["accuracy"] >= 0.75, rep

@@ -12,7 +12,7 @@ from analysis.causal import SteerConfig, steer
 from analysis.trajectory import read_trajectory
 from figures import fig_trajectory
 from figures.make_all import SCRIPTS
-from vsfa.pipeline import ALL_STUDIES, STUDIES, study_config
+from vsfa.study import ALL_STUDIES, STUDIES, study_config
 from vsfa.train import list_checkpoints
 
 FIGURES = (
@@ -247,11 +247,10 @@ def test_analysis_commands_refuse_bad_input(run_cli, tmp_path, quick_study):
 
 def test_organism_study_runs_on_an_organism_folder(tmp_path):
     """The organism preset: organism arms and prompt sets, exact openers, every stage, no special model code."""
-    from test_organism import SMALL, _world_dict
-
+    from tests.vsfa.organism.test_organism import SMALL, _world_dict
     from vsfa.organism.pretrain import pretrain
     from vsfa.organism.world import apply_overrides, world_from_dict
-    from vsfa.pipeline import run_study
+    from vsfa.study import run_study
 
     base = pretrain(
         world_from_dict(apply_overrides(_world_dict(), SMALL)), 0, tmp_path / "base", readouts=False
@@ -291,7 +290,7 @@ def test_organism_study_runs_on_an_organism_folder(tmp_path):
 def test_study_settings_reach_the_training_config(tmp_path, monkeypatch):
     """Every training setting of a study lands in the run's TrainConfig (nothing silently dropped)."""
     import vsfa.train
-    from vsfa.pipeline import _train
+    from vsfa.study import _train
 
     seen = []
     monkeypatch.setattr(vsfa.train, "train", lambda c, quiet=True: seen.append(c))
@@ -388,7 +387,7 @@ def test_selection_lists_every_candidate_with_its_evidence(quick_study):
 
 @pytest.mark.parametrize("preset", sorted(STUDIES))
 def test_every_preset_splits_its_requests_by_pair(preset, tmp_path):
-    from vsfa.pipeline import SETS, _split_sets
+    from vsfa.study import SETS, _split_sets
 
     cfg = study_config(preset, out=tmp_path / "study")
     study = tmp_path / "study"

@@ -11,8 +11,8 @@ is loaded and warmed up (GPU: peak allocated memory). The difference is what gro
 zero (streamed shards). The children run with ``MALLOC_MMAP_THRESHOLD_=131072`` so that RSS tracks live memory
 rather than glibc arena fragmentation (without it, peak RSS wanders by ~100 MiB with batch shapes).
 
-    python benchmarks/bench_capture.py                       # a random-weight LLaVA (d=512, 8 layers) on CPU
-    python benchmarks/bench_capture.py --model PATH --device cuda --dtype bfloat16 --n 256 --batch-size 32
+    python perf/bench_capture.py                       # a random-weight LLaVA (d=512, 8 layers) on CPU
+    python perf/bench_capture.py --model PATH --device cuda --dtype bfloat16 --n 256 --batch-size 32
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from analysis.report import check_readme, collect, readme_blocks, render_study
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+README = Path(__file__).resolve().parents[2] / "README.md"
 
 
 def test_readme_results_blocks_equal_their_rendering_from_committed_artifacts():

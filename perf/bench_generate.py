@@ -7,8 +7,8 @@ same run (median of ``--repeats`` alternating runs), and the share of answers id
 answers (left padding should not change greedy answers). ``--refusal-score sequence|first_token`` adds the
 refusal-score forward passes, as ``vsfa eval`` does by default (``sequence``).
 
-    python benchmarks/bench_generate.py                       # random-weight LLaVA (d=512, 8 layers), CPU
-    python benchmarks/bench_generate.py --model PATH --device cuda --dtype bfloat16 --n 64 --batch-sizes 1,8,32
+    python perf/bench_generate.py                       # random-weight LLaVA (d=512, 8 layers), CPU
+    python perf/bench_generate.py --model PATH --device cuda --dtype bfloat16 --n 64 --batch-sizes 1,8,32
 """
 
 from __future__ import annotations
