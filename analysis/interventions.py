@@ -8,11 +8,13 @@ useful range.) Controls are random directions with the same norm.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Iterator, Sequence
 
 import torch
 
-from probes.hooked import HOOK_KINDS, HookFn, hook_name
+from probes.directions import Direction, DirectionSet
+from probes.hooked import HOOK_KINDS, HookedVLM, HookFn, hook_name
 
 POSITIONS = ("all", "prompt", "generated")
 
@@ -90,3 +92,17 @@ def degenerate(text: str, min_distinct: float = 0.3) -> bool:
         if len(set(bigrams)) / len(bigrams) < min_distinct:
             return True
     return False
+
+
+@contextlib.contextmanager
+def steering(
+    hooked: HookedVLM, direction: Direction | DirectionSet, alpha: float, positions: str = "all"
+) -> Iterator[None]:
+    """Inside the block, every forward of ``hooked`` adds ``alpha`` class gaps along ``direction``.
+
+    A :class:`~probes.directions.DirectionSet` steers along its selected direction, sized to its class gap.
+    """
+    if isinstance(direction, DirectionSet):
+        direction = direction.sized()  # the selected direction, its norm one class gap
+    with hooked.hooks([(direction.hook, steering_hook(direction.vector, alpha, positions))]):
+        yield

@@ -7,7 +7,8 @@ selection items, the arm table, the correlations with their units, the direction
 confirmation, the forecast against its baselines, and the causal checks beside random directions. The study's
 ``summary.md`` and the README's results blocks are both this text, so every number in them regenerates from a
 committed file: a README block between ``<!-- report:DIR -->`` and ``<!-- /report:DIR -->`` is the rendering of
-folder ``DIR`` (relative to the README), and :func:`check_readme` says which blocks differ.
+folder ``DIR`` (relative to the README; ``<!-- report:DIR#selection,arms -->`` renders only those parts), and
+:func:`check_readme` says which blocks differ.
 """
 
 from __future__ import annotations
@@ -33,7 +34,10 @@ COLLECTED = {
     "directions.json": "directions/persona.json",
 }
 SHOWN_K = (2, 4, 6)  # forecast rows shown (besides the last k): early, middle
-BLOCK = re.compile(r"<!-- report:(?P<dir>[^ ]+) -->\n(?P<body>.*?)<!-- /report:(?P=dir) -->", re.S)
+BLOCK = re.compile(
+    r"<!-- report:(?P<dir>[^ #]+)(?:#(?P<parts>[a-z,]+))? -->\n(?P<body>.*?)<!-- /report:(?P=dir) -->", re.S
+)
+PARTS = ("protocol", "recovery", "selection", "arms", "correlations", "search", "forecast", "causal", "notes")
 
 
 def _file(folder: Path, name: str) -> Path:
@@ -227,23 +231,30 @@ def _causal(folder: Path) -> list[str]:
     return lines
 
 
-def render_study(folder: str | Path, manifest: dict[str, Any] | None = None) -> str:
+def render_study(
+    folder: str | Path, manifest: dict[str, Any] | None = None, parts: tuple[str, ...] = PARTS
+) -> str:
     """The study's results as Markdown, from its artifacts (see the module docstring); ``manifest``: the study
-    manifest when it is not written yet (the study renders its summary just before)."""
+    manifest when it is not written yet (the study renders its summary just before); ``parts``: which of
+    :data:`PARTS` to render, in their order (a README shows the headline ones)."""
+    unknown = sorted(set(parts) - set(PARTS))
+    if unknown:
+        raise ArtifactError(f"unknown report part {unknown[0]!r}; choose from {', '.join(PARTS)}")
     folder = Path(folder)
     manifest = manifest or _json(folder, "manifest.json")
     sel, link = (_json(folder, n) for n in ("selection.json", "link.json"))
-    blocks = [
-        _protocol(manifest),
-        _recovery(folder),
-        _selection(sel),
-        _arm_table(link),
-        _correlations(link),
-        _search(link),
-        _forecast(link),
-        _causal(folder),
-        [f"Note: {n}" for n in link.get("notes", [])],
-    ]
+    render = {
+        "protocol": lambda: _protocol(manifest),
+        "recovery": lambda: _recovery(folder),
+        "selection": lambda: _selection(sel),
+        "arms": lambda: _arm_table(link),
+        "correlations": lambda: _correlations(link),
+        "search": lambda: _search(link),
+        "forecast": lambda: _forecast(link),
+        "causal": lambda: _causal(folder),
+        "notes": lambda: [f"Note: {n}" for n in link.get("notes", [])],
+    }
+    blocks = [render[name]() for name in PARTS if name in parts]
     return "\n\n".join("\n".join(b) for b in blocks if b) + "\n"
 
 
@@ -265,6 +276,12 @@ def readme_blocks(readme: str | Path) -> list[tuple[str, str]]:
     return [(m["dir"], m["body"]) for m in BLOCK.finditer(Path(readme).read_text(encoding="utf-8"))]
 
 
+def _render_block(readme: Path, m: re.Match) -> str:
+    """A README block's rendering: ``<!-- report:DIR -->`` all parts, ``<!-- report:DIR#arms,... -->`` some."""
+    parts = tuple(m["parts"].split(",")) if m["parts"] else PARTS
+    return render_study(readme.parent / m["dir"], parts=parts)
+
+
 def update_readme(readme: str | Path) -> list[str]:
     """Re-render every report block of ``readme`` from its folder; returns the folders whose block changed."""
     readme = Path(readme)
@@ -272,10 +289,11 @@ def update_readme(readme: str | Path) -> list[str]:
     changed = []
 
     def sub(m: re.Match) -> str:
-        body = render_study(readme.parent / m["dir"])
+        body = _render_block(readme, m)
         if body != m["body"]:
             changed.append(m["dir"])
-        return f"<!-- report:{m['dir']} -->\n{body}<!-- /report:{m['dir']} -->"
+        opening = m[0][: m.start("body") - m.start()]
+        return f"{opening}{body}<!-- /report:{m['dir']} -->"
 
     new = BLOCK.sub(sub, text)
     if changed:
@@ -286,4 +304,5 @@ def update_readme(readme: str | Path) -> list[str]:
 def check_readme(readme: str | Path) -> list[str]:
     """The folders whose README block differs from its rendering (empty: every number is regenerable)."""
     readme = Path(readme)
-    return [d for d, body in readme_blocks(readme) if render_study(readme.parent / d) != body]
+    text = readme.read_text(encoding="utf-8")
+    return [m["dir"] for m in BLOCK.finditer(text) if _render_block(readme, m) != m["body"]]

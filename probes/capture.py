@@ -373,3 +373,24 @@ class Capturer:
     def release(self) -> None:
         """Drop the loaded model (frees its memory)."""
         self._hooked = None
+
+
+def capture(
+    hooked,
+    cset: ContrastSet,
+    spec: CaptureSpec = CaptureSpec(),
+    root: str | Path | None = None,
+    batch_size: int = 16,
+) -> ActivationStore:
+    """Activations of ``cset`` on a loaded :class:`~probes.hooked.HookedVLM` (the notebook form of a capture).
+
+    Stored in the content-addressed cache under ``root`` (default ``$VSFA_CACHE/acts``), keyed by the model's
+    weights and adapter, the set and ``spec``: capturing the same set on the same model again is a cache hit.
+    """
+    from vsfa.models.smollm2 import vsfa_cache_dir
+
+    vlm = hooked.vlm
+    dtype = str(vlm.dtype).removeprefix("torch.")
+    model = ModelSpec(vlm.source, vlm.adapter, dtype=dtype, device=str(vlm.device), merge=vlm.merged)
+    root = Path(root) if root is not None else vsfa_cache_dir() / "acts"
+    return Capturer(model, root, batch_size, hooked=hooked).capture(cset, spec)

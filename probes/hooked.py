@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -232,3 +233,34 @@ class HookedVLM:
         with torch.no_grad(), self.hooks(fwd_hooks):
             out = self.model.generate(**batch, **kwargs)
         return out[:, batch["input_ids"].shape[1] :]
+
+    def chat(self, prompts: Sequence[Any], max_new_tokens: int = 32, system: str | None = None) -> list[str]:
+        """Greedy answers to ``prompts`` (strings, or ``{"text", "image"}`` dicts), with any hooks attached
+        around the call (e.g. inside :func:`analysis.interventions.steering`)."""
+        from vsfa.eval.generation import GenerationConfig, generate_batch
+        from vsfa.eval.modelio import as_queries
+
+        if self.bridge is not None:
+            raise VsfaError("chat() runs the HF model and its torch hooks: load with backend='torch'")
+        config = GenerationConfig(max_new_tokens=max_new_tokens, system_prompt=system, refusal_score=False)
+        return [r["response"] for r in generate_batch(self.vlm, as_queries(prompts), config)]
+
+
+def load_hooked(
+    model: str | Path,
+    adapter: str | Path | None = None,
+    backend: str = "torch",
+    device: str = "cpu",
+    dtype: str | None = None,
+) -> HookedVLM:
+    """Load a model ready for hooks: a model folder, or a checkpoint folder (its recorded base + the adapter).
+
+    ``backend="torch"`` (plain forward hooks) reads the same TransformerLens-named points as the bridge and
+    is several times faster; ``"bridge"`` boots TransformerLens' TransformerBridge where the family has one.
+    """
+    from vsfa.models.loading import base_model_of, load_vlm
+
+    folder = Path(model)
+    if adapter is None and (folder / "adapter_config.json").is_file():
+        folder, adapter = base_model_of(folder), folder
+    return HookedVLM(load_vlm(folder, adapter=adapter, dtype=dtype, device=device), backend=backend)

@@ -500,3 +500,38 @@ def format_report(report: dict[str, Any]) -> str:
             f"{_n(row['probe_acc_base'], '.3f'):>22}{_n(row['probe_acc_ckpt'], '.3f'):>7}"
         )
     return "\n".join(lines)
+
+
+def shift_table(
+    dset: DirectionSet,
+    base: ActivationStore,
+    tuned: ActivationStore,
+    position: str | None = None,
+    n_boot: int = 2000,
+    seed: int = 0,
+):
+    """Per layer, how far ``tuned`` moved from ``base`` along the base directions (a pandas DataFrame).
+
+    ``base`` and ``tuned`` hold the same items (the contrast set captured on the base and on a checkpoint).
+    Columns: the paired shift of the mean projection with its 95% bootstrap CI, the shift in class gaps, the
+    95th percentile |shift| along random directions, the cosine of the direction re-derived on ``tuned``.
+    """
+    import pandas as pd
+
+    position = position or (dset.selected or {}).get("position") or dset.positions[0]
+    layers = compare(dset, position, (base, tuned), {"items": (base, tuned)}, n_boot=n_boot, seed=seed)
+    return pd.DataFrame(
+        [
+            {
+                "layer": row["layer"],
+                "selected": row["selected"],
+                "shift": row["sets"]["items"]["shift"],
+                "ci_lo": row["sets"]["items"]["shift_lo"],
+                "ci_hi": row["sets"]["items"]["shift_hi"],
+                "shift_gap": row["sets"]["items"]["shift_gap"],
+                "random95": row["sets"]["items"]["rand_shift95"],
+                "cos_rederived": row["cos_rederived"],
+            }
+            for row in layers
+        ]
+    ).set_index("layer")

@@ -1,7 +1,8 @@
 """Process-wide environment defaults: offline hub access and the TransformerLens torchvision guard.
 
-Imported first by every entry point (``vsfa/__init__.py`` calls :func:`apply_offline_defaults`), so that
-``transformers`` never tries the network unless the user opted in with ``VSFA_ONLINE=1``.
+Entry points call :func:`apply_offline_defaults` (the ``vsfa`` command, ``make``, the experiment scripts), so
+that ``transformers`` never tries the network unless the user opted in with ``VSFA_ONLINE=1``. Importing
+``vsfa`` does not: a notebook keeps its own environment.
 """
 
 from __future__ import annotations

@@ -15,14 +15,15 @@ import tempfile
 
 import torch
 
-import vsfa  # noqa: F401
 from probes.fidelity import check_batch
 from probes.hooked import HookedVLM
+from vsfa.env import apply_offline_defaults
 from vsfa.models.loading import load_vlm
 from vsfa.models.tiny import save_tiny
 
 
 def main() -> None:
+    apply_offline_defaults()
     folder = sys.argv[1] if len(sys.argv) > 1 else save_tiny("llava", tempfile.mkdtemp() + "/tiny-llava")
     results = {}
     for backend, kw in (("torch", {}), ("bridge", {}), ("bridge", {"use_cache": False})):

@@ -14,8 +14,8 @@ import time
 
 import torch
 
-import vsfa  # noqa: F401
 from vsfa.data.procedural import render_icon, render_scene
+from vsfa.env import apply_offline_defaults
 from vsfa.io import write_json_atomic
 from vsfa.models import smol_llava
 from vsfa.models.loading import load_vlm
@@ -35,6 +35,7 @@ def scenes_one_object(per_class: int) -> list[tuple]:
 
 
 def main() -> None:
+    apply_offline_defaults()
     ap = argparse.ArgumentParser()
     ap.add_argument("model")
     ap.add_argument("--per-class", type=int, default=25)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from analysis.report import check_readme, collect, readme_blocks, render_study
+from analysis.report import check_readme, collect, readme_blocks, render_study, update_readme
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 
@@ -24,3 +24,13 @@ def test_collected_copy_renders_like_the_study_and_a_changed_number_is_caught(qu
     assert check_readme(readme) == []
     readme.write_text(readme.read_text().replace("| 1/1 |", "| 2/2 |", 1))  # a hand-edited number
     assert check_readme(readme) == ["copy"]
+
+
+def test_a_readme_block_can_show_some_parts(quick_study, tmp_path):
+    collect(quick_study, tmp_path / "copy", figures=False)
+    readme = tmp_path / "README.md"
+    readme.write_text("# x\n\n<!-- report:copy#selection,arms -->\n<!-- /report:copy -->\n")
+    assert update_readme(readme) == ["copy"] and check_readme(readme) == []
+    body = readme.read_text()
+    assert "| arm | seeds |" in body and "Direction chosen" in body
+    assert "Spearman" not in body and "Protocol:" not in body  # the other parts are left out

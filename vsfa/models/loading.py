@@ -315,6 +315,25 @@ def base_mismatch(checkpoint: str | Path, manifest: dict[str, Any], base_folder:
     return f"{checkpoint}: base_model_fingerprint differs (manifest {expected[:12]}, folder {actual[:12]}): {where}"
 
 
+def base_model_of(checkpoint: str | Path) -> Path:
+    """The base model folder a checkpoint was trained on (from its ``manifest.json``), checked by fingerprint."""
+    from vsfa.errors import ArtifactError
+    from vsfa.io import read_manifest, recorded_path
+
+    ckpt = Path(checkpoint)
+    manifest = read_manifest(ckpt)
+    recorded = recorded_path(manifest.get("base_model"), ckpt)
+    if not recorded:
+        raise ArtifactError(f"{ckpt / 'manifest.json'}: no base_model recorded")
+    base = Path(recorded)
+    if not base.is_dir():
+        raise ModelLoadError(f"{base}: base model folder not found (from {ckpt / 'manifest.json'})")
+    problem = base_mismatch(ckpt, manifest, base)
+    if problem:
+        raise ModelLoadError(problem)
+    return base
+
+
 def load_vlm(
     path_or_id: str | Path,
     adapter: str | Path | None = None,

@@ -65,7 +65,9 @@ def tiny_weights(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("weights") / "w"
     folder.mkdir()
     save_file(smol_llava.vision_state_dict(model), folder / smol_llava.WEIGHTS_FILE)
-    write_manifest(folder, {"vision": TINY_VISION, "weights_sha256": sha256_file(folder / smol_llava.WEIGHTS_FILE)})
+    write_manifest(
+        folder, {"vision": TINY_VISION, "weights_sha256": sha256_file(folder / smol_llava.WEIGHTS_FILE)}
+    )
     return folder
 
 
@@ -235,7 +237,8 @@ def test_alignment_stage_trains_vision_side_only():
 def test_encode_chat_marks_only_the_caption(tiny_demo):
     vlm = load_vlm(tiny_demo)
     batch = vlm.encode_chat(
-        [smol_llava.naming_conversation("skull and crossbones")], [[render_icon("skull and crossbones", 1)[0]]]
+        [smol_llava.naming_conversation("skull and crossbones")],
+        [[render_icon("skull and crossbones", 1)[0]]],
     )
     target = vlm.tokenizer.decode(batch["labels"][0][batch["response_mask"][0]])
     assert target.startswith("A skull and crossbones.<|im_end|>")
