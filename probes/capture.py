@@ -26,6 +26,7 @@ from probes.contrasts import ContrastSet
 from probes.positions import PositionPlan, check_positions, expand_positions, post_instruction_count, reduce
 from probes.store import (
     HOOK_CONVENTION,
+    HOOK_CONVENTION_NOTE,
     STORE_KIND,
     STORE_VERSION,
     ActivationStore,
@@ -259,6 +260,7 @@ def capture_set(
                 "version": STORE_VERSION,
                 "key": key,
                 "convention": HOOK_CONVENTION,
+                "hook_convention": HOOK_CONVENTION_NOTE,
                 "model": {
                     **(model_info or {}),
                     "source": vlm.source,

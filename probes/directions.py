@@ -10,8 +10,10 @@ the best probe accuracy separated harmful from harmless at chance).
 
 The artifact (:class:`DirectionSet`) is two files: ``<name>.safetensors`` (per hook and position: ``dom`` raw
 vector, probe ``probe_w``/``probe_b`` in raw activation space) and ``<name>.json`` (provenance: model and its
-fingerprint, checkpoint, contrast set, n per class, hooks, positions, method, the hook convention, the
-selection rule and choice, and the full table), written last; ``<name>.table.csv`` holds the table for humans.
+fingerprint, checkpoint, contrast set, n per class, hooks, positions, method, the hook convention -- its
+identifier ``convention`` and its exact statement ``hook_convention`` (:data:`probes.store.HOOK_CONVENTION_NOTE`:
+``hook_resid_post`` of the last layer is HF's last hidden state *before* the final norm) --, the selection rule
+and choice, and the full table), written last; ``<name>.table.csv`` holds the table for humans.
 :func:`load_direction` returns one :class:`Direction`; :func:`project` projects activations on it.
 """
 
@@ -29,7 +31,7 @@ import torch
 
 from probes.hooked import parse_hook_name
 from probes.linear import auroc, cosine, dom, fit_probe, grouped_cv, random_baseline, unit
-from probes.store import HOOK_CONVENTION, ActivationStore
+from probes.store import HOOK_CONVENTION, HOOK_CONVENTION_NOTE, ActivationStore
 from vsfa.errors import ArtifactError, ConfigError, DataError
 from vsfa.io import atomic_path, read_json, sha256_file, write_json_atomic, write_text_atomic
 from vsfa.stats import cohens_d
@@ -290,6 +292,7 @@ def derive(
         "kind": DIRECTIONS_KIND,
         "version": DIRECTIONS_VERSION,
         "convention": HOOK_CONVENTION,
+        "hook_convention": HOOK_CONVENTION_NOTE,
         "d_model": contrast.d_model,
         "n_layers": n_layers,
         "model": {
@@ -426,6 +429,7 @@ class DirectionSet:
         bias = float(self.tensors[_tkey(hook, position, "probe_b")][0]) if method == "probe" else None
         row = next((r for r in self.table if r["hook"] == hook and r["position"] == position), {})
         meta = {k: self.meta.get(k) for k in ("convention", "model", "checkpoint", "contrast", "d_model")}
+        meta["hook_convention"] = self.meta.get("hook_convention", HOOK_CONVENTION_NOTE)
         meta["row"] = row
         return Direction(self.tensors[key].clone(), hook, position, method, bias, meta)
 
@@ -602,11 +606,16 @@ def save_direction(direction: Direction, path: str | Path) -> Path:
         "kind": DIRECTIONS_KIND,
         "version": DIRECTIONS_VERSION,
         "convention": HOOK_CONVENTION,
+        "hook_convention": HOOK_CONVENTION_NOTE,
         "d_model": int(direction.vector.shape[0]),
         "hooks": [direction.hook],
         "positions": [direction.position],
         "method": direction.method,
-        **{k: v for k, v in direction.meta.items() if k not in ("convention", "d_model", "row")},
+        **{
+            k: v
+            for k, v in direction.meta.items()
+            if k not in ("convention", "hook_convention", "d_model", "row")
+        },
         "selected": {"hook": direction.hook, "layer": direction.layer, "position": direction.position},
         "selection_note": "single direction",
         "table": [{"hook": direction.hook, "layer": direction.layer, "position": direction.position}],

@@ -1,9 +1,15 @@
-"""Hook-vs-HF fidelity check: does ``blocks.{l}.hook_resid_post`` equal HF ``hidden_states[l+1]``?
+"""Hook-vs-HF fidelity check: does ``blocks.{l}.hook_resid_post`` match HF ``output_hidden_states``?
 
 TransformerLens has had hook-vs-HF bugs on some architectures; this check catches them on the exact model.
 The reference runs first on a fresh plain HF model (eager attention, as the bridge uses), then the hooked
-model runs the same batch. HF's last hidden state is taken after the final norm, so for the last layer the
-final norm is applied to the hooked activation before comparing.
+model runs the same batch.
+
+What is compared (the hook convention, :data:`probes.store.HOOK_CONVENTION_NOTE`): for every layer ``l`` but
+the last, ``blocks.{l}.hook_resid_post`` against HF ``hidden_states[l+1]`` as they are. For the last layer
+``L-1`` the two are *not* the same quantity: HF's ``hidden_states[L]`` comes after the final norm
+(``Family.final_norm_path``), the hook gives the un-normed residual that the toolkit stores and derives
+directions from. There the check compares ``final_norm(blocks.{L-1}.hook_resid_post)`` with
+``hidden_states[L]``, so its last-layer row tests the hook *through* the norm, not equality of the raw values.
 """
 
 from __future__ import annotations
@@ -81,7 +87,8 @@ def run_fidelity_check(
     device: str = "cpu",
     dtype: str | None = None,
 ) -> FidelityReport:
-    """Compare hooked resid_post of every layer with HF ``output_hidden_states`` on a few multimodal inputs."""
+    """Compare hooked resid_post of every layer with HF ``output_hidden_states`` on a few multimodal inputs
+    (the last layer through the final norm, see the module docstring)."""
     ref = load_vlm(
         path,
         adapter=adapter,

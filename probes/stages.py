@@ -12,14 +12,23 @@ evaluation sets on both (base activations come from the cache), and reports per 
   shift with a bootstrap CI, the shift in units of the persona gap ``|dom|``, and the 95th percentile of |shift|
   along norm-matched random directions (the shift a direction-free drift would give);
 * cosine between the direction re-derived at the checkpoint and the base one;
-* accuracy of the base probe on checkpoint activations (held-out questions), beside its accuracy at the base.
+* accuracy of the base probe on checkpoint activations (held-out questions), beside its accuracy at the base;
+* whether the layer carries an adapter (``has_adapter``, from the adapter's tensor names) and whether its
+  activations equal the base's by construction (``fixed_by_construction``: no adapted module at or below it).
+
+Defaults of a checkpoint that belongs to a study (``vsfa demo``; :func:`find_study`): the study's own
+directions (``STUDY/directions/persona.json``) at the layer, position and method its causal selection chose
+(``STUDY/selection.json``), the study's contrast set (recorded in those directions), the *evaluation* split of
+its request set (``STUDY/splits/<requests>.evaluation.jsonl``) and its activation cache (``STUDY/acts``).
+Explicit ``directions`` / ``sets`` / ``position`` / ``acts`` win, each on its own. Elsewhere: persona
+directions derived on the base (``RUN/directions/persona-<fp>``), sets ``neutral`` and ``requests``.
 """
 
 from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -29,8 +38,9 @@ import torch
 from probes.capture import Capturer, CaptureSpec, ModelSpec
 from probes.contrasts import ContrastSet, load_set
 from probes.directions import Direction, DirectionSet, SelectionRule, derive, load_directions, project
+from probes.hooked import parse_hook_name
 from probes.linear import cosine, dom, random_directions
-from probes.store import ActivationStore
+from probes.store import HOOK_CONVENTION_NOTE, ActivationStore
 from vsfa.config import check_counts
 from vsfa.errors import ArtifactError, ConfigError, ModelLoadError
 from vsfa.io import (
@@ -41,11 +51,16 @@ from vsfa.io import (
     reuse_or_replace,
     write_json_atomic,
 )
+from vsfa.models.adapters import AdapterPlacement, adapter_placement
 from vsfa.models.loading import base_mismatch
 from vsfa.stats import paired_diff
 
 DEFAULT_EVAL_SETS = ("neutral", "requests")
 METHOD_NAMES = {"dom": "difference of means", "probe": "probe normal"}
+STUDY_KIND = "vsfa.study"  # the kind of STUDY/manifest.json (vsfa.study)
+STUDY_DIRECTIONS = (
+    "directions/persona.json"  # where a study keeps its directions when its manifest names none
+)
 
 
 @dataclass
@@ -120,12 +135,37 @@ class CompareOptions:
 
 @dataclass
 class ProbeConfig(CompareOptions):
-    """Settings of ``vsfa probe``."""
+    """Settings of ``vsfa probe``. A checkpoint inside a study takes the study's directions, selection, sets
+    and activation cache unless ``directions`` / ``sets`` / ``position`` / ``acts`` are given."""
 
-    checkpoint: str = ""
-    json: str | None = None
-    position: str | None = None
-    hook_kind: str | None = None
+    checkpoint: str = field(
+        default="", metadata={"help": "Checkpoint folder (peft adapter + manifest.json)."}
+    )
+    json: str | None = field(default=None, metadata={"help": "Write the full report as JSON here."})
+    position: str | None = field(
+        default=None, metadata={"help": "Position (default: the study's choice, else the selected one)."}
+    )
+    hook_kind: str | None = field(
+        default=None, metadata={"help": "Require directions at this hook kind (e.g. hook_resid_post)."}
+    )
+    directions: str | None = field(
+        default=None,
+        metadata={
+            "help": "Direction artifact (default: the study's for a checkpoint in a study, else persona "
+            "directions derived on the base)."
+        },
+    )
+    acts: str | None = field(
+        default=None,
+        metadata={"help": "Activation cache root (default: STUDY/acts in a study, else RUN/acts)."},
+    )
+    sets: list[str] | None = field(  # type: ignore[assignment]  # None: the study's, else neutral, requests
+        default=None,
+        metadata={
+            "help": "Evaluation sets or files (default: the evaluation split of the study's request set for a "
+            "checkpoint in a study, else neutral, requests)."
+        },
+    )
 
 
 def default_acts_root(anchor: Path) -> Path:
@@ -284,19 +324,164 @@ def base_directions(
     return dset
 
 
+@dataclass(frozen=True)
+class StudyDefaults:
+    """What the study a checkpoint belongs to chose: its directions, their causal selection (hook, position,
+    method), the evaluation split of its request set and its activation cache."""
+
+    folder: Path
+    link: str  # how the checkpoint was tied to the study
+    directions: Path
+    chosen: dict[str, Any]
+    sets: list[str]
+    acts: Path
+
+
+def find_study(ckpt: Path) -> tuple[Path, str] | None:
+    """``(STUDY, how)`` for a checkpoint that belongs to a study, else None.
+
+    The rule: a checkpoint ``RUN/checkpoints/<step>`` belongs to the study named by ``"study"`` in
+    ``RUN/manifest.json`` (written by ``vsfa demo``); without that field, to ``STUDY`` when it sits at
+    ``STUDY/runs/<run>/checkpoints/<step>`` and ``STUDY`` holds a study (``study.json`` or a ``manifest.json``
+    of kind ``vsfa.study``).
+    """
+    ckpt = ckpt.resolve()
+    if ckpt.parent.name != "checkpoints":
+        return None
+    run = ckpt.parent.parent
+    recorded = None
+    if (run / "manifest.json").is_file():
+        recorded = recorded_path(read_manifest(run).get("study"), run)
+    if recorded:
+        return Path(recorded), f"recorded in {run / 'manifest.json'}"
+    study = run.parent.parent
+    if run.parent.name == "runs" and (_is_study_manifest(study) or (study / "study.json").is_file()):
+        return study, "found by its path STUDY/runs/<run>/checkpoints/<step>"
+    return None
+
+
+def _is_study_manifest(folder: Path) -> bool:
+    try:
+        return read_manifest(folder).get("kind") == STUDY_KIND
+    except ArtifactError:
+        return False
+
+
+def study_defaults(study: Path, link: str) -> StudyDefaults:
+    """The defaults ``vsfa probe`` takes from a complete study (``STUDY/manifest.json``, ``selection.json``)."""
+    where = study / "manifest.json"
+    if not where.is_file():
+        raise ArtifactError(
+            f"{study}: the study this checkpoint belongs to ({link}) is incomplete (no manifest.json); "
+            "finish it with vsfa demo, or pass --directions and --sets"
+        )
+    manifest = read_manifest(study)
+    if manifest.get("kind") != STUDY_KIND:
+        raise ArtifactError(f"{where}: not a study manifest (kind {manifest.get('kind')!r})")
+    sel = manifest.get("selection") or {}
+    chosen = sel.get("chosen")
+    sel_file = study / sel.get("file", "selection.json")
+    if sel_file.is_file():
+        from vsfa.io import read_json
+
+        chosen = read_json(sel_file, ArtifactError).get("chosen") or chosen
+    if not chosen or not all(chosen.get(k) for k in ("hook", "position", "method")):
+        raise ArtifactError(f"{sel_file}: no chosen hook / position / method")
+    try:
+        recorded = manifest["splits"]["requests"]["files"]["evaluation"]
+    except (KeyError, TypeError):
+        raise ArtifactError(
+            f"{where}: no splits.requests.files.evaluation (the request set's split)"
+        ) from None
+    evaluation = Path(recorded)
+    if not evaluation.is_file():  # a moved study: its split files are where the study keeps them
+        evaluation = study / "splits" / evaluation.name
+    return StudyDefaults(
+        folder=study,
+        link=link,
+        directions=study / manifest.get("directions", STUDY_DIRECTIONS),
+        chosen={k: chosen[k] for k in ("hook", "position", "method")},
+        sets=[str(evaluation)],
+        acts=study / "acts",
+    )
+
+
+def _rel(path: Path | str, root: Path) -> str:
+    try:
+        return str(Path(path).resolve().relative_to(root))
+    except ValueError:
+        return str(path)
+
+
+def resolve_defaults(
+    cfg: ProbeConfig, ckpt: Path
+) -> tuple[ProbeConfig, StudyDefaults | None, dict[str, str], str]:
+    """``cfg`` with the study's (or the generic) defaults filled in where it leaves them unset, the study,
+    where each setting came from, and the one line that says so."""
+    found = find_study(ckpt)
+    need_study = cfg.directions is None or cfg.sets is None
+    study = study_defaults(*found) if found and need_study else None
+    origin = {
+        "directions": "option" if cfg.directions else ("study" if study else "base"),
+        "sets": "option" if cfg.sets is not None else ("study" if study else "generic"),
+    }
+    acts = cfg.acts or (str(found[0] / "acts") if found else None)
+    out = replace(
+        cfg,
+        directions=cfg.directions or (str(study.directions) if study else None),
+        sets=cfg.sets if cfg.sets is not None else (list(study.sets) if study else list(DEFAULT_EVAL_SETS)),
+        acts=acts,
+    )
+    parts = []
+    if origin["directions"] == "study":
+        c = study.chosen
+        parts.append(
+            f"directions {_rel(study.directions, study.folder)} at {c['hook']} / {c['position']} / "
+            f"{c['method']} (its selection.json)"
+        )
+    elif origin["directions"] == "base":
+        parts.append("persona directions derived on the base")
+    if origin["sets"] == "study":
+        parts.append(f"sets {', '.join(_rel(x, study.folder) for x in study.sets)} (its evaluation split)")
+    elif origin["sets"] == "generic":
+        parts.append(f"sets {', '.join(out.sets)}")
+    given = [f"--{k}" for k, v in origin.items() if v == "option"]
+    if study is not None:
+        line = f"defaults from study {study.folder} ({study.link}): {'; '.join(parts)}"
+    elif found:
+        line = f"checkpoint of study {found[0]}: --directions and --sets given; activation cache {out.acts}"
+    else:
+        line = f"defaults (the checkpoint is in no study): {'; '.join(parts)}" if parts else ""
+    if given and parts:
+        line += f"; {' and '.join(given)} given"
+    return out, study, origin, line
+
+
 def run_probe(cfg: ProbeConfig, log=print) -> dict[str, Any]:
-    """Compare a checkpoint with its base along the base directions, layer by layer; returns the report."""
+    """Compare a checkpoint with its base along the base directions, layer by layer; returns the report.
+
+    A checkpoint in a study is compared along the study's chosen direction on the study's evaluation items
+    (see :func:`find_study`); a selected layer that carries no adapter at or below it is flagged (its shift is 0
+    by construction)."""
     t0 = time.perf_counter()
     ckpt = Path(cfg.checkpoint)
     manifest, base_dir = checkpoint_info(ckpt, cfg.base)
+    cfg, study, origin, line = resolve_defaults(cfg, ckpt)
+    if line:
+        log(line)
     acts = Path(cfg.acts) if cfg.acts else default_acts_root(ckpt)
     dset = base_directions(base_dir, cfg, acts, log, cfg.hook_kind)
     dpath = Path(dset.meta["path"])
+    if study is not None and origin["directions"] == "study":
+        c = study.chosen
+        if [(dset.selected or {}).get(k) for k in ("hook", "position", "method")] != list(c.values()):
+            dset = dset.with_selected(c["hook"], c["position"], c["method"], "the study's causal selection")
     position = cfg.position or (dset.selected or {}).get("position") or dset.positions[0]
     if position not in dset.positions:
         raise ArtifactError(
             f"{dpath}: no directions at position {position!r} (has {', '.join(dset.positions)})"
         )
+    method = (dset.selected or {}).get("method") or dset.meta.get("method", "dom")
     cspec = CaptureSpec.from_dict(dset.meta["capture"])
     contrast = contrast_from_meta(dset.meta["contrast"])
     contrast.check_classes()
@@ -321,7 +506,10 @@ def run_probe(cfg: ProbeConfig, log=print) -> dict[str, Any]:
         n_boot=cfg.n_boot,
         n_random=cfg.n_random,
         seed=cfg.seed,
+        method=method,
     )
+    placement = _placement(ckpt, base_dir)
+    warnings = mark_adapters(layers, placement)  # printed by format_report, kept in the JSON report
     c_base = base_stores[0]
     test = extract_test_masks(c_base)[1]
     report = {
@@ -331,8 +519,19 @@ def run_probe(cfg: ProbeConfig, log=print) -> dict[str, Any]:
         "base": str(base_dir),
         "directions": str(dpath),
         "position": position,
-        "method": dset.meta.get("method", "dom"),
+        "method": method,
         "selected": dset.selected,
+        "study": str(study.folder) if study is not None else None,
+        "defaults": {**origin, "line": line},
+        "hook_convention": HOOK_CONVENTION_NOTE,
+        "adapter": None
+        if placement is None
+        else {
+            "layers": sorted(placement.layers),
+            "upstream": list(placement.upstream),
+            "source": placement.source,
+        },
+        "warnings": warnings,
         "contrast": {"name": contrast.name, "n": c_base.n, "test_items": int(test.sum())},
         "sets": [s.name for s in eval_sets],
         "layers": layers,
@@ -352,6 +551,30 @@ def run_probe(cfg: ProbeConfig, log=print) -> dict[str, Any]:
     return report
 
 
+def _placement(ckpt: Path, base_dir: Path) -> AdapterPlacement | None:
+    """Where the checkpoint's adapter acts, on the base's decoder layers (family registry: the layers path)."""
+    from vsfa.models.loading import read_family
+
+    return adapter_placement(ckpt, read_family(base_dir), model_dims(base_dir)[0])
+
+
+def mark_adapters(layers: list[dict[str, Any]], placement: AdapterPlacement | None) -> list[str]:
+    """Add ``has_adapter`` and ``fixed_by_construction`` to every row of :func:`compare` (None when the
+    placement is unknown); return the warnings (the selected layer cannot move)."""
+    warnings = []
+    for row in layers:
+        layer, kind = parse_hook_name(row["hook"])
+        row["has_adapter"] = None if placement is None else placement.has_adapter(layer)
+        row["fixed_by_construction"] = None if placement is None else placement.fixed(layer, kind)
+        if row["selected"] and row["fixed_by_construction"]:
+            warnings.append(
+                f"the selected layer {row['hook']} has no adapter at or below it (the adapter is on "
+                f"{placement.describe()}): its activations are the base's, so its shift is 0 by construction, "
+                "not a measurement"
+            )
+    return warnings
+
+
 def compare(
     dset: DirectionSet,
     position: str,
@@ -360,13 +583,15 @@ def compare(
     n_boot: int = 2000,
     n_random: int = 32,
     seed: int = 0,
+    method: str | None = None,
 ) -> list[dict[str, Any]]:
     """Per-layer comparison of a checkpoint with its base (stores paired item by item).
 
     ``contrast`` = (base, checkpoint) stores of the contrast set (re-derived direction, base-probe accuracy on
     held-out questions); ``evals[name]`` = (base, checkpoint) stores whose projections on the base direction are
     compared (mean at base and checkpoint, paired shift with a bootstrap CI, shift in |dom| and base-SD units,
-    95th percentile |shift| along random unit directions).
+    95th percentile |shift| along random unit directions). ``method`` (default: the set's, ``dom``) gives the
+    direction of ``row["sets"]``; the other methods go to ``row["other_methods"]``.
     """
     for b, c in [contrast, *evals.values()]:
         _paired(b, c)
@@ -374,14 +599,19 @@ def compare(
     extract, test = extract_test_masks(c_base)
     y = c_base.y()
     rand = random_directions(dset.d_model, 1.0, n_random, seed)  # unit: projections are on unit vectors
-    method = dset.meta.get("method", "dom")
+    method = method or dset.meta.get("method", "dom")
     layers = []
     for hook in dset.hooks:
-        d_dom = dset.get(hook, position, method)
+        main = dset.sized(hook, position, method)
         has_probe = f"{hook}@{position}/probe_w" in dset.tensors
-        directions = {method: d_dom}
+        has_dom = f"{hook}@{position}/dom" in dset.tensors
+        # the DoM (its norm is the class gap; the re-derived direction is compared with it), else the one direction
+        d_dom = dset.get(hook, position, "dom") if method == "probe" and has_dom else main
+        directions = {method: main}
         if has_probe and method != "probe":  # the probe's normal: a second candidate direction per layer
             directions["probe"] = dset.sized(hook, position, "probe")
+        if method == "probe" and has_dom:
+            directions["dom"] = d_dom
         stats = _sets_stats(evals, hook, position, directions, rand, n_boot, seed)
         row: dict[str, Any] = {"hook": hook, "layer": d_dom.layer, "dom_norm": d_dom.norm}
         row["sets"] = stats.pop(method)
@@ -464,15 +694,32 @@ def _n(v: Any, fmt: str = "+.3f") -> str:
     return format(v, fmt) if isinstance(v, int | float) and math.isfinite(v) else "-"
 
 
+def _lora(row: dict[str, Any]) -> str:
+    """The ``lora`` column: yes (adapter on this layer), no (none on it, one below), none (shift 0 by
+    construction), ? (unknown)."""
+    if row.get("has_adapter") is None:
+        return "?"
+    return "yes" if row["has_adapter"] else ("none" if row["fixed_by_construction"] else "no")
+
+
 def format_report(report: dict[str, Any]) -> str:
-    """The terminal table: one block per evaluation set, then the direction-level columns."""
+    """The terminal table: one block per evaluation set, then the direction-level columns, then warnings."""
     cache = report["cache"]
+    adapter = report.get("adapter")
     lines = [
         f"checkpoint {report['checkpoint']} (step {report.get('step')}) vs base {report['base']}",
-        f"directions {report['directions']} @ {report['position']}; * = selected layer",
+        f"directions {report['directions']} @ {report['position']} ({report.get('method', 'dom')}); "
+        "* = selected layer",
         f"activations: base {cache['base']['hits']} from cache / {cache['base']['computed']} computed, "
         f"checkpoint {cache['checkpoint']['hits']} from cache / {cache['checkpoint']['computed']} computed",
     ]
+    if adapter is not None:
+        lines.append(
+            f"adapter on layers {', '.join(map(str, adapter['layers'])) or '-'}"
+            + (f" + {', '.join(adapter['upstream'])}" if adapter["upstream"] else "")
+            + "; lora: yes = on this layer, no = not on it but below it, none = not on it or below "
+            "(shift 0 by construction)"
+        )
     own = report.get("method", "dom")
     methods = [own, *(report["layers"][0].get("other_methods", {}) if report["layers"] else {})]
     for name, method in ((name, m) for name in report["sets"] for m in methods):
@@ -480,25 +727,29 @@ def format_report(report: dict[str, Any]) -> str:
         lines += [
             "",
             f"set {name} (n={n}): projection on the unit base direction ({METHOD_NAMES.get(method, method)})",
-            f"{'hook':<27}{'base':>9}{'ckpt':>9}{'shift [95% CI]':>27}{'/gap':>8}{'/SD':>7}{'rand95':>8}",
+            f"{'hook':<27}{'lora':>5}{'base':>9}{'ckpt':>9}{'shift [95% CI]':>27}{'/gap':>8}{'/SD':>7}"
+            f"{'rand95':>8}",
         ]
         for row in report["layers"]:
             s = row["sets"][name] if method == own else row["other_methods"][method][name]
             ci = f"{_n(s['shift'])} [{_n(s['shift_lo'])}, {_n(s['shift_hi'])}]"
             lines.append(
-                f"{row['hook'] + (' *' if row['selected'] else ''):<27}{_n(s['base_mean']):>9}{_n(s['ckpt_mean']):>9}"
-                f"{ci:>27}{_n(s['shift_gap'], '+.2f'):>8}{_n(s['shift_sd'], '+.2f'):>7}{_n(s['rand_shift95'], '.3f'):>8}"
+                f"{row['hook'] + (' *' if row['selected'] else ''):<27}{_lora(row):>5}{_n(s['base_mean']):>9}"
+                f"{_n(s['ckpt_mean']):>9}{ci:>27}{_n(s['shift_gap'], '+.2f'):>8}{_n(s['shift_sd'], '+.2f'):>7}"
+                f"{_n(s['rand_shift95'], '.3f'):>8}"
             )
     lines += [
         "",
         f"direction at the checkpoint ({report['contrast']['name']}, {report['contrast']['test_items']} test items)",
-        f"{'hook':<27}{'cos(re-derived, base)':>22}{'base probe acc: base':>22}{'ckpt':>7}",
+        f"{'hook':<27}{'lora':>5}{'cos(re-derived, base)':>22}{'base probe acc: base':>22}{'ckpt':>7}",
     ]
     for row in report["layers"]:
         lines.append(
-            f"{row['hook'] + (' *' if row['selected'] else ''):<27}{_n(row['cos_rederived'], '.3f'):>22}"
-            f"{_n(row['probe_acc_base'], '.3f'):>22}{_n(row['probe_acc_ckpt'], '.3f'):>7}"
+            f"{row['hook'] + (' *' if row['selected'] else ''):<27}{_lora(row):>5}"
+            f"{_n(row['cos_rederived'], '.3f'):>22}{_n(row['probe_acc_base'], '.3f'):>22}"
+            f"{_n(row['probe_acc_ckpt'], '.3f'):>7}"
         )
+    lines += [f"warning: {w}" for w in report.get("warnings", [])]
     return "\n".join(lines)
 
 

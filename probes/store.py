@@ -6,7 +6,8 @@ Layout of one store folder::
     shard-00001.safetensors   ...
     index.jsonl               one row per item, in shard order: id, label, group, pair, split, category, set
     manifest.json             written last (the folder is complete only with it): model, set, hooks,
-                              positions, shards, content key, hook convention
+                              positions, shards, content key, hook convention (``convention``, the
+                              identifier checked on read; ``hook_convention``, its exact statement)
 
 Stores live in a content-addressed cache: ``<root>/<model key>/<set name>-<capture key>/`` where the capture key
 hashes the model (weights, adapter, tokenizer/template files, dtype), the prompt set (items and image bytes),
@@ -32,9 +33,22 @@ from vsfa.io import read_jsonl, read_manifest, write_jsonl_atomic
 STORE_KIND = "vsfa.activations"
 STORE_VERSION = 1
 INDEX = "index.jsonl"
+# The convention's identifier, written as ``convention`` and checked verbatim when a store or a direction
+# artifact is read. It is kept as it was first written so that every existing artifact stays readable; its
+# ``hidden_states[l+1]`` clause does not hold for the last layer, which HOOK_CONVENTION_NOTE states exactly.
 HOOK_CONVENTION = (
     "transformer_lens: blocks.{l}.<hook> on the language-model decoder, l 0-based; "
     "blocks.{l}.hook_resid_post == HF hidden_states[l+1]"
+)
+# The exact statement, written as ``hook_convention`` beside ``convention`` in every manifest that records hooks
+# (activation stores, direction artifacts, the probe report). Never part of a content key: adding or rewording
+# it leaves every cached artifact valid.
+HOOK_CONVENTION_NOTE = (
+    "blocks.{l}.hook_resid_pre is the input and blocks.{l}.hook_resid_post the output of language-model decoder "
+    "layer l (0-based; residual stream, before any final norm). hook_resid_pre of layer l == HF "
+    "output_hidden_states[l]; hook_resid_post of layer l == HF hidden_states[l+1] for every layer but the last. "
+    "For the last layer L-1, HF hidden_states[L] is final_norm(blocks.{L-1}.hook_resid_post) (the family's "
+    "final norm, Family.final_norm_path), so the two differ there: this toolkit stores the un-normed residual."
 )
 STORE_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 

@@ -386,13 +386,17 @@ def probe_cmd(
     checkpoint: Path = typer.Option(..., help="Checkpoint folder (peft adapter + manifest.json)."),
     base: Path | None = typer.Option(None, help="Base model folder (default: base_model in the manifest)."),
     directions: Path | None = typer.Option(
-        None, help="Direction artifact (default: derive on the base first)."
+        None,
+        help="Direction artifact (default: the study's for a checkpoint in a study, else derived on the base).",
     ),
-    sets: str = typer.Option(
-        ",".join(("neutral", "requests")), help="Comma list of evaluation sets or files."
+    sets: str | None = typer.Option(
+        None,
+        help="Comma list of evaluation sets or files (default: the study's evaluation split, else neutral,requests).",
     ),
     json_out: Path | None = typer.Option(None, "--json", help="Write the full report as JSON here."),
-    acts: Path | None = typer.Option(None, help="Activation cache root (default: RUN/acts)."),
+    acts: Path | None = typer.Option(
+        None, help="Activation cache root (default: STUDY/acts, else RUN/acts)."
+    ),
     position: str | None = typer.Option(None, help="Position (default: the selected one)."),
     hook: str | None = typer.Option(
         None, help="Require directions at this hook kind (e.g. hook_resid_post)."
@@ -413,7 +417,7 @@ def probe_cmd(
         checkpoint=str(checkpoint),
         base=str(base) if base else None,
         directions=str(directions) if directions else None,
-        sets=_csv(sets) or [],
+        sets=_csv(sets),
         json=str(json_out) if json_out else None,
         acts=str(acts) if acts else None,
         position=position,

@@ -334,6 +334,15 @@ def _train(
     train(train_cfg, quiet=True)
 
 
+def _link_run(run: Path, study: Path) -> None:
+    """Record in the run's manifest the study it belongs to (``vsfa probe`` takes its defaults from there)."""
+    from vsfa.io import read_manifest
+
+    manifest = read_manifest(run)
+    if manifest.get("study") != str(study):
+        write_manifest(run, {**manifest, "study": str(study)})
+
+
 def _first_trained_layer(cfg: StudyConfig, model: Path, n_layers: int) -> int:
     """The lowest layer a LoRA adapter of this study trains: a residual direction below it cannot move."""
     if cfg.data != "organism":
@@ -411,6 +420,7 @@ def run_study(cfg: StudyConfig, log=print) -> dict[str, Any]:
             _stage(log, f"train {name}: {cfg.steps} steps", t0)
             runs[name] = study / "runs" / name
             _train(cfg, model, data[arm], arm, seed, runs[name], target)
+            _link_run(runs[name], study)
 
     _stage(log, "persona directions on the base model (separation on selection items)", t0)
     acts = study / "acts"
@@ -545,6 +555,7 @@ def run_study(cfg: StudyConfig, log=print) -> dict[str, Any]:
         "config": asdict(cfg),
         "splits": splits,
         "selection": {"file": "selection.json", "chosen": chosen, "fallback": selection["fallback"]},
+        "directions": str(dpath.with_suffix(".json").relative_to(study)),
         "files": ["study.json", "selection.json", "link.json", "steer/causal.json", "summary.md"],
     }
     summary = summarise(study, manifest, figures, time.perf_counter() - t0)
