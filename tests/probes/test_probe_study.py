@@ -46,9 +46,10 @@ def test_a_study_checkpoint_is_probed_with_the_studys_directions_and_sets(quick_
         chosen["method"],
     )
     assert [r["hook"] for r in rep["layers"] if r["selected"]] == [chosen["hook"]]
-    # the study's own cache: the track stage captured these very items on the base and on this checkpoint
-    assert rep["cache"]["base"]["computed"] == 0 and rep["cache"]["checkpoint"]["computed"] == 0
-    # ... so the probe's shift is the study's trajectory value at that checkpoint
+    # the study's own cache: its stages captured these very items on the base
+    assert rep["cache"]["base"] == {"hits": 2, "computed": 0}
+    # the probe's shift is the study's trajectory value at that checkpoint (track captures the checkpoint with
+    # its adapter merged, the probe with it attached: equal up to float rounding)
     df = read_trajectory(quick_study / "runs" / "vsfa-s0", method="all")
     want = df[
         (df["step"] == 8)
@@ -60,7 +61,7 @@ def test_a_study_checkpoint_is_probed_with_the_studys_directions_and_sets(quick_
         & (df["metric"] == "shift")
     ]["value"]
     (row,) = [r for r in rep["layers"] if r["selected"]]
-    assert row["sets"]["requests.evaluation"]["shift"] == pytest.approx(float(want.iloc[0]), abs=1e-6)
+    assert row["sets"]["requests.evaluation"]["shift"] == pytest.approx(float(want.iloc[0]), abs=1e-5)
     # the quick study's adapter is on every layer: nothing to warn about
     assert all(r["has_adapter"] and not r["fixed_by_construction"] for r in rep["layers"])
     assert rep["warnings"] == [] and rep["hook_convention"] == HOOK_CONVENTION_NOTE
