@@ -393,9 +393,10 @@ def study_defaults(study: Path, link: str) -> StudyDefaults:
         raise ArtifactError(
             f"{where}: no splits.requests.files.evaluation (the request set's split)"
         ) from None
-    evaluation = Path(recorded)
-    if not evaluation.is_file():  # a moved study: its split files are where the study keeps them
-        evaluation = study / "splits" / evaluation.name
+    # the study's own copy of the split (STUDY/splits) first: a moved or copied study recorded the old path
+    evaluation = study / "splits" / Path(recorded).name
+    if not evaluation.is_file():
+        evaluation = Path(recorded)
     return StudyDefaults(
         folder=study,
         link=link,
