@@ -182,3 +182,33 @@ def test_a_selected_layer_without_adapter_is_marked_and_warned_about(tiny_model,
     saved = json.loads((tmp_path / "r.json").read_text())
     assert [r["has_adapter"] for r in saved["layers"]] == [False, True] and saved["warnings"] == [warning]
     assert saved["hook_convention"] == HOOK_CONVENTION_NOTE
+
+
+def test_hook_convention_is_recorded_and_leaves_caches_valid(tiny_model, tmp_path):
+    """Stores and direction artifacts state the convention exactly (``hook_convention``); artifacts written
+    before the field existed are still read and reused: it is no part of any content key."""
+    from probes.capture import Capturer, CaptureSpec, ModelSpec
+    from probes.contrasts import load_set
+    from probes.stages import DirectionsConfig, run_directions
+
+    base = tiny_model("llava")
+    out = tmp_path / "directions" / "persona"
+    cfg = DirectionsConfig(model=str(base), out=str(out), separation=None, max_questions=2)
+    _, sidecar, capturer = run_directions(cfg, log=lambda *_: None)
+    (store,) = [p.parent for p in (tmp_path / "acts").glob("*/*/manifest.json")]
+    for manifest in (sidecar, store / "manifest.json"):
+        meta = json.loads(manifest.read_text())
+        assert (
+            meta["hook_convention"] == HOOK_CONVENTION_NOTE
+            and "before any final norm" in HOOK_CONVENTION_NOTE
+        )
+        del meta["hook_convention"]  # as written before the field existed
+        manifest.write_text(json.dumps(meta))
+    log: list[str] = []
+    _, again, _ = run_directions(cfg, log=log.append)
+    assert again == sidecar and log == [f"{sidecar}: same inputs, reused"]
+    old = load_directions(sidecar)
+    assert old.get(hook_name(1), "last").meta["hook_convention"] == HOOK_CONVENTION_NOTE
+    cap = Capturer(ModelSpec(str(base)), tmp_path / "acts")
+    cap.capture(load_set("persona", max_questions=2), CaptureSpec.from_dict(old.meta["capture"]))
+    assert (cap.hits, cap.misses) == (1, 0)
