@@ -46,6 +46,7 @@ from vsfa.errors import ArtifactError, ConfigError, ModelLoadError
 from vsfa.io import (
     model_fingerprint,
     output_lock,
+    read_json,
     read_manifest,
     recorded_path,
     reuse_or_replace,
@@ -58,9 +59,8 @@ from vsfa.stats import paired_diff
 DEFAULT_EVAL_SETS = ("neutral", "requests")
 METHOD_NAMES = {"dom": "difference of means", "probe": "probe normal"}
 STUDY_KIND = "vsfa.study"  # the kind of STUDY/manifest.json (vsfa.study)
-STUDY_DIRECTIONS = (
-    "directions/persona.json"  # where a study keeps its directions when its manifest names none
-)
+# where a study keeps its directions when its manifest names none (studies written before it did)
+STUDY_DIRECTIONS = "directions/persona.json"
 
 
 @dataclass
@@ -159,7 +159,7 @@ class ProbeConfig(CompareOptions):
         default=None,
         metadata={"help": "Activation cache root (default: STUDY/acts in a study, else RUN/acts)."},
     )
-    sets: list[str] | None = field(  # type: ignore[assignment]  # None: the study's, else neutral, requests
+    sets: list[str] | None = field(  # None: the study's evaluation split, else DEFAULT_EVAL_SETS
         default=None,
         metadata={
             "help": "Evaluation sets or files (default: the evaluation split of the study's request set for a "
@@ -327,14 +327,13 @@ def base_directions(
 @dataclass(frozen=True)
 class StudyDefaults:
     """What the study a checkpoint belongs to chose: its directions, their causal selection (hook, position,
-    method), the evaluation split of its request set and its activation cache."""
+    method) and the evaluation split of its request set."""
 
     folder: Path
     link: str  # how the checkpoint was tied to the study
     directions: Path
     chosen: dict[str, Any]
     sets: list[str]
-    acts: Path
 
 
 def find_study(ckpt: Path) -> tuple[Path, str] | None:
@@ -382,8 +381,6 @@ def study_defaults(study: Path, link: str) -> StudyDefaults:
     chosen = sel.get("chosen")
     sel_file = study / sel.get("file", "selection.json")
     if sel_file.is_file():
-        from vsfa.io import read_json
-
         chosen = read_json(sel_file, ArtifactError).get("chosen") or chosen
     if not chosen or not all(chosen.get(k) for k in ("hook", "position", "method")):
         raise ArtifactError(f"{sel_file}: no chosen hook / position / method")
@@ -403,13 +400,12 @@ def study_defaults(study: Path, link: str) -> StudyDefaults:
         directions=study / manifest.get("directions", STUDY_DIRECTIONS),
         chosen={k: chosen[k] for k in ("hook", "position", "method")},
         sets=[str(evaluation)],
-        acts=study / "acts",
     )
 
 
 def _rel(path: Path | str, root: Path) -> str:
     try:
-        return str(Path(path).resolve().relative_to(root))
+        return str(Path(path).resolve().relative_to(root.resolve()))
     except ValueError:
         return str(path)
 
