@@ -2,15 +2,7 @@
 
 Two backends expose the same TransformerLens hook names on the language-model decoder
 (``blocks.{l}.hook_resid_pre``, ``blocks.{l}.hook_resid_post``, ``blocks.{l}.hook_attn_out``,
-``blocks.{l}.hook_mlp_out``, ``l`` 0-based).
-
-Hook convention (:data:`probes.store.HOOK_CONVENTION_NOTE`, recorded as ``hook_convention`` in every store,
-direction artifact and probe report): ``blocks.{l}.hook_resid_pre`` is the input and ``blocks.{l}.hook_resid_post``
-the output of decoder layer ``l``, the residual stream before any final norm. So ``hook_resid_pre`` of layer ``l``
-== HF ``output_hidden_states[l]`` and ``hook_resid_post`` of layer ``l`` == HF ``hidden_states[l+1]`` -- except
-for the last layer ``L-1``: HF's ``hidden_states[L]`` is taken *after* the final norm
-(``Family.final_norm_path``), i.e. it is ``final_norm(blocks.{L-1}.hook_resid_post)``, while the hook gives the
-un-normed residual. Compare the last layer with HF only through that norm (:mod:`probes.fidelity` does).
+``blocks.{l}.hook_mlp_out``, ``l`` 0-based):
 
 * ``bridge``: TransformerLens ``TransformerBridge`` for families it has an adapter for. The bridge wraps
   the HF modules in place, so the HF forward and ``generate`` fire its hook points.
@@ -19,6 +11,14 @@ un-normed residual. Compare the last layer with HF only through that norm (:mod:
 
 Either way the model is run through its own HF forward, so inputs are the processor's batch and a peft
 adapter (attached unmerged, or merged) runs as it is.
+
+Hook convention (:data:`probes.store.HOOK_CONVENTION_NOTE`, recorded as ``hook_convention`` in every store,
+direction artifact and probe report): ``blocks.{l}.hook_resid_pre`` is the input and ``blocks.{l}.hook_resid_post``
+the output of decoder layer ``l``, the residual stream before any final norm. So ``hook_resid_pre`` of layer ``l``
+== HF ``output_hidden_states[l]`` and ``hook_resid_post`` of layer ``l`` == HF ``hidden_states[l+1]`` -- except
+for the last layer ``L-1``: HF's ``hidden_states[L]`` is taken *after* the final norm
+(``Family.final_norm_path``), i.e. it is ``final_norm(blocks.{L-1}.hook_resid_post)``, while the hook gives the
+un-normed residual. Compare the last layer with HF only through that norm (:mod:`probes.fidelity` does).
 """
 
 from __future__ import annotations
