@@ -237,7 +237,7 @@ def attribution(
     spec = CaptureSpec(tuple(cfg.attribution_positions), (sel.layer,), (sel.hook_kind,))
     stores = []
     for a in (None, adapter):
-        mspec = ModelSpec(str(base_dir), str(a) if a else None, cfg.dtype, cfg.device, cfg.backend)
+        mspec = ModelSpec(str(base_dir), str(a) if a else None, cfg.dtype, cfg.device, backend=cfg.backend)
         cap = Capturer(mspec, acts, cfg.batch_size, progress=False)
         stores.append(cap.capture(cset, spec))
         cap.release()
@@ -299,7 +299,9 @@ def _track(cfg: TrackConfig, log=print) -> Path:
     sets = [contrast, *eval_sets]
 
     def capture(adapter: Path | None) -> dict[str, ActivationStore]:
-        spec = ModelSpec(str(base_dir), str(adapter) if adapter else None, cfg.dtype, cfg.device, cfg.backend)
+        spec = ModelSpec(
+            str(base_dir), str(adapter) if adapter else None, cfg.dtype, cfg.device, backend=cfg.backend
+        )
         cap = Capturer(spec, acts, cfg.batch_size, progress=False)
         stores = {s.name: cap.capture(s, cspec) for s in sets}
         cap.release()

@@ -42,7 +42,7 @@ from probes.hooked import parse_hook_name
 from probes.linear import cosine, dom, random_directions
 from probes.store import HOOK_CONVENTION_NOTE, ActivationStore
 from vsfa.config import check_counts
-from vsfa.errors import ArtifactError, ConfigError, ModelLoadError
+from vsfa.errors import ArtifactError, ConfigError
 from vsfa.io import (
     model_fingerprint,
     output_lock,
@@ -53,7 +53,7 @@ from vsfa.io import (
     write_json_atomic,
 )
 from vsfa.models.adapters import AdapterPlacement, adapter_placement
-from vsfa.models.loading import base_mismatch
+from vsfa.models.loading import base_model_of
 from vsfa.stats import paired_diff
 
 DEFAULT_EVAL_SETS = ("neutral", "requests")
@@ -252,19 +252,8 @@ def _direction_stem(path: Path) -> Path:
 # ------------------------------------------------------------------------------------------------ probe
 def checkpoint_info(ckpt: Path, base: str | None) -> tuple[dict[str, Any], Path]:
     """The checkpoint manifest and the base model folder (checked against the recorded fingerprint)."""
-    if not ckpt.is_dir():
-        raise ArtifactError(f"{ckpt}: checkpoint folder not found")
-    manifest = read_manifest(ckpt)
-    base_path = base or recorded_path(manifest.get("base_model"), ckpt)
-    if not base_path:
-        raise ArtifactError(f"{ckpt / 'manifest.json'}: no base_model recorded; pass --base")
-    base_dir = Path(base_path)
-    if not base_dir.is_dir():
-        raise ModelLoadError(f"{base_dir}: base model folder not found (from {ckpt / 'manifest.json'})")
-    problem = base_mismatch(ckpt, manifest, base_dir)
-    if problem:
-        raise ModelLoadError(problem)
-    return manifest, base_dir
+    base_dir = base_model_of(ckpt, base)
+    return read_manifest(ckpt), base_dir
 
 
 def contrast_from_meta(meta: dict[str, Any]) -> ContrastSet:

@@ -315,23 +315,26 @@ def base_mismatch(checkpoint: str | Path, manifest: dict[str, Any], base_folder:
     return f"{checkpoint}: base_model_fingerprint differs (manifest {expected[:12]}, folder {actual[:12]}): {where}"
 
 
-def base_model_of(checkpoint: str | Path) -> Path:
-    """The base model folder a checkpoint was trained on (from its ``manifest.json``), checked by fingerprint."""
+def base_model_of(checkpoint: str | Path, base: str | Path | None = None) -> Path:
+    """The base model folder a checkpoint was trained on (``base``, else its manifest's ``base_model``),
+    checked against the recorded ``base_model_fingerprint``."""
     from vsfa.errors import ArtifactError
     from vsfa.io import read_manifest, recorded_path
 
     ckpt = Path(checkpoint)
+    if not ckpt.is_dir():
+        raise ArtifactError(f"{ckpt}: checkpoint folder not found")
     manifest = read_manifest(ckpt)
-    recorded = recorded_path(manifest.get("base_model"), ckpt)
+    recorded = base or recorded_path(manifest.get("base_model"), ckpt)
     if not recorded:
-        raise ArtifactError(f"{ckpt / 'manifest.json'}: no base_model recorded")
-    base = Path(recorded)
-    if not base.is_dir():
-        raise ModelLoadError(f"{base}: base model folder not found (from {ckpt / 'manifest.json'})")
-    problem = base_mismatch(ckpt, manifest, base)
+        raise ArtifactError(f"{ckpt / 'manifest.json'}: no base_model recorded; pass --base")
+    folder = Path(recorded)
+    if not folder.is_dir():
+        raise ModelLoadError(f"{folder}: base model folder not found (from {ckpt / 'manifest.json'})")
+    problem = base_mismatch(ckpt, manifest, folder)
     if problem:
         raise ModelLoadError(problem)
-    return base
+    return folder
 
 
 def load_vlm(
