@@ -185,7 +185,8 @@ def finetune(
     progress: Callable[[dict[str, Any]], None] | None = None,
     threads: int | None = None,
 ) -> list[dict[str, Any]]:
-    """Fine-tune organism ``base`` on ``arm`` and return the readout trajectory (one record per evaluated step).
+    """Fine-tune organism ``base`` (a folder or a model source such as ``organism``, see
+    :mod:`vsfa.models.sources`) on ``arm`` and return the readout trajectory (one record per evaluated step).
 
     With ``out``, the run folder (see the module docstring) is written there; rerunning on a complete folder
     returns its trajectory without training, on an interrupted one resumes. Without ``out`` nothing is kept.
@@ -225,9 +226,7 @@ def _finetune(
     from vsfa.models.loading import load_vlm
     from vsfa.models.sources import resolve_model
     from vsfa.organism.readouts import evaluate
-    from vsfa.training.checkpoints import checkpoint_meta
-    from vsfa.training.config import OptimSection
-    from vsfa.training.loop import Job, run_loop, truncate_jsonl
+    from vsfa.train import Job, OptimSection, checkpoint_meta, run_loop, truncate_jsonl
 
     base = resolve_model(base)
     spec = spec or read_world(base)

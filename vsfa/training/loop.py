@@ -82,6 +82,7 @@ __all__ = [
     "run_loop",
     "step_dir",
     "train",
+    "truncate_jsonl",
 ]
 
 
