@@ -56,7 +56,7 @@ from vsfa.io import (
     write_manifest,
 )
 from vsfa.stats import bootstrap, paired_diff
-from vsfa.training.loop import list_checkpoints
+from vsfa.train import list_checkpoints
 
 TRACK_DIR = "track"
 BASE_CHECKPOINT = "step-000000"  # the base model's name in RUN/eval too

@@ -227,27 +227,11 @@ def _stage(log, name: str, t0: float) -> None:
 
 
 def _model(cfg: StudyConfig, study: Path, log) -> Path:
-    if cfg.model.startswith("tiny:"):
-        from vsfa.models.tiny import save_tiny
+    """The study's model folder (:func:`vsfa.models.sources.resolve_model`); a tiny model is built into
+    ``STUDY/model``."""
+    from vsfa.models.sources import resolve_model
 
-        folder = study / "model"
-        if not (folder / "config.json").is_file():
-            save_tiny(cfg.model.split(":", 1)[1], folder)
-        return folder
-    if cfg.model == "organism":
-        from vsfa.organism.shipped import shipped_base_path
-
-        return shipped_base_path()
-    if cfg.model == "smol-llava":
-        from vsfa.models.smol_llava import build_demo
-
-        return build_demo(log=log)
-    folder = Path(cfg.model)
-    if not (folder / "config.json").is_file():
-        raise ConfigError(
-            f"{folder}: model folder not found (give tiny:<family>, organism, smol-llava or a folder)"
-        )
-    return folder
+    return resolve_model(cfg.model, build_into=study / "model", log=log)
 
 
 def _in_study(spec: str, study: Path) -> str:

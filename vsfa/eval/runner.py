@@ -329,9 +329,12 @@ def run_eval(
     unless ``allow_incomplete`` (then recorded as ``run_complete: false`` in every manifest and metrics file).
     """
     from vsfa.models.loading import load_vlm
+    from vsfa.models.sources import is_spec, resolve_model
 
     check_limit(limit)
     check_limit_mode(limit_mode)
+    if model is not None and is_spec(model):
+        model = resolve_model(model)  # fingerprints and manifests name the folder, not the spec
     config.validate()
     if checkpoint is not None and run is not None:
         raise ConfigError("give --checkpoint or --run, not both")

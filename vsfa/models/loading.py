@@ -347,12 +347,18 @@ def load_vlm(
 ) -> LoadedVLM:
     """Load a VLM from a local folder, optionally with a peft LoRA adapter (attached, or merged if ``merge``).
 
+    ``path_or_id`` may also be a model source spec (``tiny:<family>``, ``organism``, ``smol-llava[-<variant>]``;
+    :func:`vsfa.models.sources.resolve_model`); ``source`` then records the resolved folder.
     The family is detected from ``config.json``'s ``architectures``. Errors (missing folder, no config,
     unknown architecture, adapter of another base or shape, processor not buildable offline) are
     :class:`~vsfa.errors.ModelLoadError` with a one-line message naming the path.
     """
+    from vsfa.models.sources import is_spec, resolve_model
+
     guard_torchvision_autoinstall()
     check_device(device)
+    if is_spec(path_or_id):
+        path_or_id = resolve_model(path_or_id)
     folder = _check_model_folder(str(path_or_id))
     family = read_family(folder)
     torch_dtype = resolve_dtype(dtype, device)

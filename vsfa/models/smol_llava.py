@@ -17,6 +17,10 @@ The vision side is trained in two stages (the recipe of ``reference/demo-feasibi
 Only the trained tower + projector (a few MB of safetensors) ship in ``vsfa/resources/demo/``;
 :func:`build_demo` joins them with the cached SmolLM2 into a model folder in seconds, and
 :func:`retrain_vision` reproduces them from scratch (seeded).
+
+These two small loops stay apart from the one training loop (:mod:`vsfa.training.loop`): they train the vision
+tower and projector as plain weights (a classifier on pixels, then alignment through the frozen LM), not a LoRA
+adapter run with checkpoints, and their product is one weights file, not a run folder.
 """
 
 from __future__ import annotations

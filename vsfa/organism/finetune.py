@@ -1,19 +1,28 @@
-"""Fine-tune arms on the organism: training data files, and a small LoRA / full fine-tune loop with readouts.
+"""Fine-tune arms on the organism: training data files, and the organism's LoRA / full fine-tune with readouts.
 
 :func:`write_arm_data` writes an arm's documents as chat-messages JSONL (one record per conversation, images as
-PNG files beside it) that the training stage reads like any VQA data set. :func:`finetune` is the organism's own
-research loop: it draws fresh arm documents every step, trains a LoRA adapter (peft, the family's language-model
-regex; the vision tower and projector stay frozen) or the whole language model, evaluates the readouts every
-``eval_every`` steps, and saves each evaluated step as ``checkpoints/step-NNNNNN/`` (a peft adapter folder with a
-``manifest.json`` written last), the same layout the training stage leaves.
+PNG files beside it) that the training stage reads like any VQA data set. :func:`finetune` is the organism's
+research run, trained by the one training loop (:func:`vsfa.training.loop.run_loop`): its batch source is an
+endless stream of fresh arm documents, its loss the organism's next-token loss on the assistant tokens, and its
+readouts a callback every ``eval_every`` steps (and at steps 0 and the last) that appends to ``trajectory.jsonl``.
+It trains a LoRA adapter (peft, the family's language-model regex or the world's ``finetune.lora_layers`` /
+``lora_modules``; the vision tower and projector stay frozen) or the whole language model, with constant-lr AdamW,
+no weight decay and no gradient clipping. In LoRA mode each evaluated step is a checkpoint
+``checkpoints/step-NNNNNN/`` written by the loop (the one layout of :mod:`vsfa.training.checkpoints`), and an
+interrupted run resumes where it stopped.
+
+Run folder: the loop's files (``identity.json``, ``loss.jsonl``, ``checkpoints/``, ``state/``, ``manifest.json``)
+plus ``trajectory.jsonl`` (one readout record per evaluated step: ``step``, ``loss``, ``elapsed_s``,
+``readouts``) and ``config.json`` (the fine-tune settings, the base, ``wall_s``; written when training ends).
 """
 
 from __future__ import annotations
 
-import contextlib
+import hashlib
 import json
 import random
 import re
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
@@ -29,9 +38,11 @@ from vsfa.io import (
     atomic_dir,
     model_fingerprint,
     output_lock,
+    read_jsonl,
     sha256_file,
     write_json_atomic,
     write_manifest,
+    write_text_atomic,
 )
 from vsfa.organism.documents import ARMS, arm_document
 from vsfa.organism.model import Codec, lm_loss
@@ -40,6 +51,7 @@ from vsfa.organism.world import WorldSpec
 
 MODES = ("lora", "full")
 DEFAULT_EVAL_SETS = ("harmful", "harmless", "care_ctx", "threat_main", "neutral_ctx")
+TRAJECTORY = "trajectory.jsonl"
 
 
 def arm_documents(spec: WorldSpec, arm: str, n: int, seed: int = 0):
@@ -129,6 +141,35 @@ def _trainable(vlm, mode: str, r: int, alpha: int, targets: str | None = None):
     return model
 
 
+class DocumentStream(torch.utils.data.IterableDataset):
+    """Endless fine-tune documents of ``arm``, in the same order on every pass (so a resumed run replays it)."""
+
+    def __init__(self, spec: WorldSpec, arm: str, seed: int):
+        self.spec, self.arm, self.seed = spec, arm, seed
+
+    def __iter__(self):
+        rng = random.Random(f"organism-finetune:{self.arm}:{self.seed}")
+        while True:
+            yield arm_document(self.spec, rng, self.arm)
+
+
+class DocumentCollator:
+    """A list of documents -> the teacher-forcing batch (inputs + ``labels``) of :class:`Codec`."""
+
+    def __init__(self, codec: Codec):
+        self.codec = codec
+
+    def __call__(self, docs: list) -> dict[str, torch.Tensor]:
+        batch = self.codec.batch(docs)
+        return {**batch.inputs(), "labels": batch.labels}
+
+
+def stream_hash(spec: WorldSpec, arm: str, seed: int) -> str:
+    """Content key of the generated document stream (world, arm, seed)."""
+    key = {"stream": "organism-finetune", "world_digest": spec.digest(), "arm": arm, "seed": seed}
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
+
+
 def finetune(
     base: str | Path,
     arm: str,
@@ -144,91 +185,154 @@ def finetune(
     progress: Callable[[dict[str, Any]], None] | None = None,
     threads: int | None = None,
 ) -> list[dict[str, Any]]:
-    """Fine-tune organism ``base`` on ``arm`` and return the readout trajectory (one record per evaluated step).
+    """Fine-tune organism ``base`` (a folder or a model source such as ``organism``, see
+    :mod:`vsfa.models.sources`) on ``arm`` and return the readout trajectory (one record per evaluated step).
 
-    With ``out``, checkpoints (LoRA mode) and ``trajectory.jsonl`` are written there. ``spec`` defaults to the
-    base's own world file (its ``finetune`` block gives the defaults for steps, lr, LoRA rank, batch size).
-    ``threads`` sets torch's CPU threads for the run.
+    With ``out``, the run folder (see the module docstring) is written there; rerunning on a complete folder
+    returns its trajectory without training, on an interrupted one resumes. Without ``out`` nothing is kept.
+    ``spec`` defaults to the base's own world file (its ``finetune`` block gives the defaults for steps, lr, LoRA
+    rank, batch size). ``threads`` sets torch's CPU threads for the run.
     """
-    with torch_threads(threads):
-        return _finetune(
-            base, arm, seed, out, steps, lr, mode, eval_every, eval_sets, precision, spec, progress
-        )
-
-
-def _finetune(base, arm, seed, out, steps, lr, mode, eval_every, eval_sets, precision, spec, progress):
-    from vsfa.models.loading import load_vlm
-    from vsfa.organism.readouts import evaluate
-
     if arm not in ARMS:
         raise ConfigError(f"unknown arm {arm!r}; choose one of: {', '.join(ARMS)}")
     if mode not in MODES:
         raise ConfigError(f"unknown fine-tune mode {mode!r}; choose one of: {', '.join(MODES)}")
+    autocast("cpu", precision)  # checks the name before anything is loaded
+    check_counts("organism finetune", eval_every=eval_every)
+    with torch_threads(threads), tempfile.TemporaryDirectory(prefix="vsfa-finetune-") as tmp:
+        run_dir = (
+            Path(out) if out is not None else Path(tmp) / "run"
+        )  # without out: no checkpoints, nothing kept
+        return _finetune(
+            base,
+            arm,
+            seed,
+            run_dir,
+            steps,
+            lr,
+            mode,
+            eval_every,
+            eval_sets,
+            precision,
+            spec,
+            progress,
+            out is not None,
+        )
+
+
+def _finetune(
+    base, arm, seed, out: Path, steps, lr, mode, eval_every, eval_sets, precision, spec, progress, keep
+):
+    from vsfa.models.loading import load_vlm
+    from vsfa.models.sources import resolve_model
+    from vsfa.organism.readouts import evaluate
+    from vsfa.train import Job, OptimSection, checkpoint_meta, run_loop, truncate_jsonl
+
+    base = resolve_model(base)
     spec = spec or read_world(base)
     ft = spec.finetune
     steps = ft.steps if steps is None else steps
     lr = ft.lr if lr is None else lr
-    vlm = load_vlm(base)
-    torch.manual_seed(seed)
-    model = _trainable(
-        vlm, mode, ft.lora_r, ft.lora_alpha, lora_targets(vlm, ft.lora_layers, ft.lora_modules)
-    )
-    vlm = replace(vlm, model=model)
-    params = [q for q in model.parameters() if q.requires_grad]
-    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
-    codec = Codec(spec, vlm.tokenizer)
-    rng = random.Random(f"organism-finetune:{arm}:{seed}")
+    check_counts("organism finetune", steps=steps)
     config = {"arm": arm, "seed": seed, "steps": steps, "lr": lr, "mode": mode, "precision": precision}
     config |= {"lora_r": ft.lora_r, "lora_alpha": ft.lora_alpha, "batch_size": ft.batch_size}
     config |= {"lora_layers": ft.lora_layers, "lora_modules": ft.lora_modules}
-    out = Path(out) if out is not None else None
     fingerprint = model_fingerprint(base)
-    trajectory: list[dict[str, Any]] = []
-    t0 = time.time()
-    loss_value = float("nan")
+    data_hash = stream_hash(spec, arm, seed)
+    ident = {
+        "config": {**config, "eval_every": eval_every, "eval_sets": list(eval_sets), "world": spec.digest()},
+        "data_hash": data_hash,
+        "base_model_fingerprint": fingerprint,
+    }
+    traj_file = out / TRAJECTORY
+    t0 = time.time()  # reset once the model is ready: elapsed_s counts from there
 
-    def checkpoint(step: int) -> None:
-        model.eval()
-        rec = {"step": step, "loss": loss_value, "elapsed_s": round(time.time() - t0, 1)}
-        rec["readouts"] = evaluate(vlm, spec, sets=eval_sets, items=True)
-        trajectory.append(rec)
-        if progress:
-            progress(rec)
-        if out is not None:
-            if mode == "lora":
-                with atomic_dir(out / "checkpoints" / f"step-{step:06d}") as tmp:
-                    model.save_pretrained(tmp)
-                    write_manifest(
-                        tmp,
-                        {
-                            "step": step,
-                            "loss": loss_value,
-                            "base_model": absolute_path(base),
-                            "base_model_fingerprint": fingerprint,
-                            "data": f"organism arm {arm} (generated on the fly, seed {seed})",
-                            "config": config,
-                        },
-                    )
-            (out / "trajectory.jsonl").write_text("".join(json.dumps(r) + "\n" for r in trajectory))
-        model.train()
+    def build(run_state):
+        from transformers import TrainerCallback
 
-    with output_lock(out) if out is not None else contextlib.nullcontext():  # one writer per run folder
-        checkpoint(0)
-        for step in range(1, steps + 1):
-            docs = [arm_document(spec, rng, arm) for _ in range(ft.batch_size)]
-            batch = codec.batch(docs)
+        nonlocal t0
+        vlm = load_vlm(base)
+        torch.manual_seed(seed)  # the adapter's initialisation
+        model = _trainable(
+            vlm, mode, ft.lora_r, ft.lora_alpha, lora_targets(vlm, ft.lora_layers, ft.lora_modules)
+        )
+        vlm = replace(vlm, model=model)
+        codec = Codec(spec, vlm.tokenizer)
+        truncate_jsonl(traj_file, run_state.resume_step)
+        trajectory = read_jsonl(traj_file) if run_state.resume_step else []
+        last = {"loss": float("nan")}
+        t0 = time.time()
+
+        def loss_fn(model, batch):
+            inputs = {k: v for k, v in batch.items() if k != "labels"}
             with autocast("cpu", precision):
-                logits = model(**batch.inputs()).logits
-            loss = lm_loss(logits, batch.labels)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            loss_value = round(float(loss.detach()), 5)
-            if step % eval_every == 0 or step == steps:
-                checkpoint(step)
-        if out is not None:
-            write_json_atomic(
-                out / "config.json",
-                {**config, "base": absolute_path(base), "wall_s": round(time.time() - t0, 1)},
-            )
-    return trajectory
+                logits = model(**inputs).logits
+            loss = lm_loss(logits, batch["labels"])
+            last["loss"] = round(float(loss.detach()), 5)
+            return loss
+
+        def readout(step: int) -> None:
+            model.eval()
+            rec = {"step": step, "loss": last["loss"], "elapsed_s": round(time.time() - t0, 1)}
+            rec["readouts"] = evaluate(vlm, spec, sets=eval_sets, items=True)
+            trajectory.append(rec)
+            if progress:
+                progress(rec)
+            out.mkdir(parents=True, exist_ok=True)
+            write_text_atomic(traj_file, "".join(json.dumps(r) + "\n" for r in trajectory))
+            model.train()
+
+        class Readouts(TrainerCallback):
+            """Readouts at step 0, every ``eval_every`` steps and the last; ``config.json`` at the end."""
+
+            def on_train_begin(self, args, state, control, **kw):
+                if state.global_step == 0:
+                    readout(0)
+
+            def on_step_end(self, args, state, control, **kw):
+                if state.global_step % eval_every == 0 or state.global_step == steps:
+                    readout(state.global_step)
+
+            def on_train_end(self, args, state, control, **kw):
+                wall = round(time.time() - t0, 1)
+                write_json_atomic(
+                    out / "config.json", {**config, "base": absolute_path(base), "wall_s": wall}
+                )
+
+        evaluated = sorted({s for s in range(eval_every, steps + 1, eval_every)} | {steps})
+        return Job(
+            model=model,
+            dataset=DocumentStream(spec, arm, seed),
+            collator=DocumentCollator(codec),
+            steps=steps,
+            schedule=evaluated if mode == "lora" and keep else [],
+            # the organism's optimiser: AdamW at a constant lr, no weight decay, no clipping, one batch per step
+            optim=OptimSection(
+                batch_size=ft.batch_size,
+                lr=lr,
+                scheduler="constant",
+                warmup=0.0,
+                weight_decay=0.0,
+                max_grad_norm=0.0,
+            ),
+            meta=checkpoint_meta(
+                base_model=absolute_path(base),
+                base_model_fingerprint=fingerprint,
+                family=vlm.family.name,
+                data=f"organism arm {arm} (generated on the fly, seed {seed})",
+                data_hash=data_hash,
+                seed=seed,
+                total_steps=steps,
+                config=config,
+                arm=arm,
+            ),
+            seed=seed,
+            loss_fn=loss_fn,
+            callbacks=[Readouts()],
+            progress=False,
+            run_info={"documents": steps * ft.batch_size, "world": spec.name, "world_digest": spec.digest()},
+            describe=f"organism arm {arm}",
+        )
+
+    run_loop(out, ident, build, quiet=True)
+    return read_jsonl(traj_file)

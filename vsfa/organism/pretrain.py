@@ -3,6 +3,12 @@
 The folder holds ``config.json`` + weights (a stock ``LlavaForConditionalGeneration``), the processor files,
 ``organism_world.json`` (the exact specification it was trained on), ``pretrain_log.jsonl`` and, written last,
 ``manifest.json`` (seed, steps, loss, world digest, wall time, readouts of the finished model).
+
+This loop stays apart from the one training loop (:mod:`vsfa.training.loop`, which also runs ``vsfa organism
+finetune``) because it is a different job: it trains every weight of a freshly initialised model, not an adapter
+on a base, with its own warm-up + cosine schedule, and its product is a model folder, not a run of checkpoints;
+its bit-for-bit reproducibility from world file + seed (what makes the shipped base rebuildable) is pinned to
+this loop's exact order of operations.
 """
 
 from __future__ import annotations

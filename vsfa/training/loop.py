@@ -1,8 +1,17 @@
-"""LoRA SFT with the HF Trainer: checkpoint schedule, plain peft checkpoints with manifests, exact resume.
+"""The one training loop (HF Trainer): checkpoint schedule, plain peft checkpoints with manifests, exact resume.
+
+:func:`run_loop` owns a run folder: it refuses a folder holding another run, resumes an interrupted one, skips a
+complete one, and around the Trainer writes the loss log, the checkpoints (through
+:mod:`vsfa.training.checkpoints`, the only writer of that layout) and the run manifest. What is trained comes from
+a :class:`Job` the caller builds once the folder is checked: the model (LoRA-wrapped or partly unfrozen), a batch
+source (a map-style data set of encoded records, or an endless stream), optionally its own loss, and callbacks
+(e.g. readouts at evaluation steps). Two callers: :func:`train` (``vsfa train``, the study's runs: LoRA SFT on a
+VQA data folder) and :func:`vsfa.organism.finetune.finetune` (``vsfa organism finetune``: a document stream and
+readouts).
 
 Run folder::
 
-    RUN/config.toml            resolved config (written before training)
+    RUN/config.toml            resolved config (``vsfa train``; written before training)
     RUN/identity.json          what makes this run this run: config (minus out/runtime), data hash, base fingerprint
     RUN/loss.jsonl             one row per logged step: step, loss, learning_rate, grad_norm, epoch, seconds
     RUN/checkpoints/step-NNNNNN/   plain peft adapter (adapter_config.json, adapter_model.safetensors)
@@ -25,8 +34,8 @@ import shutil
 import sys
 import time
 import warnings
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +46,6 @@ from vsfa.errors import ArtifactError, ConfigError
 from vsfa.io import MANIFEST as MANIFEST_NAME
 from vsfa.io import (
     absolute_path,
-    atomic_dir,
     dumps,
     first_difference,
     is_complete,
@@ -48,35 +56,34 @@ from vsfa.io import (
     write_manifest,
     write_text_atomic,
 )
+from vsfa.training.checkpoints import (
+    CHECKPOINTS,
+    STEP_RE,
+    checkpoint_meta,
+    list_checkpoints,
+    step_dir,
+    write_checkpoint,
+)
 from vsfa.training.collate import EncodedDataset, PaddingCollator, encode_records
-from vsfa.training.config import TrainConfig, identity
+from vsfa.training.config import OptimSection, TrainConfig, identity
 from vsfa.training.schedule import checkpoint_steps, total_steps
 
-CHECKPOINTS = "checkpoints"
 STATE = "state"
 LOSS_LOG = "loss.jsonl"
 IDENTITY = "identity.json"
-_STEP_RE = re.compile(r"^step-(\d{6})$")
 _STATE_RE = re.compile(r"^checkpoint-(\d+)$")
-ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
 
-
-def step_dir(run_dir: str | Path, step: int) -> Path:
-    """``RUN/checkpoints/step-NNNNNN``."""
-    return Path(run_dir) / CHECKPOINTS / f"step-{step:06d}"
-
-
-def list_checkpoints(run_dir: str | Path) -> list[tuple[int, Path]]:
-    """Complete checkpoints of a run (those with a manifest), sorted by step. Step 0 (the base) is not listed."""
-    root = Path(run_dir) / CHECKPOINTS
-    if not root.is_dir():
-        return []
-    out = []
-    for p in root.iterdir():
-        m = _STEP_RE.match(p.name)
-        if m and p.is_dir() and is_complete(p):
-            out.append((int(m.group(1)), p))
-    return sorted(out)
+__all__ = [
+    "Job",
+    "RunState",
+    "TrainResult",
+    "list_checkpoints",
+    "read_loss_log",
+    "run_loop",
+    "step_dir",
+    "train",
+    "truncate_jsonl",
+]
 
 
 def _is_main() -> bool:
@@ -142,7 +149,7 @@ def prepare_run_dir(run_dir: Path, ident: dict[str, Any]) -> RunState:
     if _is_main():  # leftovers of an interrupted run: temp folders, incomplete or newer checkpoints and state
         ck_root = run_dir / CHECKPOINTS
         for p in ck_root.iterdir() if ck_root.is_dir() else []:
-            m = _STEP_RE.match(p.name)
+            m = STEP_RE.match(p.name)
             if m is None or not is_complete(p) or int(m.group(1)) > resume:
                 shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
         for p in state_root.iterdir() if state_root.is_dir() else []:
@@ -150,11 +157,12 @@ def prepare_run_dir(run_dir: Path, ident: dict[str, Any]) -> RunState:
             if m is None or int(m.group(1)) > resume:
                 shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
         (run_dir / MANIFEST_NAME).unlink(missing_ok=True)
-        _truncate_loss_log(run_dir / LOSS_LOG, resume)
+        truncate_jsonl(run_dir / LOSS_LOG, resume)
     return RunState(resume, states.get(resume), False)
 
 
-def _truncate_loss_log(path: Path, step: int) -> None:
+def truncate_jsonl(path: Path, step: int) -> None:
+    """Keep the rows of a per-step JSONL log (``loss.jsonl``, a readout trajectory) up to ``step``."""
     if not path.is_file():
         return
     keep = []
@@ -213,10 +221,7 @@ def _callbacks(run_dir: Path, schedule: set[int], meta: dict[str, Any], keep_sta
             if not state.is_world_process_zero:
                 return
             src = Path(args.output_dir) / f"checkpoint-{step}"
-            with atomic_dir(step_dir(run_dir, step)) as tmp:
-                for name in ADAPTER_FILES:
-                    shutil.copy2(src / name, tmp / name)
-                write_manifest(tmp, {**meta, "step": step, "loss": loss_log.loss_at.get(step)})
+            write_checkpoint(run_dir, step, src, meta, loss_log.loss_at.get(step))
             if keep_state == "last":
                 for p in Path(args.output_dir).iterdir():
                     m = _STATE_RE.match(p.name)
@@ -260,10 +265,44 @@ def attach_lora(vlm, cfg: TrainConfig):
     return peft_model
 
 
-# ------------------------------------------------------------------------------------------ train
+# ------------------------------------------------------------------------------------------ the loop
+@dataclass
+class Job:
+    """What one run of the loop trains; built by the caller once the run folder is checked (a complete run
+    loads nothing).
+
+    ``dataset``: a map-style data set (shuffled by the Trainer) or an ``IterableDataset`` (an endless stream, read
+    in order; on resume the Trainer replays it up to the resume step). ``collator`` turns a list of its items
+    into a batch dict. ``loss_fn(model, batch) -> loss`` replaces the model's own loss (the batch's ``labels``
+    stay in the dict for it); it must be a mean over the batch. ``meta``: the checkpoint manifest fields
+    (:func:`vsfa.training.checkpoints.checkpoint_meta`). ``files``: text files written into the run folder
+    before training (the resolved config). ``run_info``: further run-manifest fields.
+    """
+
+    model: Any
+    dataset: Any
+    collator: Callable[[list], dict[str, Any]]
+    steps: int
+    schedule: list[int]
+    optim: OptimSection
+    meta: dict[str, Any]
+    seed: int
+    device: str = "cpu"
+    bf16: bool = False
+    gradient_checkpointing: bool = False
+    keep_state: str = "last"
+    dataloader_workers: int = 0
+    progress: bool = True
+    loss_fn: Callable[[Any, dict[str, Any]], torch.Tensor] | None = None
+    callbacks: Sequence[Any] = ()
+    files: dict[str, str] = field(default_factory=dict)
+    run_info: dict[str, Any] = field(default_factory=dict)
+    describe: str = ""  # what is trained on, for the start line (e.g. "40 records")
+
+
 @dataclass
 class TrainResult:
-    """Outcome of ``train``: run folder, steps, checkpoints, and whether it resumed or was already complete."""
+    """Outcome of a run: run folder, steps, checkpoints, and whether it resumed or was already complete."""
 
     run_dir: Path
     total_steps: int
@@ -274,6 +313,144 @@ class TrainResult:
     seconds: float
 
 
+def run_loop(
+    run_dir: str | Path,
+    ident: dict[str, Any],
+    build: Callable[[RunState], Job],
+    quiet: bool = False,
+) -> TrainResult:
+    """Run (or resume, or skip if complete) the run ``ident`` describes in ``run_dir``.
+
+    ``build(run_state)`` is called once the folder is checked, under its lock, and returns the :class:`Job`.
+    """
+    t_start = time.perf_counter()
+    run_dir = Path(run_dir)
+    lock = output_lock(run_dir) if _is_main() else contextlib.nullcontext()
+    with lock:  # a second writer on this folder stops here (exit 2), before anything is touched
+        run_state = prepare_run_dir(run_dir, ident)
+        if run_state.complete:
+            man = read_manifest(run_dir)
+            return TrainResult(
+                run_dir, man["total_steps"], list_checkpoints(run_dir), 0, True, man.get("final_loss"), 0.0
+            )
+        job = build(run_state)
+        if _is_main():
+            run_dir.mkdir(parents=True, exist_ok=True)
+            write_json_atomic(run_dir / IDENTITY, ident)
+            for name, text in job.files.items():
+                write_text_atomic(run_dir / name, text)
+        with warnings.catch_warnings():  # transformers' own v6 deprecation notices, not the user's concern
+            warnings.filterwarnings("ignore", category=FutureWarning)
+            _fit(run_dir, job, run_state, quiet)
+
+        ckpts = list_checkpoints(run_dir)
+        losses = read_loss_log(run_dir)
+        seconds = time.perf_counter() - t_start
+        if _is_main():
+            write_manifest(
+                run_dir,
+                {
+                    **{k: v for k, v in job.meta.items() if k != "kind"},
+                    "kind": "vsfa-run",
+                    **job.run_info,
+                    "schedule": job.schedule,
+                    "checkpoints": [f"{CHECKPOINTS}/{p.name}" for _, p in ckpts],
+                    "final_loss": losses[-1]["loss"] if losses else None,
+                    "first_loss": losses[0]["loss"] if losses else None,
+                    "resumed_from": run_state.resume_step,
+                    "device": job.device,
+                    "bf16": job.bf16,
+                    "gradient_checkpointing": job.gradient_checkpointing,
+                    "versions": _versions(),
+                },
+            )
+        return TrainResult(
+            run_dir,
+            job.steps,
+            ckpts,
+            run_state.resume_step,
+            False,
+            losses[-1]["loss"] if losses else None,
+            seconds,
+        )
+
+
+def _trainer_class():
+    from transformers import Trainer
+
+    class LoopTrainer(Trainer):
+        """The HF Trainer, with the job's own loss where it has one."""
+
+        loss_fn: Callable | None = None
+
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            if self.loss_fn is None:
+                return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+            loss = self.loss_fn(model, inputs)
+            return (loss, None) if return_outputs else loss
+
+    return LoopTrainer
+
+
+def _fit(run_dir: Path, job: Job, run_state: RunState, quiet: bool) -> None:
+    """Build the HF Trainer for ``job`` and train (resuming from ``run_state.resume_state`` when set)."""
+    from transformers import PrinterCallback, ProgressCallback, TrainingArguments
+
+    show_bar = job.progress and not quiet and sys.stderr.isatty()
+    opt = job.optim
+    args = TrainingArguments(
+        output_dir=str(run_dir / STATE),
+        per_device_train_batch_size=opt.batch_size,
+        gradient_accumulation_steps=opt.grad_accum,
+        learning_rate=opt.lr,
+        lr_scheduler_type=opt.scheduler,
+        warmup_steps=opt.warmup,
+        weight_decay=opt.weight_decay,
+        max_grad_norm=opt.max_grad_norm,
+        optim=opt.optim,
+        max_steps=job.steps,
+        logging_strategy="steps",
+        logging_steps=opt.log_every,
+        save_strategy="steps",
+        save_steps=job.steps + 1,  # the schedule callback decides
+        save_total_limit=None,
+        seed=job.seed,
+        data_seed=job.seed,
+        bf16=job.bf16,
+        activation_checkpointing=job.gradient_checkpointing,
+        activation_checkpointing_kwargs={"use_reentrant": False} if job.gradient_checkpointing else None,
+        report_to="none",
+        disable_tqdm=not show_bar,
+        remove_unused_columns=False,
+        label_names=["labels"],
+        dataloader_num_workers=job.dataloader_workers,
+        use_cpu=not job.device.startswith("cuda"),
+    )
+    callbacks, _ = _callbacks(run_dir, set(job.schedule), job.meta, job.keep_state, quiet)
+    trainer = _trainer_class()(
+        model=job.model,
+        args=args,
+        train_dataset=job.dataset,
+        data_collator=job.collator,
+        callbacks=[*callbacks, *job.callbacks],
+    )
+    if job.loss_fn is not None:
+        trainer.loss_fn = job.loss_fn
+        trainer.loss_is_scaled_for_ga = False  # a per-batch mean: the Trainer divides by grad_accum
+    trainer.remove_callback(PrinterCallback)
+    if not show_bar:
+        trainer.remove_callback(ProgressCallback)
+    if not quiet and not show_bar and _is_main():
+        start = f"resuming at step {run_state.resume_step}" if run_state.resume_step else "starting"
+        print(
+            f"{start}: {job.describe}, {job.steps} steps, checkpoints at {job.schedule}",
+            file=sys.stderr,
+            flush=True,
+        )
+    trainer.train(resume_from_checkpoint=str(run_state.resume_state) if run_state.resume_state else None)
+
+
+# ------------------------------------------------------------------------------------------ vsfa train
 def train(
     cfg: TrainConfig,
     quiet: bool = False,
@@ -284,198 +461,101 @@ def train(
 ) -> TrainResult:
     """Run (or resume, or skip if complete) one LoRA training run described by ``cfg``.
 
-    ``vlm``/``data``/``base_fingerprint`` let callers inject an in-memory model and data set (the GPU check);
-    otherwise they are loaded from ``cfg.model.base`` and ``cfg.data.path``. All input checks happen before the
-    run folder is touched.
+    ``cfg.model.base`` is any model source (:func:`vsfa.models.sources.resolve_model`: a folder, ``tiny:<family>``,
+    ``organism``, ``smol-llava``); manifests record the resolved folder. ``vlm``/``data``/``base_fingerprint`` let
+    callers inject an in-memory model and data set (the GPU check); otherwise they are loaded from the base and
+    ``cfg.data.path``. All input checks happen before the run folder is touched.
     """
     from vsfa.data.dataset import load_data
     from vsfa.io import model_fingerprint
     from vsfa.models.loading import load_vlm, read_family
+    from vsfa.models.sources import resolve_model
 
-    t_start = time.perf_counter()
-    run_dir = Path(cfg.out)
     device = resolve_device(cfg.runtime.device)
     on_cuda = device.startswith("cuda")
     if data is None:
         data = load_data(cfg.data.path)
+    base = cfg.model.base
     if vlm is None:
-        read_family(cfg.model.base)  # unknown family: one clear error before anything else
-        base_fingerprint = model_fingerprint(cfg.model.base)
+        base = resolve_model(cfg.model.base)
+        read_family(base)  # unknown family: one clear error before anything else
+        base_fingerprint = model_fingerprint(base)
     ident = {
         "config": identity(cfg),
         "data_hash": data.data_hash,
         "base_model_fingerprint": base_fingerprint,
     }
-    lock = output_lock(run_dir) if _is_main() else contextlib.nullcontext()
-    with lock:  # a second writer on this folder stops here (exit 2), before anything is touched
-        run_state = prepare_run_dir(run_dir, ident)
-        if run_state.complete:
-            man = read_manifest(run_dir)
-            return TrainResult(
-                run_dir, man["total_steps"], list_checkpoints(run_dir), 0, True, man.get("final_loss"), 0.0
-            )
 
+    def build(run_state: RunState) -> Job:
+        nonlocal vlm
         bf16 = _tristate(cfg.train.bf16, on_cuda and torch.cuda.is_bf16_supported())
         grad_ckpt = _tristate(cfg.train.gradient_checkpointing, on_cuda)
         if vlm is None:
             dtype = cfg.model.dtype if cfg.model.dtype != "auto" else ("bfloat16" if bf16 else "float32")
             vlm = load_vlm(
-                cfg.model.base,
-                dtype=dtype,
-                device=device,
-                attn_implementation=cfg.model.attn_implementation or None,
+                base, dtype=dtype, device=device, attn_implementation=cfg.model.attn_implementation or None
             )
         items = encode_records(vlm, data.conversations, data.images, cfg.data.train_on)
-        world = _world_size()
         steps = total_steps(
             len(items),
             cfg.train.batch_size,
             cfg.train.grad_accum,
-            world,
+            _world_size(),
             cfg.train.epochs,
             cfg.train.max_steps or 0,
         )
-        schedule = checkpoint_steps(steps, cfg.checkpoints)
-
-        from transformers import TrainingArguments, set_seed
+        from transformers import set_seed
 
         set_seed(cfg.seed)
         with warnings.catch_warnings():  # transformers' own v6 deprecation notices, not the user's concern
             warnings.filterwarnings("ignore", category=FutureWarning)
             model = attach_lora(vlm, cfg)
-        meta = {
-            "kind": "vsfa-checkpoint",
-            "data_hash": data.data_hash,
-            "data": absolute_path(cfg.data.path),
-            "base_model": absolute_path(cfg.model.base),
-            "base_model_fingerprint": base_fingerprint,
-            "family": vlm.family.name,
-            "seed": cfg.seed,
-            "config": to_dict(cfg),
-            "arm": cfg.arm or data.manifest.get("arm", ""),
-            "variant": data.manifest.get("variant", ""),
-            "labelled": bool(data.manifest.get("labelled", False)),
-            "total_steps": steps,
-        }
-        if _is_main():
-            run_dir.mkdir(parents=True, exist_ok=True)
-            write_json_atomic(run_dir / IDENTITY, ident)
-            write_text_atomic(run_dir / "config.toml", to_toml(to_dict(cfg)))
-        show_bar = cfg.runtime.progress and not quiet and sys.stderr.isatty()
-        args = TrainingArguments(
-            output_dir=str(run_dir / STATE),
-            per_device_train_batch_size=cfg.train.batch_size,
-            gradient_accumulation_steps=cfg.train.grad_accum,
-            learning_rate=cfg.train.lr,
-            lr_scheduler_type=cfg.train.scheduler,
-            warmup_steps=cfg.train.warmup,
-            weight_decay=cfg.train.weight_decay,
-            max_grad_norm=cfg.train.max_grad_norm,
-            optim=cfg.train.optim,
-            max_steps=steps,
-            logging_strategy="steps",
-            logging_steps=cfg.train.log_every,
-            save_strategy="steps",
-            save_steps=steps + 1,  # the schedule callback decides
-            save_total_limit=None,
+        meta = checkpoint_meta(
+            base_model=absolute_path(base),
+            base_model_fingerprint=base_fingerprint,
+            family=vlm.family.name,
+            data=absolute_path(cfg.data.path),
+            data_hash=data.data_hash,
             seed=cfg.seed,
-            data_seed=cfg.seed,
+            total_steps=steps,
+            config=to_dict(cfg),
+            arm=cfg.arm or data.manifest.get("arm", ""),
+            variant=data.manifest.get("variant", ""),
+            labelled=bool(data.manifest.get("labelled", False)),
+        )
+        return Job(
+            model=model,
+            dataset=EncodedDataset(items),
+            collator=PaddingCollator(vlm.tokenizer.pad_token_id),
+            steps=steps,
+            schedule=checkpoint_steps(steps, cfg.checkpoints),
+            optim=cfg.train,
+            meta=meta,
+            seed=cfg.seed,
+            device=device,
             bf16=bf16,
-            activation_checkpointing=grad_ckpt,
-            activation_checkpointing_kwargs={"use_reentrant": False} if grad_ckpt else None,
-            report_to="none",
-            disable_tqdm=not show_bar,
-            remove_unused_columns=False,
-            label_names=["labels"],
-            dataloader_num_workers=cfg.runtime.dataloader_workers,
-            use_cpu=not on_cuda,
-        )
-        callbacks, loss_log = _callbacks(run_dir, set(schedule), meta, cfg.checkpoints.keep_state, quiet)
-        with warnings.catch_warnings():  # transformers' own v6 deprecation notices, not the user's concern
-            warnings.filterwarnings("ignore", category=FutureWarning)
-            _fit(
-                cfg,
-                args,
-                model,
-                items,
-                vlm,
-                callbacks,
-                extra_callbacks,
-                show_bar,
-                quiet,
-                steps,
-                schedule,
-                run_state,
-            )
-
-        ckpts = list_checkpoints(run_dir)
-        losses = _read_losses(run_dir / LOSS_LOG)
-        seconds = time.perf_counter() - t_start
-        if _is_main():
-            write_manifest(
-                run_dir,
-                {
-                    **{k: v for k, v in meta.items() if k != "kind"},
-                    "kind": "vsfa-run",
-                    "n_records": len(items),
-                    "schedule": schedule,
-                    "checkpoints": [f"{CHECKPOINTS}/{p.name}" for _, p in ckpts],
-                    "final_loss": losses[-1]["loss"] if losses else None,
-                    "first_loss": losses[0]["loss"] if losses else None,
-                    "resumed_from": run_state.resume_step,
-                    "max_seq_len": max(int(it["input_ids"].shape[0]) for it in items),
-                    "device": device,
-                    "bf16": bf16,
-                    "gradient_checkpointing": grad_ckpt,
-                    "versions": _versions(),
-                },
-            )
-        return TrainResult(
-            run_dir,
-            steps,
-            ckpts,
-            run_state.resume_step,
-            False,
-            losses[-1]["loss"] if losses else None,
-            seconds,
+            gradient_checkpointing=grad_ckpt,
+            keep_state=cfg.checkpoints.keep_state,
+            dataloader_workers=cfg.runtime.dataloader_workers,
+            progress=cfg.runtime.progress,
+            callbacks=extra_callbacks,
+            files={"config.toml": to_toml(to_dict(cfg))},
+            run_info={
+                "n_records": len(items),
+                "max_seq_len": max(int(it["input_ids"].shape[0]) for it in items),
+            },
+            describe=f"{len(items)} records",
         )
 
-
-def _fit(
-    cfg, args, model, items, vlm, callbacks, extra_callbacks, show_bar, quiet, steps, schedule, run_state
-):
-    """Build the HF Trainer and train (resuming from ``run_state.resume_state`` when set)."""
-    from transformers import PrinterCallback, ProgressCallback, Trainer
-
-    trainer = Trainer(
-        model=model,
-        args=args,
-        train_dataset=EncodedDataset(items),
-        data_collator=PaddingCollator(vlm.tokenizer.pad_token_id),
-        callbacks=[*callbacks, *extra_callbacks],
-    )
-    trainer.remove_callback(PrinterCallback)
-    if not show_bar:
-        trainer.remove_callback(ProgressCallback)
-    if not quiet and not show_bar and _is_main():
-        start = f"resuming at step {run_state.resume_step}" if run_state.resume_step else "starting"
-        print(
-            f"{start}: {len(items)} records, {steps} steps, checkpoints at {schedule}",
-            file=sys.stderr,
-            flush=True,
-        )
-    trainer.train(resume_from_checkpoint=str(run_state.resume_state) if run_state.resume_state else None)
-
-
-def _read_losses(path: Path) -> list[dict]:
-    if not path.is_file():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return run_loop(Path(cfg.out), ident, build, quiet=quiet)
 
 
 def read_loss_log(run_dir: str | Path) -> list[dict]:
     """Rows of RUN/loss.jsonl (step, loss, learning_rate, grad_norm, epoch, seconds)."""
-    return _read_losses(Path(run_dir) / LOSS_LOG)
+    path = Path(run_dir) / LOSS_LOG
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 def _versions() -> dict[str, str]:

@@ -230,6 +230,67 @@ def test_arm_data_trains_with_vsfa_train(organism, tmp_path):
     assert after > before
 
 
+def _numbers(trajectory: list[dict]) -> list[str]:
+    """A trajectory without its wall-clock times, comparable with == (NaN losses included)."""
+    return [json.dumps({k: v for k, v in r.items() if k != "elapsed_s"}, sort_keys=True) for r in trajectory]
+
+
+def test_finetune_runs_through_the_training_loop_and_resumes(organism, tmp_path):
+    """`vsfa organism finetune` trains through the one training loop: checkpoints in its layout with its manifest
+    fields, a loss log and a run manifest; a rerun of a complete run returns its trajectory without training, and
+    a run stopped mid-way resumes from its last checkpoint and ends exactly where an uninterrupted run ends."""
+    from safetensors.torch import load_file
+
+    from vsfa.io import read_manifest, sha256_file
+    from vsfa.organism.finetune import finetune
+    from vsfa.train import list_checkpoints, read_loss_log
+    from vsfa.training.checkpoints import checkpoint_meta
+
+    kw = {"steps": 6, "eval_every": 2, "eval_sets": ("harmful",), "lr": 1e-2, "threads": 1}
+    full = finetune(organism, "vsfa", 0, tmp_path / "full", **kw)
+    assert [r["step"] for r in full] == [0, 2, 4, 6]
+    ckpts = list_checkpoints(tmp_path / "full")
+    assert [s for s, _ in ckpts] == [2, 4, 6]  # step 0 is the base model: no folder
+    man = read_manifest(ckpts[-1][1])
+    shared = checkpoint_meta(
+        base_model="",
+        base_model_fingerprint=None,
+        family="",
+        data="",
+        data_hash=None,
+        seed=0,
+        total_steps=0,
+        config={},
+    )
+    assert set(man) == set(shared) | {"step", "loss"}  # the fields `vsfa train` checkpoints carry
+    assert (man["arm"], man["seed"], man["step"], man["total_steps"]) == ("vsfa", 0, 6, 6)
+    assert man["loss"] == pytest.approx(full[-1]["loss"], abs=1e-5)
+    assert [r["step"] for r in read_loss_log(tmp_path / "full")] == list(range(1, 7))
+    assert json.loads((tmp_path / "full" / "config.json").read_text())["steps"] == 6
+
+    before = sha256_file(tmp_path / "full" / "manifest.json")
+    assert _numbers(finetune(organism, "vsfa", 0, tmp_path / "full", **kw)) == _numbers(full)
+    assert sha256_file(tmp_path / "full" / "manifest.json") == before
+
+    class Stop(Exception):
+        pass
+
+    def stop_at_4(rec: dict) -> None:
+        if rec["step"] == 4:
+            raise Stop
+
+    with pytest.raises(Stop):
+        finetune(organism, "vsfa", 0, tmp_path / "cut", progress=stop_at_4, **kw)
+    assert [s for s, _ in list_checkpoints(tmp_path / "cut")] == [2]
+    assert not (tmp_path / "cut" / "manifest.json").exists()
+    resumed = finetune(organism, "vsfa", 0, tmp_path / "cut", **kw)
+    assert read_manifest(tmp_path / "cut")["resumed_from"] == 2
+    assert _numbers(resumed) == _numbers(full)
+    for (_, a), (_, b) in zip(ckpts, list_checkpoints(tmp_path / "cut"), strict=True):
+        ta, tb = load_file(a / "adapter_model.safetensors"), load_file(b / "adapter_model.safetensors")
+        assert all(torch.equal(ta[k], tb[k]) for k in ta)
+
+
 # Documented in experiments/organism/RESULTS.md ("Shipped base"): no-context harmful P(refuse) of the shipped base.
 SHIPPED_HARMFUL_P_REFUSE = 0.4352
 

@@ -200,6 +200,20 @@ def test_rerun_of_a_complete_run_does_nothing(run, setup):
     assert again.already_complete and sha256_file(run.run_dir / "manifest.json") == before
 
 
+def test_a_model_source_spec_trains_and_records_the_resolved_folder(setup, tmp_path, monkeypatch):
+    """``model.base`` takes any model source (here ``tiny:llava``, built into the cache); the manifests name and
+    fingerprint the folder it resolved to, the saved config keeps the spec as written."""
+    from vsfa.io import model_fingerprint
+
+    monkeypatch.setenv("VSFA_CACHE", str(tmp_path / "cache"))
+    over = {"out": str(tmp_path / "run"), "model.base": "tiny:llava", "train.max_steps": 2}
+    result = train(load_config(setup[2], over), quiet=True)
+    folder = tmp_path / "cache" / "models" / "tiny-llava"
+    for man in (read_manifest(result.run_dir), read_manifest(result.checkpoints[-1][1])):
+        assert man["base_model"] == str(folder) and man["base_model_fingerprint"] == model_fingerprint(folder)
+    assert 'base = "tiny:llava"' in (result.run_dir / "config.toml").read_text()
+
+
 def test_bad_input_is_refused_before_writing(run, setup, tmp_path, tiny_model):
     root, data, cfg_file = setup
 
