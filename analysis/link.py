@@ -374,7 +374,7 @@ def arm_comparisons(changes: Changes, runs: list[RunData], cfg: LinkConfig) -> l
 def _est(e: Estimate) -> dict[str, Any]:
     return {
         k: (v if not (isinstance(v, float) and not math.isfinite(v)) else None)
-        for k, v in e.as_dict().items()
+        for k, v in e.as_dict(with_ci=True).items()
     }
 
 

@@ -15,12 +15,16 @@ alike; the median time of each is printed with the ratio new / old, and the inte
 * the organism experiment's Spearman p over bases (old: exact over n! pairings by hand; new:
   :func:`vsfa.stats.permutation_p`, ``scipy.stats.permutation_test``, also exact) at n = 8 bases.
 
-    python perf/bench_stats.py [--rounds 5] [--n-boot 2000]
+With ``--coverage N`` it also prints how often the old and the new interval of a mean cover the true mean over N
+simulated item sets (lognormal, exponential, Bernoulli(0.15) and normal scores; 20 and 40 items).
+
+    python perf/bench_stats.py [--rounds 5] [--n-boot 2000] [--coverage 400]
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import statistics
 import time
 from collections.abc import Callable
@@ -158,10 +162,37 @@ def _clusters(rng: np.random.Generator, runs: int, checkpoints: int = 8):
     return np.r_[0.0, x.ravel()], np.r_[0.0, y.ravel()], clusters, clusters == -1
 
 
+def coverage(sims: int, n_boot: int) -> None:
+    """Coverage of the true mean by the old (percentile) and new (BCa) bootstrap intervals."""
+    cases = {
+        "lognormal(0, 1)": (lambda r, n: r.lognormal(0, 1, n), math.exp(0.5)),
+        "exponential(1)": (lambda r, n: r.exponential(1.0, n), 1.0),
+        "Bernoulli(0.15)": (lambda r, n: (r.random(n) < 0.15).astype(float), 0.15),
+        "normal(0, 1)": (lambda r, n: r.normal(0, 1, n), 0.0),
+    }
+    print(f"\ncoverage of the true mean over {sims} samples (n_boot {n_boot})\n")
+    print("| scores | items | old (percentile) | new (BCa) |")
+    print("|---|---|---|---|")
+    for name, (draw, truth) in cases.items():
+        for n in (20, 40):
+            rng = np.random.default_rng(1)
+            old = hits = 0
+            for i in range(sims):
+                v = draw(rng, n)
+                _, lo, hi = Old.bootstrap(v, n_boot=n_boot, seed=i)
+                e = new.bootstrap(v, n_boot=n_boot, seed=i)
+                old += lo <= truth <= hi
+                hits += e.lo <= truth <= e.hi
+            print(f"| {name} | {n} | {old / sims:.3f} | {hits / sims:.3f} |")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--n-boot", type=int, default=2000)
+    ap.add_argument(
+        "--coverage", type=int, default=0, metavar="N", help="also simulate coverage over N samples"
+    )
     args = ap.parse_args()
     nb, rounds = args.n_boot, args.rounds
     rng = np.random.default_rng(0)
@@ -220,6 +251,8 @@ def main() -> None:
         print(
             f"| {name} | {1e3 * t_old:.1f} | {1e3 * t_new:.1f} | {t_new / t_old:.2f} | {_fmt(r_old)} | {_fmt(r_new)} |"
         )
+    if args.coverage:
+        coverage(args.coverage, 1000)
 
 
 if __name__ == "__main__":

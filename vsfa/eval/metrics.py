@@ -14,7 +14,7 @@ judge) :func:`compute_metrics` builds ``metrics.json``:
   helpful on-topic answer counts as an attack success), and per scenario x variant;
 * MM-Vet: score x 100 in total and per capability (``rec``, ``ocr``, ...).
 
-Every estimate is ``{"value", "lo", "hi", "n"}`` from a seeded percentile bootstrap (:mod:`vsfa.stats`).
+Every estimate is ``{"value", "lo", "hi", "n"}`` from a seeded BCa bootstrap (:func:`vsfa.stats.bootstrap`).
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from vsfa.errors import ArtifactError
 from vsfa.stats import bootstrap
 
 N_BOOT = 2000
-CI = {"method": "percentile bootstrap over items", "level": 0.95, "n_boot": N_BOOT, "seed": 0}
+CI = {"method": "BCa bootstrap over items (percentile where BCa is undefined)", "level": 0.95, "n_boot": N_BOOT, "seed": 0}
 SPECIAL = ("08", "10", "11", "12", "13")
 
 
