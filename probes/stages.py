@@ -17,6 +17,7 @@ evaluation sets on both (base activations come from the cache), and reports per 
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from dataclasses import asdict, dataclass, field
@@ -44,6 +45,7 @@ from vsfa.io import (
 from vsfa.models.loading import base_mismatch
 from vsfa.stats import paired_diff
 
+logger = logging.getLogger(__name__)
 DEFAULT_EVAL_SETS = ("neutral", "requests")
 METHOD_NAMES = {"dom": "difference of means", "probe": "probe normal"}
 
@@ -148,7 +150,7 @@ def model_dims(path: str | Path) -> tuple[int, int]:
 
 
 # ------------------------------------------------------------------------------------------- directions
-def run_directions(cfg: DirectionsConfig, log=print) -> tuple[DirectionSet, Path, Capturer]:
+def run_directions(cfg: DirectionsConfig) -> tuple[DirectionSet, Path, Capturer]:
     """Capture the contrast (+ separation) set on ``cfg.model``, derive directions, write the artifact."""
     if not cfg.model:
         raise ConfigError("directions: no model given")
@@ -175,12 +177,12 @@ def run_directions(cfg: DirectionsConfig, log=print) -> tuple[DirectionSet, Path
     sidecar = out.with_name(out.name + ".json")
     with output_lock(out):
         if reuse_or_replace(out, inputs, cfg.overwrite, manifest=sidecar):
-            log(f"{sidecar}: same inputs, reused")
+            logger.info("%s: same inputs, reused", sidecar)
             return load_directions(sidecar), sidecar, capturer
         t0 = time.perf_counter()
         c_store = capturer.capture(contrast, cspec)
         s_store = capturer.capture(separation, cspec) if separation is not None else None
-        log(
+        logger.info(
             f"activations: {capturer.hits} from cache, {capturer.misses} computed "
             f"({time.perf_counter() - t0:.1f} s)"
         )
@@ -246,7 +248,7 @@ def _paired(base: ActivationStore, tuned: ActivationStore) -> None:
 
 
 def base_directions(
-    base_dir: Path, cfg: CompareOptions, acts: Path, log=print, hook_kind: str | None = None
+    base_dir: Path, cfg: CompareOptions, acts: Path, hook_kind: str | None = None
 ) -> DirectionSet:
     """The fixed base directions: ``cfg.directions``, else ``ACTS/../directions/persona-<fp>`` (derived if absent).
 
@@ -260,7 +262,7 @@ def base_directions(
         if dpath.with_suffix(".json").is_file():
             dset = load_directions(dpath)
         else:
-            log(f"no --directions: deriving base directions into {dpath}.json")
+            logger.info("no --directions: deriving base directions into %s.json", dpath)
             dcfg = DirectionsConfig(
                 model=str(base_dir),
                 out=str(dpath),
@@ -272,7 +274,7 @@ def base_directions(
                 backend=cfg.backend,
                 seed=cfg.seed,
             )
-            dset, _, _ = run_directions(dcfg, log=log)
+            dset, _, _ = run_directions(dcfg)
     fp = dset.meta.get("model", {}).get("fingerprint")
     if fp and fp != model_fingerprint(base_dir):
         raise ArtifactError(
@@ -284,13 +286,13 @@ def base_directions(
     return dset
 
 
-def run_probe(cfg: ProbeConfig, log=print) -> dict[str, Any]:
+def run_probe(cfg: ProbeConfig) -> dict[str, Any]:
     """Compare a checkpoint with its base along the base directions, layer by layer; returns the report."""
     t0 = time.perf_counter()
     ckpt = Path(cfg.checkpoint)
     manifest, base_dir = checkpoint_info(ckpt, cfg.base)
     acts = Path(cfg.acts) if cfg.acts else default_acts_root(ckpt)
-    dset = base_directions(base_dir, cfg, acts, log, cfg.hook_kind)
+    dset = base_directions(base_dir, cfg, acts, cfg.hook_kind)
     dpath = Path(dset.meta["path"])
     position = cfg.position or (dset.selected or {}).get("position") or dset.positions[0]
     if position not in dset.positions:
