@@ -37,6 +37,7 @@ from vsfa.organism.documents import ARMS, arm_document
 from vsfa.organism.model import Codec, lm_loss
 from vsfa.organism.pretrain import autocast, read_world, torch_threads
 from vsfa.organism.world import WorldSpec
+from vsfa.progress import progress as progress_bar
 
 MODES = ("lora", "full")
 DEFAULT_EVAL_SETS = ("harmful", "harmless", "care_ctx", "threat_main", "neutral_ctx")
@@ -214,7 +215,7 @@ def _finetune(base, arm, seed, out, steps, lr, mode, eval_every, eval_sets, prec
 
     with output_lock(out) if out is not None else contextlib.nullcontext():  # one writer per run folder
         checkpoint(0)
-        for step in range(1, steps + 1):
+        for step in progress_bar(range(1, steps + 1), f"finetune {arm}", unit="step"):
             docs = [arm_document(spec, rng, arm) for _ in range(ft.batch_size)]
             batch = codec.batch(docs)
             with autocast("cpu", precision):

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import re
 import shutil
@@ -52,6 +53,7 @@ from vsfa.training.collate import EncodedDataset, PaddingCollator, encode_record
 from vsfa.training.config import TrainConfig, identity
 from vsfa.training.schedule import checkpoint_steps, total_steps
 
+logger = logging.getLogger(__name__)
 CHECKPOINTS = "checkpoints"
 STATE = "state"
 LOSS_LOG = "loss.jsonl"
@@ -224,10 +226,9 @@ def _callbacks(run_dir: Path, schedule: set[int], meta: dict[str, Any], keep_sta
                         shutil.rmtree(p, ignore_errors=True)
             if quiet is False and not sys.stderr.isatty():
                 loss = loss_log.loss_at.get(step)
-                print(
+                logger.info(
                     f"step {step}/{state.max_steps} loss {loss if loss is None else f'{loss:.4f}'} -> "
-                    f"{step_dir(run_dir, step)}",
-                    file=sys.stderr,
+                    f"{step_dir(run_dir, step)}"
                 )
 
     return [ScheduleCallback(), loss_log, CheckpointCallback()], loss_log
@@ -459,11 +460,7 @@ def _fit(
         trainer.remove_callback(ProgressCallback)
     if not quiet and not show_bar and _is_main():
         start = f"resuming at step {run_state.resume_step}" if run_state.resume_step else "starting"
-        print(
-            f"{start}: {len(items)} records, {steps} steps, checkpoints at {schedule}",
-            file=sys.stderr,
-            flush=True,
-        )
+        logger.info(f"{start}: {len(items)} records, {steps} steps, checkpoints at {schedule}")
     trainer.train(resume_from_checkpoint=str(run_state.resume_state) if run_state.resume_state else None)
 
 
