@@ -11,8 +11,8 @@ was made (``ci``). The resampling is :func:`scipy.stats.bootstrap`'s:
   the *unit indices* are bootstrapped by scipy (each unit set on its own) and a statistic pools the drawn units
   (:func:`_index_replicates`); the interval is then built from that bootstrap distribution;
 * point correlations from :func:`scipy.stats.pearsonr` / :func:`scipy.stats.spearmanr`; proportions from
-  :meth:`scipy.stats.binomtest(...).proportion_ci <scipy.stats._result_classes.BinomTestResult.proportion_ci>`
-  (Wilson).
+  ``scipy.stats.binomtest(k, n).proportion_ci(method="wilson")``; the permutation p of a correlation from
+  :func:`scipy.stats.permutation_test` (:func:`permutation_p`).
 
 Resampling is seeded, so reports are reproducible.
 """
