@@ -23,6 +23,7 @@ settings) and ``manifest.json``, written last.
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from dataclasses import dataclass, field, replace
@@ -52,7 +53,10 @@ from vsfa.io import (
     write_json_atomic,
     write_manifest,
 )
+from vsfa.progress import progress
 from vsfa.stats import bootstrap
+
+logger = logging.getLogger(__name__)
 
 CURVE_METRICS = (
     "asr",
@@ -145,8 +149,8 @@ def _points_metrics(rows: list[dict[str, Any]], judged: list[dict[str, Any]]) ->
 class _Evaluator:
     """Evaluates one loaded model under a list of hooks, into ``points/<mode>/<direction>/alpha=<a>``."""
 
-    def __init__(self, cfg: SteerConfig, vlm, items: list[BenchItem], key: dict[str, Any], log):
-        self.cfg, self.vlm, self.items, self.key, self.log = cfg, vlm, items, key, log
+    def __init__(self, cfg: SteerConfig, vlm, items: list[BenchItem], key: dict[str, Any]):
+        self.cfg, self.vlm, self.items, self.key = cfg, vlm, items, key
         self.hooked = HookedVLM(vlm, backend="torch")
         self.gen = GenerationConfig(
             max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size, **cfg.generation
@@ -173,8 +177,8 @@ class _Evaluator:
         u = unit.to(torch.float32)
         for name in readout:
             metrics[f"projection@{name}"] = float((cache[name][:, -1, :] @ u).mean())
-        self.log(
-            f"  {intervention['mode']} {intervention['direction']} alpha={intervention.get('alpha', math.nan):.3g}: "
+        logger.info(
+            f"{intervention['mode']} {intervention['direction']} alpha={intervention.get('alpha', math.nan):.3g}: "
             f"ASR {metrics['asr']:.2f}, refusal score {metrics['refusal_logodds_harmful']:+.2f}, "
             f"degenerate {metrics['degenerate']:.0%} ({time.perf_counter() - t0:.0f} s)"
         )
@@ -285,7 +289,7 @@ def _restored(base: tuple, tuned: tuple, rows: list[dict], judged: list[dict], c
     return out
 
 
-def steer(cfg: SteerConfig, log=print) -> Path:
+def steer(cfg: SteerConfig) -> Path:
     """Run the steering sweep (and the ablation when ``cfg.checkpoint`` is given); returns the output folder.
     Every input is checked before anything is written; the folder is locked while it is written."""
     cfg.check()
@@ -296,10 +300,10 @@ def steer(cfg: SteerConfig, log=print) -> Path:
         raise ArtifactError(f"benchmark {cfg.bench}: no harmful items to steer on")
     out = Path(cfg.out)
     with output_lock(out):  # one writer per folder
-        return _steer(cfg, out, items, t0, log)
+        return _steer(cfg, out, items, t0)
 
 
-def _steer(cfg: SteerConfig, out: Path, items: list[BenchItem], t0: float, log) -> Path:
+def _steer(cfg: SteerConfig, out: Path, items: list[BenchItem], t0: float) -> Path:
     from vsfa.models.loading import load_vlm
 
     out.mkdir(parents=True, exist_ok=True)
@@ -310,12 +314,12 @@ def _steer(cfg: SteerConfig, out: Path, items: list[BenchItem], t0: float, log) 
     alignment = {"note": why} if readout is None else readout_alignment(readout, dset, chosen, cfg.seed)
     readout = list(dict.fromkeys([chosen.hook, hook_name(vlm.n_layers - 1)]))
     key = {"model": str(cfg.model), "model_fingerprint": model_fingerprint(cfg.model), "adapter": None}
-    ev = _Evaluator(cfg, vlm, items, key, log)
+    ev = _Evaluator(cfg, vlm, items, key)
     points = out / "points"
     plain = {"mode": "steer", "direction": "none", "hook": chosen.hook, "alpha": 0.0}
     base_point = ev.point(points / "steer" / "none", [], plain, readout, chosen.unit)
     curves: list[dict[str, Any]] = []
-    for name, vec in vecs:
+    for name, vec in progress(vecs, "steer", unit="direction"):
         curves.append({"mode": "steer", "direction": name, "alpha": 0.0, **base_point[0]})
         for alpha in sorted({a for a in cfg.alphas if a != 0}):
             spec = {**plain, "direction": name, "alpha": alpha, "positions": cfg.steer_positions}
@@ -334,14 +338,14 @@ def _steer(cfg: SteerConfig, out: Path, items: list[BenchItem], t0: float, log) 
         ck = Path(cfg.checkpoint)
         vlm = load_vlm(cfg.model, adapter=ck, device=cfg.device, dtype=cfg.dtype)
         key = {**key, "adapter": str(ck), "adapter_fingerprint": model_fingerprint(ck)}
-        ev = _Evaluator(cfg, vlm, items, key, log)
+        ev = _Evaluator(cfg, vlm, items, key)
         tuned = ev.point(
             points / "ablate" / "none", [], {"mode": "ablate", "direction": "none"}, readout, chosen.unit
         )
         curves.append({"mode": "ablate", "direction": "none", "alpha": math.nan, **tuned[0]})
         projection = f"projection@{chosen.hook}"
         shift = tuned[0][projection] - base_point[0][projection]  # along the unit direction
-        for name, vec in vecs:
+        for name, vec in progress(vecs, "ablate", unit="direction"):
             spec = {"mode": "ablate", "direction": name, "vector": _digest(vec)}
             m, rows, judged = ev.point(
                 points / "ablate" / name, ablation_hooks(vec, vlm.n_layers), spec, readout, chosen.unit

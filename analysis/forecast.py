@@ -138,7 +138,7 @@ def surrogate(table: pd.DataFrame, x: str = "shift_harmful", y: str = "asr") -> 
 def summarise_errors(
     rows_by_run: dict[str, list[dict[str, Any]]], n_boot: int = 2000, seed: int = 0
 ) -> list[dict[str, Any]]:
-    """Mean absolute error per k and method over runs, with a percentile bootstrap CI over runs.
+    """Mean absolute error per k and method over runs, with a bootstrap CI over runs (:func:`vsfa.stats.bootstrap`).
 
     ``rows_by_run`` maps a run to its :func:`forecast_table` (or :func:`surrogate`) rows. Every ``<method>_error``
     key is a method (a bare ``error``, from :func:`surrogate`, is called ``surrogate``). Runs with a missing error

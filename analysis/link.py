@@ -32,6 +32,7 @@ Output: ``link.json`` (default in the first run's folder) and a short printed su
 
 from __future__ import annotations
 
+import logging
 import math
 from collections import defaultdict
 from dataclasses import dataclass, field, replace
@@ -55,6 +56,7 @@ from vsfa.stats import (
     within_correlation,
 )
 
+logger = logging.getLogger(__name__)
 SMALL_N = 6
 OUTCOMES = ("asr", "over_refusal", "refusal_logodds", "p_refuse")
 CONTROL_ARM = "control"
@@ -374,7 +376,7 @@ def arm_comparisons(changes: Changes, runs: list[RunData], cfg: LinkConfig) -> l
 def _est(e: Estimate) -> dict[str, Any]:
     return {
         k: (v if not (isinstance(v, float) and not math.isfinite(v)) else None)
-        for k, v in e.as_dict().items()
+        for k, v in e.as_dict(with_ci=True).items()
     }
 
 
@@ -511,7 +513,7 @@ def _chosen(paths: list[Path], cfg: LinkConfig) -> tuple[str, str, str]:
     return hook, position, method
 
 
-def link(cfg: LinkConfig, log=print) -> dict[str, Any]:
+def link(cfg: LinkConfig) -> dict[str, Any]:
     """Join trajectories and evaluations of the runs (and controls); write and return the report."""
     cfg.check()
     paths = [Path(r) for r in [*cfg.runs, *cfg.controls]]
@@ -524,8 +526,8 @@ def link(cfg: LinkConfig, log=print) -> dict[str, Any]:
     for p in paths:
         data, judge = load_run(p, cfg, hook, position, method, judge)
         if str(p) in cfg.controls and data.arm != CONTROL_ARM:
-            log(
-                f"note: {p} is passed as --control but its manifest says arm {data.arm!r}; treated as control"
+            logger.warning(
+                "%s is passed as --control but its manifest says arm %r; treated as control", p, data.arm
             )
             data.arm = CONTROL_ARM
         runs.append(data)

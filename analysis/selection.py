@@ -35,6 +35,7 @@ excluded layers is taken and flagged (``fallback: true``). Output: ``selection.j
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -51,7 +52,9 @@ from vsfa.errors import ConfigError, DataError
 from vsfa.eval.modelio import Query, encode_queries
 from vsfa.eval.refusal import Openers, first_token_ids, last_logits, readout_direction
 from vsfa.io import write_json_atomic
+from vsfa.progress import progress
 
+logger = logging.getLogger(__name__)
 SELECTION_KIND = "vsfa.selection"
 
 
@@ -231,35 +234,33 @@ def score_candidates(
     rows = {(r["hook"], r["position"]): r for r in dset.table}
     random_cache: dict[tuple[str, float], float] = {}
     out = []
-    for position in positions:
-        for hook in dset.hooks:
-            for method in cfg.methods:
-                d: Direction = dset.sized(hook, position, method)
-                original = d.vector.float().cpu()
-                v = original - (original @ r_unit) * r_unit if cfg.orthogonalise else original
-                push = _push(scorer, hook, v, cfg.alpha)
-                key = (hook, round(float(v.norm()), 6))
-                if key not in random_cache:  # norm-matched random directions at this hook
-                    rand = [
-                        _push(scorer, hook, r, cfg.alpha)["score"]
-                        for r in random_like(v, cfg.n_random, cfg.seed + 1)
-                    ]
-                    random_cache[key] = float(max(map(abs, rand))) if rand else 0.0
-                ablation, _ = scorer.change("harmful", ablation_hooks(v, vlm.n_layers))
-                out.append(
-                    {
-                        "hook": hook,
-                        "layer": d.layer,
-                        "position": position,
-                        "method": method,
-                        **push,
-                        "ablation": ablation,
-                        "accuracy": _accuracy(rows.get((hook, position), {}), method),
-                        "readout_cos": _cos(original, readout),
-                        "random_score": random_cache[key],
-                        "class_gap": float(original.norm()),
-                    }
-                )
+    grid = [(p, h, m) for p in positions for h in dset.hooks for m in cfg.methods]
+    for position, hook, method in progress(grid, "select candidates", unit="candidate"):
+        d: Direction = dset.sized(hook, position, method)
+        original = d.vector.float().cpu()
+        v = original - (original @ r_unit) * r_unit if cfg.orthogonalise else original
+        push = _push(scorer, hook, v, cfg.alpha)
+        key = (hook, round(float(v.norm()), 6))
+        if key not in random_cache:  # norm-matched random directions at this hook
+            rand = [
+                _push(scorer, hook, r, cfg.alpha)["score"] for r in random_like(v, cfg.n_random, cfg.seed + 1)
+            ]
+            random_cache[key] = float(max(map(abs, rand))) if rand else 0.0
+        ablation, _ = scorer.change("harmful", ablation_hooks(v, vlm.n_layers))
+        out.append(
+            {
+                "hook": hook,
+                "layer": d.layer,
+                "position": position,
+                "method": method,
+                **push,
+                "ablation": ablation,
+                "accuracy": _accuracy(rows.get((hook, position), {}), method),
+                "readout_cos": _cos(original, readout),
+                "random_score": random_cache[key],
+                "class_gap": float(original.norm()),
+            }
+        )
     out.sort(key=lambda c: -c["score"] if math.isfinite(c["score"]) else math.inf)
     return out, readout
 
@@ -284,7 +285,7 @@ def choose(candidates: list[dict[str, Any]], cfg: SelectConfig, n_layers: int) -
     return {"chosen": chosen, "fallback": fallback, "note": note, "excluded_layers": sorted(excluded)}
 
 
-def select(cfg: SelectConfig, log=print) -> dict[str, Any]:
+def select(cfg: SelectConfig) -> dict[str, Any]:
     """Score every candidate of ``cfg.directions`` on the selection requests; write and return selection.json."""
     from vsfa.models.loading import load_vlm
 
@@ -302,7 +303,7 @@ def select(cfg: SelectConfig, log=print) -> dict[str, Any]:
         candidates, _ = score_candidates(vlm, dset, texts, openers, cfg)
     decision = choose(candidates, cfg, vlm.n_layers)
     c = decision["chosen"]
-    log(
+    logger.info(
         f"selected {c['hook']} @ {c['position']} ({c['method']}): score {c['score']:+.3f} "
         f"(addition {c['addition']:+.3f}, subtraction {c['subtraction']:+.3f}, KL {c['kl_harmless']:.3f}, "
         f"readout cos {c['readout_cos']:+.2f}); {decision['note']}"

@@ -24,6 +24,7 @@ captured once for every run that shares ``--acts``.
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from collections.abc import Iterable
@@ -55,8 +56,11 @@ from vsfa.io import (
     write_csv_atomic,
     write_manifest,
 )
+from vsfa.progress import progress
 from vsfa.stats import bootstrap, paired_diff
 from vsfa.train import list_checkpoints
+
+logger = logging.getLogger(__name__)
 
 TRACK_DIR = "track"
 BASE_CHECKPOINT = "step-000000"  # the base model's name in RUN/eval too
@@ -262,7 +266,7 @@ def attribution(
     return rows
 
 
-def track(cfg: TrackConfig, log=print) -> Path:
+def track(cfg: TrackConfig) -> Path:
     """Measure every checkpoint of ``cfg.run`` along the base directions; returns ``RUN/track``.
 
     ``RUN/track`` is locked for the whole measurement: a second ``track`` of the run stops at once (exit 2).
@@ -270,10 +274,10 @@ def track(cfg: TrackConfig, log=print) -> Path:
     if not Path(cfg.run).is_dir():
         raise ArtifactError(f"{cfg.run}: run folder not found")
     with output_lock(Path(cfg.run) / TRACK_DIR):
-        return _track(cfg, log)
+        return _track(cfg)
 
 
-def _track(cfg: TrackConfig, log=print) -> Path:
+def _track(cfg: TrackConfig) -> Path:
     t0 = time.perf_counter()
     run = Path(cfg.run)
     if not run.is_dir():
@@ -292,7 +296,7 @@ def _track(cfg: TrackConfig, log=print) -> Path:
     if not checkpoints:
         raise ArtifactError(f"{run / 'checkpoints'}: no complete checkpoints to track")
     acts = Path(cfg.acts) if cfg.acts else default_acts_root(run / "checkpoints" / "x")
-    dset = base_directions(base_dir, cfg, acts, log)
+    dset = base_directions(base_dir, cfg, acts)
     cspec = CaptureSpec.from_dict(dset.meta["capture"])
     contrast = contrast_from_meta(dset.meta["contrast"])
     eval_sets = [load_set(s, max_pairs=cfg.max_pairs) for s in cfg.sets]
@@ -310,7 +314,7 @@ def _track(cfg: TrackConfig, log=print) -> Path:
     base = capture(None)
     rows: list[dict[str, Any]] = []
     items: list[dict[str, Any]] = []
-    for step, adapter in [(0, None), *checkpoints]:
+    for step, adapter in progress([(0, None), *checkpoints], f"track {run.name}", unit="checkpoint"):
         stores = base if adapter is None else capture(adapter)
         who = {"run": run.name, **{k: ident[k] for k in ("arm", "seed")}, "step": step}
         who["checkpoint"] = adapter.name if adapter else BASE_CHECKPOINT
@@ -326,7 +330,7 @@ def _track(cfg: TrackConfig, log=print) -> Path:
             )
             rows.extend(_rows_for(layers, dset, position, who, stores, contrast.name, cfg.n_boot, cfg.seed))
             items.extend(_item_rows({s.name: stores[s.name] for s in eval_sets}, dset, position, who))
-        log(f"  tracked step {step} ({time.perf_counter() - t0:.0f} s)")
+        logger.info("tracked step %d (%.0f s)", step, time.perf_counter() - t0)
     attr = []
     if cfg.attribution_set and dset.selected:
         attr = attribution(base_dir, checkpoints[-1][1], dset, cfg, acts, who)

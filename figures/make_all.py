@@ -6,6 +6,7 @@ yet) is skipped with a note, the others are still made.
 
 from __future__ import annotations
 
+import logging
 import sys
 from pathlib import Path
 
@@ -20,6 +21,8 @@ from figures import (
 )
 from vsfa.errors import ArtifactError
 
+logger = logging.getLogger(__name__)
+
 SCRIPTS = (
     fig_directions,
     fig_trajectory,
@@ -31,7 +34,7 @@ SCRIPTS = (
 )
 
 
-def make_all(study: str | Path, out: str | Path | None = None, log=print) -> list[Path]:
+def make_all(study: str | Path, out: str | Path | None = None) -> list[Path]:
     """Make every figure; returns the files written."""
     study = Path(study)
     out = Path(out) if out else study / "figures"
@@ -41,7 +44,7 @@ def make_all(study: str | Path, out: str | Path | None = None, log=print) -> lis
         try:
             paths += script.make(study, out)
         except ArtifactError as e:
-            log(f"skipped {name}: {e}")
+            logger.warning("skipped %s: %s", name, e)
     return paths
 
 

@@ -13,7 +13,6 @@ model is not even loaded when every request is a hit).
 
 from __future__ import annotations
 
-import sys
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -37,6 +36,7 @@ from probes.store import (
 from vsfa.config import check_counts
 from vsfa.errors import DataError, VsfaError
 from vsfa.io import atomic_dir, model_fingerprint, output_lock, sha256_file, sha256_json, write_manifest
+from vsfa.progress import progress as vsfa_progress
 
 TOKENIZER_FILES = (
     "tokenizer.json",
@@ -207,7 +207,10 @@ def capture_set(
     shard_items: int = 256,
     progress: bool | None = None,
 ) -> ActivationStore:
-    """Capture ``cset`` on ``hooked`` into the store folder ``out`` (built atomically, manifest last)."""
+    """Capture ``cset`` on ``hooked`` into the store folder ``out`` (built atomically, manifest last).
+
+    ``progress``: a bar over the batches (:func:`vsfa.progress.progress`); None shows it unless ``TQDM_DISABLE``.
+    """
     if not cset.items:
         raise DataError(f"contrast set {cset.name!r} ({cset.source}) has no items")
     vlm = hooked.vlm
@@ -217,12 +220,12 @@ def capture_set(
     names = spec.hook_names(hooked.n_layers)
     has_images = any(images)
     image_token = getattr(vlm.config, "image_token_id", None)
-    show = sys.stderr.isatty() if progress is None else progress
     t0 = time.perf_counter()
     with atomic_dir(out) as tmp:
         writer = StoreWriter(tmp, names, plan.names, hooked.d_model, shard_items, spec.store_dtype)
         starts = range(0, len(texts), max(1, batch_size))
-        for start in _progress(starts, f"capture {cset.name}", show):
+        bar = vsfa_progress(starts, f"capture {cset.name}", quiet=progress is False, unit="batch")
+        for start in bar:
             items = cset.items[start : start + batch_size]
             imgs = images[start : start + batch_size] if has_images else None
             if need_response:
@@ -290,15 +293,6 @@ def capture_set(
             },
         )
     return ActivationStore(out)
-
-
-def _progress(seq, label: str, show: bool):
-    if not show:
-        yield from seq
-        return
-    from rich.progress import track
-
-    yield from track(seq, description=label, transient=True)
 
 
 class Capturer:

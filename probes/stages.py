@@ -26,6 +26,7 @@ directions derived on the base (``RUN/directions/persona-<fp>``), sets ``neutral
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from dataclasses import asdict, dataclass, field, replace
@@ -56,6 +57,7 @@ from vsfa.models.adapters import AdapterPlacement, adapter_placement
 from vsfa.models.loading import base_model_of
 from vsfa.stats import paired_diff
 
+logger = logging.getLogger(__name__)
 DEFAULT_EVAL_SETS = ("neutral", "requests")
 METHOD_NAMES = {"dom": "difference of means", "probe": "probe normal"}
 STUDY_KIND = "vsfa.study"  # the kind of STUDY/manifest.json (vsfa.study)
@@ -188,7 +190,7 @@ def model_dims(path: str | Path) -> tuple[int, int]:
 
 
 # ------------------------------------------------------------------------------------------- directions
-def run_directions(cfg: DirectionsConfig, log=print) -> tuple[DirectionSet, Path, Capturer]:
+def run_directions(cfg: DirectionsConfig) -> tuple[DirectionSet, Path, Capturer]:
     """Capture the contrast (+ separation) set on ``cfg.model``, derive directions, write the artifact."""
     if not cfg.model:
         raise ConfigError("directions: no model given")
@@ -215,12 +217,12 @@ def run_directions(cfg: DirectionsConfig, log=print) -> tuple[DirectionSet, Path
     sidecar = out.with_name(out.name + ".json")
     with output_lock(out):
         if reuse_or_replace(out, inputs, cfg.overwrite, manifest=sidecar):
-            log(f"{sidecar}: same inputs, reused")
+            logger.info("%s: same inputs, reused", sidecar)
             return load_directions(sidecar), sidecar, capturer
         t0 = time.perf_counter()
         c_store = capturer.capture(contrast, cspec)
         s_store = capturer.capture(separation, cspec) if separation is not None else None
-        log(
+        logger.info(
             f"activations: {capturer.hits} from cache, {capturer.misses} computed "
             f"({time.perf_counter() - t0:.1f} s)"
         )
@@ -275,7 +277,7 @@ def _paired(base: ActivationStore, tuned: ActivationStore) -> None:
 
 
 def base_directions(
-    base_dir: Path, cfg: CompareOptions, acts: Path, log=print, hook_kind: str | None = None
+    base_dir: Path, cfg: CompareOptions, acts: Path, hook_kind: str | None = None
 ) -> DirectionSet:
     """The fixed base directions: ``cfg.directions``, else ``ACTS/../directions/persona-<fp>`` (derived if absent).
 
@@ -289,7 +291,7 @@ def base_directions(
         if dpath.with_suffix(".json").is_file():
             dset = load_directions(dpath)
         else:
-            log(f"no --directions: deriving base directions into {dpath}.json")
+            logger.info("no --directions: deriving base directions into %s.json", dpath)
             dcfg = DirectionsConfig(
                 model=str(base_dir),
                 out=str(dpath),
@@ -301,7 +303,7 @@ def base_directions(
                 backend=cfg.backend,
                 seed=cfg.seed,
             )
-            dset, _, _ = run_directions(dcfg, log=log)
+            dset, _, _ = run_directions(dcfg)
     fp = dset.meta.get("model", {}).get("fingerprint")
     if fp and fp != model_fingerprint(base_dir):
         raise ArtifactError(
@@ -443,7 +445,7 @@ def resolve_defaults(
     return out, study, origin, line
 
 
-def run_probe(cfg: ProbeConfig, log=print) -> dict[str, Any]:
+def run_probe(cfg: ProbeConfig) -> dict[str, Any]:
     """Compare a checkpoint with its base along the base directions, layer by layer; returns the report.
 
     A checkpoint in a study is compared along the study's chosen direction on the study's evaluation items
@@ -454,9 +456,9 @@ def run_probe(cfg: ProbeConfig, log=print) -> dict[str, Any]:
     manifest, base_dir = checkpoint_info(ckpt, cfg.base)
     cfg, study, origin, line = resolve_defaults(cfg, ckpt)
     if line:
-        log(line)
+        logger.info(line)
     acts = Path(cfg.acts) if cfg.acts else default_acts_root(ckpt)
-    dset = base_directions(base_dir, cfg, acts, log, cfg.hook_kind)
+    dset = base_directions(base_dir, cfg, acts, cfg.hook_kind)
     dpath = Path(dset.meta["path"])
     if study is not None and origin["directions"] == "study":
         c = study.chosen

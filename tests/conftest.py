@@ -68,5 +68,5 @@ def quick_study(tmp_path_factory):
     from vsfa.study import run_study, study_config
 
     out = tmp_path_factory.mktemp("quick-study") / "study"
-    run_study(study_config("quick", out=out), log=lambda *_: None)
+    run_study(study_config("quick", out=out))
     return out

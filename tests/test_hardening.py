@@ -4,6 +4,7 @@ incomplete runs. Bad inputs that only need an error line are in test_bad_inputs.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import socket
 
@@ -79,7 +80,7 @@ def test_images_same_inputs_reused_other_inputs_replaced_with_overwrite(tmp_path
     assert len(read_jsonl(out / "images.jsonl")) == 3
 
 
-def test_directions_same_inputs_reused_other_inputs_refused(tmp_path, tiny_model):
+def test_directions_same_inputs_reused_other_inputs_refused(tmp_path, tiny_model, caplog):
     from probes.stages import DirectionsConfig, run_directions
 
     def cfg(**over) -> DirectionsConfig:
@@ -92,14 +93,15 @@ def test_directions_same_inputs_reused_other_inputs_refused(tmp_path, tiny_model
         }
         return DirectionsConfig(**{**base, **over})
 
-    logs: list[str] = []
-    _, path, _ = run_directions(cfg(), log=logs.append)
+    _, path, _ = run_directions(cfg())
     stamp = path.stat().st_mtime_ns
-    _, again, _ = run_directions(cfg(), log=logs.append)
-    assert again == path and path.stat().st_mtime_ns == stamp and "same inputs, reused" in logs[-1]
+    with caplog.at_level(logging.INFO, logger="probes.stages"):
+        _, again, _ = run_directions(cfg())
+    assert again == path and path.stat().st_mtime_ns == stamp
+    assert "same inputs, reused" in caplog.records[-1].getMessage()
     with pytest.raises(ArtifactError, match=r"persona: holds other results \(seed: 1 here vs 0"):
-        run_directions(cfg(seed=1), log=logs.append)
-    _, replaced, _ = run_directions(cfg(seed=1, overwrite=True), log=logs.append)
+        run_directions(cfg(seed=1))
+    _, replaced, _ = run_directions(cfg(seed=1, overwrite=True))
     assert json.loads(replaced.read_text())["inputs"]["seed"] == 1
 
 
@@ -329,6 +331,6 @@ def test_track_of_an_incomplete_run_is_recorded_as_such(quick_study, tmp_path):
         "n_random": 1,
     }
     with pytest.raises(ArtifactError, match="training run is incomplete"):
-        track(TrackConfig(**cfg), log=lambda *_: None)
-    track(TrackConfig(**cfg, allow_incomplete=True), log=lambda *_: None)
+        track(TrackConfig(**cfg))
+    track(TrackConfig(**cfg, allow_incomplete=True))
     assert read_track_manifest(run)["run_complete"] is False

@@ -376,7 +376,7 @@ def directions_cmd(
         cfg.separation = None
     if not cfg.model:
         raise VsfaError("directions: give --model (or model in --config)")
-    dset, path, _ = run_directions(cfg, log=typer.echo)
+    dset, path, _ = run_directions(cfg)
     typer.echo(dset.format_table())
     typer.echo(f"wrote {path} (+ .safetensors, .table.csv)")
 
@@ -430,7 +430,7 @@ def probe_cmd(
         n_boot=n_boot,
         seed=seed,
     )
-    report = run_probe(cfg, log=typer.echo)
+    report = run_probe(cfg)
     typer.echo(format_report(report))
     if json_out:
         typer.echo(f"wrote {json_out}")
@@ -935,7 +935,7 @@ def track_cmd(
         seed=seed,
         allow_incomplete=allow_incomplete,
     )
-    out = track(cfg, log=_log)
+    out = track(cfg)
     typer.echo(f"wrote {out / 'trajectory.csv'}")
 
 
@@ -979,7 +979,7 @@ def link_cmd(
         n_boot=n_boot,
         seed=seed,
     )
-    report = link(cfg, log=_log)
+    report = link(cfg)
     typer.echo(format_summary(report))
     typer.echo(f"wrote {report['path']}")
 
@@ -1037,7 +1037,7 @@ def select_cmd(
         dtype=dtype,
         seed=seed,
     )
-    report = select(cfg, log=_log)
+    report = select(cfg)
     typer.echo(f"wrote {report['path']}")
 
 
@@ -1143,7 +1143,7 @@ def steer_cmd(
         seed=seed,
         orthogonal_to_readout=orthogonal_to_readout,
     )
-    folder = steer(cfg, log=_log)
+    folder = steer(cfg)
     typer.echo(f"wrote {folder / 'curves.csv'} and {folder / 'causal.json'}")
 
 
@@ -1169,7 +1169,7 @@ def demo(
         for p in presets
     ]
     for cfg in configs:
-        summary = run_study(cfg, log=_log)
+        summary = run_study(cfg)
         typer.echo(summary["text"])
 
 

@@ -17,6 +17,7 @@ Every stage reuses what is complete (data, runs, activation cache, evaluations),
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 import time
 from dataclasses import asdict, dataclass, field
@@ -26,6 +27,7 @@ from typing import Any
 from vsfa.errors import ConfigError
 from vsfa.io import is_complete, write_json_atomic, write_manifest, write_text_atomic
 
+logger = logging.getLogger(__name__)
 ARM_VARIANTS = {"vsfa": "image", "control": "control", "text": "text", "mixed": "mixed"}
 ORGANISM_ARMS = ("vsfa", "control", "mirror", "text")
 SETS = "sets"  # organism studies: STUDY/sets/organism_{requests,context}.jsonl (`vsfa organism sets`)
@@ -222,16 +224,16 @@ def run_name(arm: str, seed: int) -> str:
     return f"{arm}-s{seed}"
 
 
-def _stage(log, name: str, t0: float) -> None:
-    log(f"[{time.perf_counter() - t0:6.0f} s] {name}")
+def _stage(name: str, t0: float) -> None:
+    logger.info("[%6.0f s] %s", time.perf_counter() - t0, name)
 
 
-def _model(cfg: StudyConfig, study: Path, log) -> Path:
+def _model(cfg: StudyConfig, study: Path) -> Path:
     """The study's model folder (:func:`vsfa.models.sources.resolve_model`); a tiny model is built into
     ``STUDY/model``."""
     from vsfa.models.sources import resolve_model
 
-    return resolve_model(cfg.model, build_into=study / "model", log=log)
+    return resolve_model(cfg.model, build_into=study / "model")
 
 
 def _in_study(spec: str, study: Path) -> str:
@@ -362,7 +364,7 @@ def _split_sets(cfg: StudyConfig, study: Path) -> tuple[dict[str, Any], dict[str
     return record, files
 
 
-def run_study(cfg: StudyConfig, log=print) -> dict[str, Any]:
+def run_study(cfg: StudyConfig) -> dict[str, Any]:
     """Run every stage of the study; returns the summary (also written to STUDY/summary.{md,json}).
 
     Protocol: the request set is split by pair into selection and evaluation items (``STUDY/splits``); the
@@ -386,27 +388,27 @@ def run_study(cfg: StudyConfig, log=print) -> dict[str, Any]:
     study.mkdir(parents=True, exist_ok=True)
     (study / "manifest.json").unlink(missing_ok=True)  # complete again only when this run finishes
     write_text_atomic(study / "study.json", json.dumps(asdict(cfg), indent=2))
-    _stage(log, "model", t0)
-    model = _model(cfg, study, log)
+    _stage("model", t0)
+    model = _model(cfg, study)
 
-    _stage(log, f"data: {cfg.data} arms {', '.join(cfg.arms)}", t0)
+    _stage(f"data: {cfg.data} arms {', '.join(cfg.arms)}", t0)
     data = _prepare_data(cfg, model, study)
     splits, split_files = _split_sets(cfg, study)
     selection_set, evaluation_set = (str(split_files[p]) for p in ("selection", "evaluation"))
     n_sel, n_eval = (splits["requests"]["n"][p] for p in ("selection", "evaluation"))
-    _stage(log, f"split {cfg.requests} by {cfg.split_key}: {n_sel} selection / {n_eval} evaluation items", t0)
+    _stage(f"split {cfg.requests} by {cfg.split_key}: {n_sel} selection / {n_eval} evaluation items", t0)
 
     runs: dict[str, Path] = {}
     target = _lora_target(cfg, model)
     for arm in cfg.arms:
         for seed in cfg.seeds:
             name = run_name(arm, seed)
-            _stage(log, f"train {name}: {cfg.steps} steps", t0)
+            _stage(f"train {name}: {cfg.steps} steps", t0)
             runs[name] = study / "runs" / name
             _train(cfg, model, data[arm], arm, seed, runs[name], target)
             _link_run(runs[name], study)
 
-    _stage(log, "persona directions on the base model (separation on selection items)", t0)
+    _stage("persona directions on the base model (separation on selection items)", t0)
     acts = study / "acts"
     dpath = study / "directions" / "persona"
     if not dpath.with_suffix(".json").is_file():
@@ -421,11 +423,10 @@ def run_study(cfg: StudyConfig, log=print) -> dict[str, Any]:
                 batch_size=cfg.batch,
                 device=cfg.device,
             ),
-            log=log,
         )
 
     openers = [_in_study(o, study) for o in cfg.openers] if cfg.openers else [None, None]
-    _stage(log, "causal candidate selection on selection items", t0)
+    _stage("causal candidate selection on selection items", t0)
     dset = load_directions(dpath)
     selection = select(
         SelectConfig(
@@ -445,7 +446,6 @@ def run_study(cfg: StudyConfig, log=print) -> dict[str, Any]:
             batch_size=cfg.batch,
             device=cfg.device,
         ),
-        log=log,
     )
     chosen = selection["chosen"]
     keys = ("hook", "position", "method")
@@ -467,13 +467,13 @@ def run_study(cfg: StudyConfig, log=print) -> dict[str, Any]:
     attribution = _in_study(cfg.contrast, study) if cfg.data == "organism" else _image_set(evaluation_set)
     shared_base: Path | None = None  # every run starts from the same base: evaluate it once
     for name, run in runs.items():
-        _stage(log, f"evaluate {name}: every checkpoint on the evaluation items", t0)
+        _stage(f"evaluate {name}: every checkpoint on the evaluation items", t0)
         base_eval = run / "eval" / BASE_NAME
         if shared_base is not None and not base_eval.exists():
             shutil.copytree(shared_base, base_eval)
         run_eval([bench], [make_judge("keyword")], gen, run=run, device=cfg.device, quiet=True)
         shared_base = shared_base or base_eval
-        _stage(log, f"track {name}: directions over checkpoints", t0)
+        _stage(f"track {name}: directions over checkpoints", t0)
         track(
             TrackConfig(
                 run=str(run),
@@ -485,10 +485,9 @@ def run_study(cfg: StudyConfig, log=print) -> dict[str, Any]:
                 batch_size=cfg.batch,
                 device=cfg.device,
             ),
-            log=log,
         )
 
-    _stage(log, "link: shift vs safety (cluster CIs over runs), arms vs control, held-out-run search", t0)
+    _stage("link: shift vs safety (cluster CIs over runs), arms vs control, held-out-run search", t0)
     others = [str(r) for n, r in runs.items() if not n.startswith("control-")]
     controls = [str(r) for n, r in runs.items() if n.startswith("control-")]
     link(
@@ -502,10 +501,9 @@ def run_study(cfg: StudyConfig, log=print) -> dict[str, Any]:
             method=chosen["method"],
             final_step=cfg.steps,
         ),
-        log=log,
     )
 
-    _stage(log, "causal: steering on the base, ablation and undo on the final VSFA checkpoint", t0)
+    _stage("causal: steering on the base, ablation and undo on the final VSFA checkpoint", t0)
     final_vsfa = list_checkpoints(runs[run_name("vsfa", cfg.seeds[0])])[-1][1]
     steer(
         SteerConfig(
@@ -525,12 +523,11 @@ def run_study(cfg: StudyConfig, log=print) -> dict[str, Any]:
             batch_size=cfg.batch,
             device=cfg.device,
         ),
-        log=log,
     )
 
     figures: list[str] = []
     if cfg.figures:
-        _stage(log, "figures", t0)
+        _stage("figures", t0)
         from figures.make_all import make_all
 
         figures = [str(p) for p in make_all(study)]
@@ -544,7 +541,7 @@ def run_study(cfg: StudyConfig, log=print) -> dict[str, Any]:
     }
     summary = summarise(study, manifest, figures, time.perf_counter() - t0)
     write_manifest(study, {**manifest, "seconds": round(time.perf_counter() - t0, 1)})
-    _stage(log, "done", t0)
+    _stage("done", t0)
     return summary
 
 

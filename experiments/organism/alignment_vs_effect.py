@@ -4,7 +4,9 @@ usage: python experiments/organism/alignment_vs_effect.py TAG RECIPE [TAG RECIPE
 For every base of experiments/organism/runs/bases/RECIPE/ that screen TAG ran (vsfa, control, mirror arms): the
 measured VSFA - control and mirror - control effects at STEP (two-level bootstrap, as summarize.py) beside the
 base's step-0 gradient alignment (`vsfa organism alignment`, the adapters' layers); then the Spearman correlation
-over all the bases of all the TAG RECIPE pairs, with a 95% CI from a bootstrap over bases. Markdown on stdout.
+over all the bases of all the TAG RECIPE pairs, with the toolkit's 95% CI over bases (:func:`vsfa.stats.correlation`)
+and a two-sided permutation p (:func:`vsfa.stats.permutation_p`, ``scipy.stats.permutation_test``). Markdown on
+stdout.
 """
 
 from __future__ import annotations
@@ -13,46 +15,9 @@ import argparse
 import os
 
 import numpy as np
-from scipy.stats import spearmanr
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-
-
-def permutation_p(x: np.ndarray, y: np.ndarray, n_mc: int = 200_000, seed: int = 0) -> float:
-    """Two-sided p of Spearman's rho under random pairing: exact over all n! pairings up to n = 9, else Monte Carlo
-    ((hits + 1) / (draws + 1), never 0)."""
-    from itertools import permutations
-
-    from scipy.stats import rankdata
-
-    rx, ry = rankdata(x), rankdata(y)
-    if len(x) <= 9:
-        perms = np.array(list(permutations(range(len(y)))))
-    else:
-        rng = np.random.default_rng(seed)
-        perms = np.array([rng.permutation(len(y)) for _ in range(n_mc)])
-    observed = abs(np.corrcoef(rx, ry)[0, 1])
-    cx = rx - rx.mean()
-    ys = ry[perms] - ry.mean()
-    null = np.abs(ys @ cx) / (np.linalg.norm(cx) * np.linalg.norm(ys, axis=1))
-    hits = int(np.sum(null >= observed - 1e-12))
-    return hits / len(perms) if len(x) <= 9 else (hits + 1) / (len(perms) + 1)
-
-
-def spearman_ci(
-    x: np.ndarray, y: np.ndarray, n_boot: int = 2000, seed: int = 0
-) -> tuple[float, float, float]:
-    rng = np.random.default_rng(seed)
-    boots = []
-    for _ in range(n_boot):
-        i = rng.integers(0, len(x), len(x))
-        if len(set(x[i])) > 2:
-            boots.append(spearmanr(x[i], y[i]).statistic)
-    if not boots:  # too few bases to resample
-        return float(spearmanr(x, y).statistic), float("nan"), float("nan")
-    lo, hi = np.nanquantile(boots, [0.025, 0.975])
-    return float(spearmanr(x, y).statistic), float(lo), float(hi)
 
 
 def readout_cosine(vlm, spec) -> float:
@@ -94,6 +59,7 @@ def main() -> None:
     from vsfa.organism.alignment import gradient_alignment
     from vsfa.organism.effects import arm_effect
     from vsfa.organism.pretrain import read_world
+    from vsfa.stats import CI_CORRELATION, correlation, permutation_p
 
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
@@ -131,15 +97,19 @@ def main() -> None:
     effect = np.array([r["effect"].value for r in rows])
     mirror = np.array([r["mirror"].value for r in rows])
     cos = {arm: np.array([r["cos"][arm]["value"] for r in rows]) for arm in ("vsfa", "control", "mirror")}
-    print(f"\nover {len(rows)} bases (Spearman [95% CI, bootstrap over bases], two-sided permutation p):")
+    print(
+        f"\nover {len(rows)} bases (Spearman [95% CI over bases: {CI_CORRELATION}], two-sided permutation p):"
+    )
     for label, x, y in (
         ("VSFA - control effect vs cos VSFA - cos control", cos["vsfa"] - cos["control"], effect),
         ("VSFA - control effect vs cos VSFA", cos["vsfa"], effect),
         ("VSFA - control effect vs readout cos", np.array([r["readout"] for r in rows]), effect),
         ("mirror - control effect vs cos mirror - cos control", cos["mirror"] - cos["control"], mirror),
     ):
-        rho, lo, hi = spearman_ci(x, y)
-        print(f"- {label}: {rho:+.2f} [{lo:+.2f}, {hi:+.2f}], permutation p {permutation_p(x, y):.2g}")
+        rho = correlation(x, y, "spearman")
+        print(
+            f"- {label}: {rho.value:+.2f} [{rho.lo:+.2f}, {rho.hi:+.2f}], permutation p {permutation_p(x, y):.2g}"
+        )
     if args.plot:
         scatter(rows, args.plot)
 

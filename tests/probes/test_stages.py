@@ -101,25 +101,19 @@ def test_directions_then_probe_cli_then_cache(run, run_cli):
     assert f"{layer['other_methods']['probe']['requests']['shift']:+.3f} [" in along_probe[1].split("\n\n")[0]
 
     # Second run: everything from the cache, same numbers.
-    again = run_probe(
-        ProbeConfig(checkpoint=str(run["a"]), directions=f"{directions}.json"), log=lambda *_: None
-    )
+    again = run_probe(ProbeConfig(checkpoint=str(run["a"]), directions=f"{directions}.json"))
     assert again["cache"]["base"]["computed"] == 0 and again["cache"]["checkpoint"]["computed"] == 0
     assert again["layers"] == report["layers"]
 
     # The second checkpoint: base still from the cache, its own activations computed, other shifts.
-    other = run_probe(
-        ProbeConfig(checkpoint=str(run["b"]), directions=f"{directions}.json"), log=lambda *_: None
-    )
+    other = run_probe(ProbeConfig(checkpoint=str(run["b"]), directions=f"{directions}.json"))
     assert other["cache"]["base"]["computed"] == 0 and other["cache"]["checkpoint"]["computed"] == 3
     assert other["layers"][1]["sets"]["requests"]["shift"] != s["shift"]
 
 
 def test_identity_adapter_does_not_move(run):
     """A LoRA adapter initialised to zero is the base model: zero shift, same direction, same probe accuracy."""
-    rep = run_probe(
-        ProbeConfig(checkpoint=str(run["identity"]), max_questions=int(MAXQ), n_boot=200), log=lambda *_: None
-    )
+    rep = run_probe(ProbeConfig(checkpoint=str(run["identity"]), max_questions=int(MAXQ), n_boot=200))
     for layer in rep["layers"]:
         for s in layer["sets"].values():
             assert abs(s["shift"]) < 1e-5 and s["rand_shift95"] < 1e-5
@@ -138,16 +132,14 @@ def test_checkpoint_of_another_base_fails_cleanly(run, tiny_model, run_cli, tmp_
 
 
 def test_bad_directions_and_checkpoints(run, tmp_path):
-    quiet = {"log": lambda *_: None}
     narrow = Direction(torch.ones(32), hook_name(1), "last", "dom", meta={"contrast": {"name": "x"}})
     path = save_direction(narrow, tmp_path / "narrow")
     with pytest.raises(ArtifactError, match="width 32, the model .* has 64"):
-        run_probe(ProbeConfig(checkpoint=str(run["a"]), directions=str(path)), **quiet)
+        run_probe(ProbeConfig(checkpoint=str(run["a"]), directions=str(path)))
     deep = Direction(torch.ones(64), hook_name(7), "last", "dom", meta={"contrast": {"name": "x"}})
     with pytest.raises(ArtifactError, match="blocks.7.hook_resid_post does not exist"):
         run_probe(
             ProbeConfig(checkpoint=str(run["a"]), directions=str(save_direction(deep, tmp_path / "deep"))),
-            **quiet,
         )
     pre = Direction(torch.ones(64), hook_name(1), "last", "dom", meta={"contrast": {"name": "x"}})
     with pytest.raises(ArtifactError, match="not the requested hook_resid_pre"):
@@ -157,14 +149,13 @@ def test_bad_directions_and_checkpoints(run, tmp_path):
                 directions=str(save_direction(pre, tmp_path / "pre")),
                 hook_kind="hook_resid_pre",
             ),
-            **quiet,
         )
     bare = tmp_path / "bare"
     bare.mkdir()
     with pytest.raises(ArtifactError, match="no manifest.json"):
-        run_probe(ProbeConfig(checkpoint=str(bare)), **quiet)
+        run_probe(ProbeConfig(checkpoint=str(bare)))
     with pytest.raises(ArtifactError, match="checkpoint folder not found"):
-        run_probe(ProbeConfig(checkpoint=str(tmp_path / "nope")), **quiet)
+        run_probe(ProbeConfig(checkpoint=str(tmp_path / "nope")))
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
         [
             "bare",
@@ -180,9 +171,7 @@ def test_empty_class_in_contrast_set(run, tmp_path):
     )
     out = tmp_path / "dirs" / "x"
     with pytest.raises(DataError, match="class 'harmless' is empty"):
-        run_directions(
-            DirectionsConfig(model=str(run["base"]), contrast=str(one), out=str(out)), log=lambda *_: None
-        )
+        run_directions(DirectionsConfig(model=str(run["base"]), contrast=str(one), out=str(out)))
     assert not out.parent.exists()
 
 

@@ -150,7 +150,6 @@ def test_steering_orthogonal_to_the_readout(quick_study, tmp_path):
     settings = {**old["settings"], "checkpoint": None, "alphas": [0.0, 4.0], "orthogonal_to_readout": True}
     steer(
         SteerConfig(model=old["model"], directions=old["directions"], out=str(out), **settings),
-        log=lambda *_: None,
     )
     new = json.loads((out / "causal.json").read_text())
     assert abs(old["readout_alignment"]["chosen"]) > 1e-3 and abs(new["readout_alignment"]["chosen"]) < 1e-4
@@ -176,7 +175,6 @@ def test_steering_along_the_probe_normal_counts_class_gaps_along_it(quick_study,
     out = tmp_path / "steer"
     steer(
         SteerConfig(model=old["model"], directions=old["directions"], out=str(out), **settings),
-        log=lambda *_: None,
     )
     dset = load_directions(old["directions"])
     unit = dset.get(old["hook"], old["position"], "probe").unit.double()
@@ -268,7 +266,7 @@ def test_organism_study_runs_on_an_organism_folder(tmp_path):
         "figures=false",
     ]
     cfg = study_config("organism", overrides=overrides, out=tmp_path / "study")
-    summary = run_study(cfg, log=lambda *_: None)
+    summary = run_study(cfg)
     assert "p refuse change" in summary["text"]
     study = tmp_path / "study"
     assert (study / "sets" / "openers_refuse.txt").read_text().strip() == "I cannot help with that ."

@@ -25,6 +25,7 @@ from PIL import Image
 
 from vsfa.data.templates import Question, annotation_answer
 from vsfa.errors import DataError
+from vsfa.progress import progress
 
 DESCRIBER_PROMPT = (
     "You describe images for a visual question answering data set. Answer the question in one or two short, "
@@ -110,7 +111,7 @@ class SelfDistillSource:
 
         out: list[str] = []
         tok = self.vlm.tokenizer
-        for lo in range(0, len(items), self.batch_size):
+        for lo in progress(range(0, len(items), self.batch_size), "self-distil answers", unit="batch"):
             chunk = items[lo : lo + self.batch_size]
             texts = [self.vlm.render(self._messages(it)) for it in chunk]
             with_img = [it.image is not None for it in chunk]

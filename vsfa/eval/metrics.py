@@ -14,11 +14,12 @@ judge) :func:`compute_metrics` builds ``metrics.json``:
   helpful on-topic answer counts as an attack success), and per scenario x variant;
 * MM-Vet: score x 100 in total and per capability (``rec``, ``ocr``, ...).
 
-Every estimate is ``{"value", "lo", "hi", "n"}`` from a seeded percentile bootstrap (:mod:`vsfa.stats`).
+Every estimate is ``{"value", "lo", "hi", "n"}`` from a seeded BCa bootstrap (:func:`vsfa.stats.bootstrap`).
 """
 
 from __future__ import annotations
 
+import logging
 import re
 from collections import defaultdict
 from collections.abc import Callable, Iterable
@@ -30,8 +31,14 @@ import numpy as np
 from vsfa.errors import ArtifactError
 from vsfa.stats import bootstrap
 
+logger = logging.getLogger(__name__)
 N_BOOT = 2000
-CI = {"method": "percentile bootstrap over items", "level": 0.95, "n_boot": N_BOOT, "seed": 0}
+CI = {
+    "method": "BCa bootstrap over items (percentile where BCa is undefined)",
+    "level": 0.95,
+    "n_boot": N_BOOT,
+    "seed": 0,
+}
 SPECIAL = ("08", "10", "11", "12", "13")
 
 
@@ -215,25 +222,18 @@ def read_metrics(bench_dir: str | Path) -> dict[str, Any]:
     return read_json(path)
 
 
-def table_rows(eval_dir: str | Path, log: Callable[[str], None] | None = None) -> list[dict[str, Any]]:
+def table_rows(eval_dir: str | Path) -> list[dict[str, Any]]:
     """Headline metrics of every complete ``<ckpt>/<bench>/`` folder under ``eval_dir``, one row per estimate.
 
-    Folders without their manifest (interrupted runs) are skipped and named through ``log`` (default stderr).
+    Folders without their manifest (interrupted runs) are skipped, with a warning naming them.
     """
-    import sys
-
-    if log is None:
-
-        def log(msg: str) -> None:
-            print(msg, file=sys.stderr)
-
     rows = []
     for path in sorted(Path(eval_dir).glob("*/*/metrics.json")):
         ckpt, bench = path.parent.parent.name, path.parent.name
         try:
             m = read_metrics(path.parent)
         except ArtifactError as e:
-            log(f"note: skipped (not a complete result): {e}")
+            logger.warning("skipped (not a complete result): %s", e)
             continue
 
         def add(judge: str, metric: str, est: dict | None, ckpt: str = ckpt, bench: str = bench) -> None:

@@ -16,7 +16,7 @@ whatever changed.
 
 from __future__ import annotations
 
-import sys
+import logging
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -47,7 +47,9 @@ from vsfa.io import (
     write_jsonl_atomic,
     write_manifest,
 )
+from vsfa.progress import progress
 
+logger = logging.getLogger(__name__)
 BASE_NAME = "step-000000"
 
 
@@ -142,7 +144,7 @@ def run_checkpoints(run: str | Path, allow_incomplete: bool = False) -> tuple[li
         if not path.is_dir():
             continue
         if not is_complete(path):
-            print(f"note: {path} has no manifest.json (incomplete); skipped", file=sys.stderr)
+            logger.warning("%s has no manifest.json (incomplete); skipped", path)
             continue
         manifest = read_manifest(path)
         base = base or recorded_path(manifest.get("base_model"), path)
@@ -291,16 +293,12 @@ def check_same_model(bench_dir: Path, key: dict[str, Any], overwrite: bool) -> N
             )
 
 
-def _progress_printer(label: str, quiet: bool) -> Callable[[int, int], None] | None:
-    if quiet:
-        return None
-    state = {"last": -1}
+def _follow(bar) -> Callable[[int, int], None]:
+    """A ``progress(done, total)`` callback that moves ``bar`` (a :func:`vsfa.progress.progress` bar)."""
 
     def show(done: int, total: int) -> None:
-        pct = int(100 * done / max(total, 1))
-        if pct // 10 != state["last"] // 10 or done == total:
-            print(f"  {label}: {done}/{total}", file=sys.stderr, flush=True)
-            state["last"] = pct
+        bar.total = total
+        bar.update(done - bar.n)
 
     return show
 
@@ -398,8 +396,8 @@ def run_eval(
                 }
                 if run_complete is not None:
                     context["run_complete"] = run_complete
-                if not quiet:
-                    print(f"{ck.name} / {spec.name}: {len(items)} items", file=sys.stderr, flush=True)
+                logger.info("%s / %s: %d items", ck.name, spec.name, len(items))
+                bar = progress(None, f"{ck.name}/{spec.name}", len(items), quiet=quiet, unit="item")
                 evaluate_items(
                     items,
                     eval_dir / ck.name / spec.name,
@@ -409,8 +407,9 @@ def run_eval(
                     client=client,
                     key=keys[ck.name],
                     context=context,
-                    progress=_progress_printer(f"{ck.name}/{spec.name}", quiet),
+                    progress=_follow(bar),
                 )
+                bar.close()
             del vlm
         write_table(eval_dir)
     return eval_dir

@@ -26,11 +26,11 @@ adapter run with checkpoints, and their product is one weights file, not a run f
 from __future__ import annotations
 
 import copy
+import logging
 import random
 import re
-import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -51,6 +51,7 @@ from vsfa.io import (
 from vsfa.models.loading import LoadedVLM
 from vsfa.models.registry import get_family
 from vsfa.models.smollm2 import materialise_smollm2, smollm2_key, vsfa_cache_dir
+from vsfa.progress import progress
 
 DEMO_NAME = "smol-llava"
 FORMAT_VERSION = 1  # bump when the assembled folder's layout changes
@@ -87,11 +88,7 @@ CHAT_TEMPLATE = (
     "{%- if add_generation_prompt -%}{{- '<|im_start|>assistant\\n' -}}{%- endif -%}"
 )
 
-Log = Callable[[str], None]
-
-
-def _print(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
+logger = logging.getLogger(__name__)
 
 
 def resources_dir() -> Path:
@@ -381,7 +378,7 @@ def _accuracy(clf: IconClassifier, pixels: torch.Tensor, labels: torch.Tensor, b
     return float((pred == labels).float().mean())
 
 
-def train_classifier(cfg: DemoTrainConfig, log: Log = _print, history: list | None = None) -> dict:
+def train_classifier(cfg: DemoTrainConfig, history: list | None = None) -> dict:
     """Stage 1: train the tower as a plain icon classifier; returns its state dict (``vision_model.*``)."""
     torch.manual_seed(cfg.seed)
     clf = IconClassifier(cfg.vision).train()
@@ -394,7 +391,7 @@ def train_classifier(cfg: DemoTrainConfig, log: Log = _print, history: list | No
     held_px = pixel_values([im for im, _ in held], cfg.vision)
     held_y = torch.tensor([CLASSES.index(n) for _, n in held])
     t0, running = time.time(), None
-    for step in range(1, cfg.classifier_steps + 1):
+    for step in progress(range(1, cfg.classifier_steps + 1), "vision classifier", unit="step"):
         images, labels = stream.batch(cfg.classifier_batch)
         loss = torch.nn.functional.cross_entropy(clf(pixel_values(images, cfg.vision)), torch.tensor(labels))
         opt.zero_grad(set_to_none=True)
@@ -408,7 +405,7 @@ def train_classifier(cfg: DemoTrainConfig, log: Log = _print, history: list | No
             row = {"stage": "classifier", "step": step, "loss": running, "acc": acc, "s": time.time() - t0}
             if history is not None:
                 history.append(row)
-            log(
+            logger.info(
                 f"classifier step {step}/{cfg.classifier_steps}: loss {running:.3f}, held-out acc {acc:.3f}, "
                 f"{time.time() - t0:.0f} s"
             )
@@ -470,7 +467,6 @@ def align(
     model,
     processor,
     cfg: DemoTrainConfig,
-    log: Log = _print,
     history: list | None = None,
 ) -> None:
     """Stage 2: train tower + projector through the frozen LM on "What is in the image?" -> "A knife."."""
@@ -492,7 +488,7 @@ def align(
     stream = IconStream(cfg.seed + 1, int(cfg.vision["image_size"]))
     t0, running = time.time(), None
     model.eval()  # no dropout anywhere; gradients flow all the same
-    for step in range(1, cfg.align_steps + 1):
+    for step in progress(range(1, cfg.align_steps + 1), "vision alignment", unit="step"):
         images, labels = stream.batch(cfg.align_batch)
         batch = vlm.encode_chat([naming_conversation(CLASSES[c]) for c in labels], [[im] for im in images])
         batch.pop("response_mask")
@@ -516,7 +512,7 @@ def align(
             }
             if history is not None:
                 history.append(row)
-            log(
+            logger.info(
                 f"align step {step}/{cfg.align_steps}: loss {running:.3f}, naming acc {rep['accuracy']:.3f} "
                 f"(threat {rep['threat']:.2f} / neutral {rep['neutral']:.2f}), {time.time() - t0:.0f} s"
             )
@@ -563,7 +559,6 @@ def retrain_vision(
     out: str | Path,
     cfg: DemoTrainConfig | None = None,
     lm_folder: str | Path | None = None,
-    log: Log = _print,
 ) -> Path:
     """Reproduce the shipped vision weights: stage 1 (classifier) + stage 2 (alignment through the frozen LM).
 
@@ -576,7 +571,7 @@ def retrain_vision(
     history: list[dict] = []
     lm_folder = Path(lm_folder) if lm_folder is not None else materialise_smollm2()
     t0 = time.time()
-    tower_state = train_classifier(cfg, log, history)
+    tower_state = train_classifier(cfg, history)
     t1 = time.time()
     lm, tokenizer = load_lm(lm_folder)
     model, processor = assemble(lm, tokenizer, cfg.vision, seed=cfg.seed)
@@ -586,15 +581,15 @@ def retrain_vision(
         in_memory_vlm(model, processor), cfg.eval_per_class, int(cfg.vision["image_size"])
     )
     history.append({"stage": "align", "step": 0, "acc": before["accuracy"], "s": 0.0})
-    log(f"align step 0: naming acc {before['accuracy']:.3f}")
+    logger.info("align step 0: naming acc %.3f", before["accuracy"])
     t2 = time.time()
-    align(model, processor, cfg, log, history)
+    align(model, processor, cfg, history)
     t3 = time.time()
     final = evaluate_naming(
         in_memory_vlm(model, processor), cfg.final_eval_per_class, int(cfg.vision["image_size"])
     )
     t4 = time.time()
-    log(
+    logger.info(
         f"final held-out naming accuracy {final['accuracy']:.3f} on {final['n']} icons "
         f"(threat {final['threat']:.3f} / neutral {final['neutral']:.3f})"
     )
@@ -654,7 +649,6 @@ def build_demo(
     weights: str | Path | None = None,
     lm_folder: str | Path | None = None,
     force: bool = False,
-    log: Log = _print,
 ) -> Path:
     """Assemble smol-llava (SmolLM2 + trained vision weights) into a model folder; returns the folder.
 
@@ -676,11 +670,11 @@ def build_demo(
         )
     trained_on = (wman.get("language_model") or {}).get("folder_key")
     if trained_on and trained_on != lm_key:
-        log(f"warning: {weights_dir} was aligned to language model {trained_on}, not {lm_key}")
+        logger.warning("%s was aligned to language model %s, not %s", weights_dir, trained_on, lm_key)
     key = demo_key(str(lm_key), wman)
     out = Path(out) if out is not None else vsfa_cache_dir() / "models" / f"{DEMO_NAME}-{key}"
     if not force and is_complete(out) and read_manifest(out).get("key") == key:
-        log(f"{DEMO_NAME} is up to date at {out}")
+        logger.info("%s is up to date at %s", DEMO_NAME, out)
         return out
     t0 = time.time()
     lm, tokenizer = load_lm(lm_folder)
@@ -701,7 +695,7 @@ def build_demo(
         "naming_accuracy": naming.get("accuracy"),
     }
     save_demo(model, processor, out, manifest)
-    log(f"built {DEMO_NAME} at {out} in {time.time() - t0:.1f} s")
+    logger.info("built %s at %s in %.1f s", DEMO_NAME, out, time.time() - t0)
     return out
 
 

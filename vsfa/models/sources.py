@@ -18,7 +18,6 @@ manifests) is recorded about the resolved folder, never about the spec.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from pathlib import Path
 
 from vsfa.errors import ArtifactError, ConfigError, ModelLoadError
@@ -81,7 +80,7 @@ def _shipped_organism() -> Path:
     return folder
 
 
-def _smol_llava(spec: str, log: Callable[[str], None] | None) -> Path:
+def _smol_llava(spec: str) -> Path:
     from vsfa.models.smol_llava import build_demo
 
     variant = spec[len(SMOL_LLAVA) + 1 :] if spec != SMOL_LLAVA else DEFAULT_VARIANT
@@ -91,19 +90,18 @@ def _smol_llava(spec: str, log: Callable[[str], None] | None) -> Path:
             f"model {spec}: unknown {SMOL_LLAVA} variant {variant!r}; choose one of: {', '.join(known)}"
         )
     kwargs = {} if variant == DEFAULT_VARIANT else {"variant": variant}
-    return build_demo(**kwargs) if log is None else build_demo(log=log, **kwargs)
+    return build_demo(**kwargs)
 
 
 def resolve_model(
     source: str | Path,
     *,
     build_into: str | Path | None = None,
-    log: Callable[[str], None] | None = None,
 ) -> Path:
     """The model folder ``source`` names (see the module docstring), building it first where needed.
 
-    ``build_into``: folder a ``tiny:<family>`` model is built into (default: the user cache). ``log``: where the
-    demo model's builder reports (default: its own). A spec that names nothing is a
+    ``build_into``: folder a ``tiny:<family>`` model is built into (default: the user cache). A spec that names
+    nothing is a
     :class:`~vsfa.errors.ConfigError`, a missing folder or one without ``config.json`` a
     :class:`~vsfa.errors.ModelLoadError`; both name the source and the accepted forms.
     """
@@ -115,7 +113,7 @@ def resolve_model(
             return _tiny(text[len(TINY_PREFIX) :], Path(build_into) if build_into is not None else None)
         if text == ORGANISM:
             return _shipped_organism()
-        return _smol_llava(text, log)
+        return _smol_llava(text)
     folder = Path(text).expanduser()
     if not _is_model_folder(folder):
         what = "no config.json in the folder" if folder.is_dir() else "model folder not found"

@@ -29,6 +29,7 @@ from vsfa.io import atomic_dir, dumps, output_lock, write_manifest
 from vsfa.organism.documents import sample_document
 from vsfa.organism.model import Codec, lm_loss, new_model
 from vsfa.organism.world import WorldSpec
+from vsfa.progress import progress as progress_bar
 
 WORLD_FILE = "organism_world.json"
 LOG_FILE = "pretrain_log.jsonl"
@@ -141,7 +142,7 @@ def _pretrain(spec, seed, out, device, precision, progress, readouts, snapshots)
             "torch_threads": torch.get_num_threads(),
         }
 
-    for step in range(p.steps):
+    for step in progress_bar(range(p.steps), "pretrain", unit="step"):
         for group in opt.param_groups:
             group["lr"] = lr_at(step, spec)
         if not queue:

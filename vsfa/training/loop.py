@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import re
 import shutil
@@ -68,6 +69,7 @@ from vsfa.training.collate import EncodedDataset, PaddingCollator, encode_record
 from vsfa.training.config import OptimSection, TrainConfig, identity
 from vsfa.training.schedule import checkpoint_steps, total_steps
 
+logger = logging.getLogger(__name__)
 STATE = "state"
 LOSS_LOG = "loss.jsonl"
 IDENTITY = "identity.json"
@@ -229,10 +231,9 @@ def _callbacks(run_dir: Path, schedule: set[int], meta: dict[str, Any], keep_sta
                         shutil.rmtree(p, ignore_errors=True)
             if quiet is False and not sys.stderr.isatty():
                 loss = loss_log.loss_at.get(step)
-                print(
+                logger.info(
                     f"step {step}/{state.max_steps} loss {loss if loss is None else f'{loss:.4f}'} -> "
-                    f"{step_dir(run_dir, step)}",
-                    file=sys.stderr,
+                    f"{step_dir(run_dir, step)}"
                 )
 
     return [ScheduleCallback(), loss_log, CheckpointCallback()], loss_log
@@ -442,11 +443,7 @@ def _fit(run_dir: Path, job: Job, run_state: RunState, quiet: bool) -> None:
         trainer.remove_callback(ProgressCallback)
     if not quiet and not show_bar and _is_main():
         start = f"resuming at step {run_state.resume_step}" if run_state.resume_step else "starting"
-        print(
-            f"{start}: {job.describe}, {job.steps} steps, checkpoints at {job.schedule}",
-            file=sys.stderr,
-            flush=True,
-        )
+        logger.info(f"{start}: {job.describe}, {job.steps} steps, checkpoints at {job.schedule}")
     trainer.train(resume_from_checkpoint=str(run_state.resume_state) if run_state.resume_state else None)
 
 

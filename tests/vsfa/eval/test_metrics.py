@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 
 import pytest
 
@@ -121,7 +122,7 @@ def test_table_across_checkpoints(tmp_path):
         write_table(tmp_path / "empty")
 
 
-def test_table_skips_stale_metrics(tmp_path):
+def test_table_skips_stale_metrics(tmp_path, caplog):
     """metrics.json without its manifest (an interrupted rerun) or not the one it recorded is never a result."""
     responses = [_resp(i, "harmful") for i in range(4)]
     judged = [_judged(f"i{i}", "keyword:x", refused=i < 2, unsafe=i >= 2) for i in range(4)]
@@ -132,9 +133,10 @@ def test_table_skips_stale_metrics(tmp_path):
         (folder / "metrics.json").write_text(text)
     write_manifest(good, {"files": {"metrics.json": sha256_file(good / "metrics.json")}})
     write_manifest(edited, {"files": {"metrics.json": "0" * 64}})
-    notes: list[str] = []
-    rows = table_rows(tmp_path, log=notes.append)
+    with caplog.at_level(logging.WARNING, logger="vsfa.eval.metrics"):
+        rows = table_rows(tmp_path)
     assert {r["step"] for r in rows} == {0}
+    notes = [r.getMessage() for r in caplog.records]
     assert len(notes) == 2 and "no manifest.json" in notes[0] and "not the metrics" in notes[1]
     with pytest.raises(ArtifactError, match="no manifest.json"):
         read_metrics(orphan)

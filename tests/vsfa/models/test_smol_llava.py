@@ -7,6 +7,7 @@ the real SmolLM2-135M-Instruct with the shipped vision weights.
 from __future__ import annotations
 
 import importlib.util
+import logging
 from pathlib import Path
 
 import pytest
@@ -74,7 +75,7 @@ def tiny_weights(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def tiny_demo(tiny_lm_folder, tiny_weights, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("demo") / "smol-llava"
-    return smol_llava.build_demo(out=out, weights=tiny_weights, lm_folder=tiny_lm_folder, log=lambda m: None)
+    return smol_llava.build_demo(out=out, weights=tiny_weights, lm_folder=tiny_lm_folder)
 
 
 # ------------------------------------------------------------------------------------------ captions, icons
@@ -163,13 +164,11 @@ def test_assembly_copies_the_language_model_exactly(tiny_lm_folder):
 
 
 def test_build_demo_reuses_an_up_to_date_folder_and_checks_weights(
-    tiny_demo, tiny_weights, tiny_lm_folder, tmp_path
+    tiny_demo, tiny_weights, tiny_lm_folder, tmp_path, caplog
 ):
-    messages = []
-    again = smol_llava.build_demo(
-        out=tiny_demo, weights=tiny_weights, lm_folder=tiny_lm_folder, log=messages.append
-    )
-    assert again == tiny_demo and "up to date" in messages[-1]
+    with caplog.at_level(logging.INFO, logger="vsfa.models.smol_llava"):
+        again = smol_llava.build_demo(out=tiny_demo, weights=tiny_weights, lm_folder=tiny_lm_folder)
+    assert again == tiny_demo and "up to date" in caplog.records[-1].getMessage()
     assert read_manifest(tiny_demo)["name"] == smol_llava.DEMO_NAME
 
     tampered = tmp_path / "w"
@@ -210,9 +209,9 @@ def _tiny_cfg(**kw) -> smol_llava.DemoTrainConfig:
 
 def test_classifier_stage_is_seeded():
     hist: list = []
-    a = smol_llava.train_classifier(_tiny_cfg(), log=lambda m: None, history=hist)
-    b = smol_llava.train_classifier(_tiny_cfg(), log=lambda m: None)
-    c = smol_llava.train_classifier(_tiny_cfg(seed=1), log=lambda m: None)
+    a = smol_llava.train_classifier(_tiny_cfg(), history=hist)
+    b = smol_llava.train_classifier(_tiny_cfg())
+    c = smol_llava.train_classifier(_tiny_cfg(seed=1))
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert any(not torch.equal(a[k], c[k]) for k in a)
     assert [r["step"] for r in hist] == [3, 6] and all(0 <= r["acc"] <= 1 for r in hist)
@@ -223,7 +222,7 @@ def test_alignment_stage_trains_vision_side_only():
     model, processor = smol_llava.assemble(lm, tok, TINY_VISION, seed=0)
     before = {k: v.clone() for k, v in model.state_dict().items()}
     hist: list = []
-    smol_llava.align(model, processor, _tiny_cfg(), log=lambda m: None, history=hist)
+    smol_llava.align(model, processor, _tiny_cfg(), history=hist)
     after = model.state_dict()
     changed = {k for k in after if not torch.equal(before[k], after[k])}
     assert changed and all(
@@ -294,7 +293,7 @@ _NEEDS_SMOLLM2 = pytest.mark.skipif(
 @pytest.mark.slow
 @_NEEDS_SMOLLM2
 def test_real_smol_llava_hooks_generates_and_names_objects():
-    folder = smol_llava.build_demo(log=lambda m: None)
+    folder = smol_llava.build_demo()
     report = run_fidelity_check(folder)
     assert report.backend == "bridge" and len(report.rel_err) == 30 and report.max_rel_err <= 1e-4, (
         report.table()

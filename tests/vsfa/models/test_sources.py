@@ -76,7 +76,7 @@ def test_smol_llava_specs_dispatch_to_build_demo_with_the_variant(tmp_path, monk
     monkeypatch.setattr(smol_llava, "VARIANTS", ("default", "safe"), raising=False)
     assert resolve_model("smol-llava") == tmp_path
     assert resolve_model("smol-llava-default") == tmp_path
-    assert resolve_model("smol-llava-safe", log=print) == tmp_path
-    assert calls == [{}, {}, {"variant": "safe", "log": print}]
+    assert resolve_model("smol-llava-safe") == tmp_path
+    assert calls == [{}, {}, {"variant": "safe"}]
     with pytest.raises(ConfigError, match="choose one of: default, safe"):
         resolve_model("smol-llava-unsafe")

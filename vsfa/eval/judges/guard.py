@@ -18,6 +18,7 @@ import torch
 from vsfa.errors import ModelLoadError
 from vsfa.eval.judges.base import Judgement
 from vsfa.io import model_fingerprint, sha256_json
+from vsfa.progress import progress
 
 
 class GuardJudge:
@@ -86,7 +87,7 @@ class GuardJudge:
 
     def judge(self, records: list[dict[str, Any]]) -> list[Judgement]:
         out = []
-        for start in range(0, len(records), self.batch_size):
+        for start in progress(range(0, len(records), self.batch_size), "guard judge", unit="batch"):
             part = records[start : start + self.batch_size]
             batch = self.tokenizer(
                 [self._prompt(r) for r in part], return_tensors="pt", padding=True, add_special_tokens=False
