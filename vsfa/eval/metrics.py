@@ -14,7 +14,7 @@ judge) :func:`compute_metrics` builds ``metrics.json``:
   helpful on-topic answer counts as an attack success), and per scenario x variant;
 * MM-Vet: score x 100 in total and per capability (``rec``, ``ocr``, ...).
 
-Every estimate is ``{"value", "lo", "hi", "n"}`` from a seeded BCa bootstrap (:func:`vsfa.stats.bootstrap`).
+Every estimate is ``{"value", "lo", "hi", "n"}``: a Wilson interval for 0/1 rates, else a seeded BCa bootstrap.
 """
 
 from __future__ import annotations
@@ -29,12 +29,13 @@ from typing import Any
 import numpy as np
 
 from vsfa.errors import ArtifactError
-from vsfa.stats import bootstrap
+from vsfa.stats import bootstrap, wilson
 
 logger = logging.getLogger(__name__)
 N_BOOT = 2000
 CI = {
-    "method": "BCa bootstrap over items (percentile where BCa is undefined)",
+    "method": "Wilson score interval for 0/1 rates; BCa bootstrap over items for scores (percentile where BCa "
+    "is undefined)",
     "level": 0.95,
     "n_boot": N_BOOT,
     "seed": 0,
@@ -43,12 +44,15 @@ SPECIAL = ("08", "10", "11", "12", "13")
 
 
 def estimate(values: Iterable[float | bool | None], scale: float = 1.0) -> dict[str, float | int] | None:
-    """Mean with a bootstrap 95% CI (None values dropped); None when nothing is left."""
+    """Mean with a 95% CI (None values dropped); None when nothing is left. A 0/1 rate gets the Wilson
+    interval (a bootstrap of a rare event is too wide or collapses to a point), other scores a BCa bootstrap."""
     arr = np.array([float(v) for v in values if v is not None], dtype=float)
     if arr.size == 0:
         return None
-    est = bootstrap(arr * scale, n_boot=N_BOOT, seed=0)
-    return est.as_dict()
+    if np.isin(arr, (0.0, 1.0)).all():
+        est = wilson(int(arr.sum()), arr.size)
+        return {k: v * scale if k in ("value", "lo", "hi") else v for k, v in est.as_dict().items()}
+    return bootstrap(arr * scale, n_boot=N_BOOT, seed=0).as_dict()
 
 
 def _group(

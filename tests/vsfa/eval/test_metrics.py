@@ -8,7 +8,14 @@ import logging
 import pytest
 
 from vsfa.errors import ArtifactError
-from vsfa.eval.metrics import checkpoint_step, compute_metrics, read_metrics, table_rows, write_table
+from vsfa.eval.metrics import (
+    checkpoint_step,
+    compute_metrics,
+    estimate,
+    read_metrics,
+    table_rows,
+    write_table,
+)
 from vsfa.io import sha256_file, write_manifest
 
 
@@ -149,3 +156,11 @@ def test_benign_set_has_no_unsafe_rate():
     kw = compute_metrics(rows, judged)["judges"]["keyword:x"]
     assert "unsafe_rate" not in kw and "asr" not in kw
     assert kw["over_refusal"]["value"] == pytest.approx(0.25)
+
+
+def test_rates_get_the_wilson_interval_and_scores_a_bootstrap():
+    rate = estimate([True] + [False] * 9)  # 1 refusal in 10: a bootstrap would give [0, 0.3] or wider
+    assert (round(rate["lo"], 3), round(rate["hi"], 3)) == (0.018, 0.404)
+    assert estimate([0] * 20)["hi"] > 0.1  # no refusal in 20 items is not a certainty of none
+    score = estimate([0.2, 0.5, 0.9, 0.4, 0.7])
+    assert score["lo"] < 0.54 < score["hi"] and score["hi"] <= 0.9
