@@ -307,7 +307,7 @@ CASES = [
         ],
         r"persona-latin1.json:1: not UTF-8 text",
     ),
-    # usage errors (typer's own click): one line, not a traceback
+    # usage errors (click): one line, not a traceback
     Case("unknown-option", lambda w: ["eval", "--bogus"], r"No such option: --bogus .*vsfa eval --help"),
     Case(
         "not-a-number",
