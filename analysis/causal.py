@@ -91,7 +91,7 @@ class SteerConfig:
     """Benchmark name."""
     bench_path: Path | None = None
     """Benchmark folder (benchmarks other than builtin)."""
-    bench_options: dict[str, Any] = field(default_factory=dict)
+    bench_options: dict[str, Any] = field(default_factory=dict, metadata={"flag": "bench-opt"})
     """Loader option KEY=VALUE, e.g. variants=text."""
     limit: int | None = None
     """N items, stratified over labels and categories."""
