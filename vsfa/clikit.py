@@ -283,9 +283,12 @@ def build(cmd: Command, name: str) -> click.Command:
             if cmd.exit_code is not None and cmd.exit_code(result):
                 ctx.exit(cmd.exit_code(result))
 
-    doc = cmd.help or inspect.getdoc(cmd.run) or ""
+    doc = (cmd.help or inspect.getdoc(cmd.run) or "").split("\n\n")[0]
+    args = [f for f in flds if f.key in cmd.args]
+    if args:  # click lists options only: the arguments' docs go into the command's help
+        doc += "\n\n\b\nArguments:\n" + "\n".join(f"  {f.key}  {f.help}" for f in args)
     return click.Command(
-        name, params=params, callback=callback, help=doc.split("\n\n")[0], no_args_is_help=False
+        name, params=params, callback=callback, help=doc, no_args_is_help=False
     )
 
 
