@@ -287,9 +287,7 @@ def build(cmd: Command, name: str) -> click.Command:
     args = [f for f in flds if f.key in cmd.args]
     if args:  # click lists options only: the arguments' docs go into the command's help
         doc += "\n\n\b\nArguments:\n" + "\n".join(f"  {f.key}  {f.help}" for f in args)
-    return click.Command(
-        name, params=params, callback=callback, help=doc, no_args_is_help=False
-    )
+    return click.Command(name, params=params, callback=callback, help=doc, no_args_is_help=False)
 
 
 def build_group(name: str, help_: str, commands: dict[str, click.Command], main: Command | None = None):
