@@ -14,7 +14,7 @@ from typing import Any
 
 import click
 
-from vsfa.clikit import Command, Preset, build, build_group
+from vsfa.clikit import Command, Preset, build, build_group, quiet_option
 from vsfa.errors import VsfaError
 
 HELP = "VSFA toolkit: train Visual Self-Fulfilling Alignment and explain it."
@@ -184,16 +184,6 @@ def command(name: str) -> Command:
     return Command(name, config, run, show, **entry)
 
 
-def _quiet(ctx: click.Context, param: click.Parameter, value: bool) -> None:
-    if value:
-        logging.getLogger().setLevel(logging.WARNING)
-
-
-QUIET = click.Option(
-    ["-q", "--quiet"], is_flag=True, expose_value=False, is_eager=True, callback=_quiet, help="Warnings only."
-)
-
-
 class LazyGroup(click.Group):
     """A group whose commands are built from :data:`TABLE` on first use (``vsfa --help`` imports no stage)."""
 
@@ -207,14 +197,11 @@ class LazyGroup(click.Group):
                 k.split(" ")[1]: build(command(k), k.split(" ")[1]) for k in TABLE if k.startswith(f"{full} ")
             }
             main = command(full) if full in TABLE else None
-            group = build_group(name, GROUPS[full], subs, main)
-            group.params.append(QUIET)
+            group = build_group(name, GROUPS[full], subs, main, help_if_bare=full != "data")
             return group
         if full not in TABLE:
             return None
-        cmd = build(command(full), name)
-        cmd.params.append(QUIET)
-        return cmd
+        return build(command(full), name)
 
 
 def _quiet_transformers() -> None:
@@ -229,7 +216,26 @@ def _quiet_transformers() -> None:
 
 def app() -> click.Group:
     """The root ``vsfa`` group."""
-    return LazyGroup("vsfa", help=HELP, no_args_is_help=True, params=[QUIET])
+    return LazyGroup("vsfa", help=HELP, no_args_is_help=True, params=[quiet_option()])
+
+
+def docs(width: int = 100) -> str:
+    """``docs/cli.md``: every command's help, from the configs (``python -m vsfa.cli --docs > docs/cli.md``)."""
+    import vsfa.clikit
+
+    parts = [
+        "# The `vsfa` command\n",
+        "Generated from the stage configs by `vsfa.cli.docs()`; do not edit.\n",
+    ]
+    parts.append(vsfa.clikit.CONVENTIONS)
+    root = app()
+    for name in ["", *TABLE]:
+        cmd, ctx = root, click.Context(root, info_name="vsfa", terminal_width=width, max_content_width=width)
+        for word in name.split():
+            cmd = cmd.get_command(ctx, word)
+            ctx = click.Context(cmd, info_name=word, parent=ctx)
+        parts.append(f"## `vsfa {name}`\n\n```text\n{cmd.get_help(ctx)}\n```\n".replace("`vsfa `", "`vsfa`"))
+    return "\n".join(parts)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -249,6 +255,8 @@ def main(argv: list[str] | None = None) -> None:
     except (click.exceptions.Abort, KeyboardInterrupt):
         print("aborted", file=sys.stderr)
         sys.exit(130)
+    except click.exceptions.NoArgsIsHelpError as e:  # a bare group name: its help
+        print(e.format_message())
     except click.ClickException as e:  # usage errors (unknown option, bad number, missing argument): one line
         ctx = getattr(e, "ctx", None)
         hint = f" (see {ctx.command_path} --help)" if ctx is not None else ""
@@ -261,4 +269,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    print(docs(), end="") if sys.argv[1:] == ["--docs"] else main()

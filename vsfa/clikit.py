@@ -1,17 +1,7 @@
 """Command-line options generated from a stage's config dataclass (the one adapter behind ``vsfa``).
 
-Each command is a :class:`Command`: a config dataclass, a ``run(cfg)`` function and an optional printer.
-The dataclass is the single source of truth; this module turns it into click options:
-
-- a field ``batch_size`` is ``--batch-size``; a field of a nested section (``TrainConfig.train.max_steps``)
-  is dotted like its TOML key: ``--train.max-steps``; ``field(metadata={"flag": "eval-set"})`` renames one;
-- help text is the field's attribute docstring (the string literal right below the field);
-- ``bool`` -> ``--x/--no-x``; lists -> repeatable, each value may also hold comma-separated items;
-  ``dict`` -> repeatable ``--x KEY=VALUE`` (TOML values, dotted keys nest);
-- a field without a default is required (from a flag, ``--config`` or ``--set``).
-
-Every command also takes ``--config FILE.toml`` and ``--set a.b=value`` (repeatable, TOML values).
-Precedence: the dataclass defaults < ``--config`` < ``--set`` < flags. Unknown keys are ConfigErrors.
+Each command is a :class:`Command`: a config dataclass, a ``run(cfg)`` function and an optional printer; the
+dataclass is the single source of truth, turned into click options by the rules in :data:`CONVENTIONS`.
 """
 
 from __future__ import annotations
@@ -19,6 +9,7 @@ from __future__ import annotations
 import ast
 import dataclasses
 import inspect
+import logging
 import textwrap
 import types
 import typing
@@ -32,7 +23,23 @@ from click.core import ParameterSource
 from vsfa.config import from_dict, merge, parse_assignments, read_toml, set_dotted
 from vsfa.errors import ConfigError
 
-RESERVED = ("config", "set", "help")
+RESERVED = ("config", "set", "help", "quiet")
+CONVENTIONS = """\
+Every option of a command is a field of its stage's config dataclass, and the field's docstring is its help.
+
+- Settings come from, lowest first: the defaults, `--config FILE.toml`, `--set KEY=VALUE` (repeatable; the
+  value is TOML: `--set train.lr=1e-4`, `--set "seeds=[0, 1]"`; anything that is not TOML is a plain string),
+  then the flags. Unknown keys are errors naming the key.
+- A field `batch_size` is `--batch-size`; a field of a nested section is dotted like its TOML key
+  (`--train.max-steps` is `[train] max_steps`).
+- Yes/no fields: `--x/--no-x`. Lists: repeat the option, or give several items separated by commas
+  (`--sets neutral,requests` is `--sets neutral --sets requests`); `--layers all` means every layer.
+  Tables (`--bench-opt`, `--generation`, `--world-set`): repeatable `KEY=VALUE`, dotted keys nest.
+- A field without a default is required (as a flag, in `--config` or by `--set`).
+- `-q/--quiet` (on any command, or `vsfa -q ...`): warnings only, no progress output.
+- Errors: one line `error: ...` on stderr and exit code 2; a failed check (`models check`, `report --check`)
+  exits 1.
+"""
 
 
 @dataclass(frozen=True)
@@ -188,6 +195,9 @@ def _param(fld: Field, positional: bool) -> click.Parameter:
         )
     multiple = _is_list(fld.tp) or _is_dict(fld.tp)
     metavar = "KEY=VALUE" if _is_dict(fld.tp) else None
+    if _is_list(fld.tp):
+        (inner,) = typing.get_args(fld.tp) or (str,)
+        metavar = f"{_click_type(inner).name.upper()},..."
     tp = click.STRING if multiple else _click_type(fld.tp)
     return click.Option([f"--{fld.flag}", name], type=tp, multiple=multiple, help=text, metavar=metavar)
 
@@ -257,6 +267,7 @@ def build(cmd: Command, name: str) -> click.Command:
             help="Override a setting, e.g. --set a.b=1 (TOML value; repeatable).",
         ),
     ]
+    params.append(quiet_option())
     if cmd.preset is not None:
         params.append(
             click.Option(
@@ -290,14 +301,45 @@ def build(cmd: Command, name: str) -> click.Command:
     return click.Command(name, params=params, callback=callback, help=doc, no_args_is_help=False)
 
 
-def build_group(name: str, help_: str, commands: dict[str, click.Command], main: Command | None = None):
-    """A command group; ``main`` (optional) also runs the group itself (``vsfa eval --bench ...``)."""
+def _quiet(ctx: click.Context, param: click.Parameter, value: bool) -> None:
+    if value:
+        logging.getLogger().setLevel(logging.WARNING)
+
+
+def quiet_option() -> click.Option:
+    """``-q/--quiet``: the root logger at WARNING (no progress output, no info lines)."""
+    return click.Option(
+        ["-q", "--quiet"],
+        is_flag=True,
+        expose_value=False,
+        is_eager=True,
+        callback=_quiet,
+        help="Warnings only.",
+    )
+
+
+def build_group(
+    name: str,
+    help_: str,
+    commands: dict[str, click.Command],
+    main: Command | None = None,
+    help_if_bare: bool = True,
+) -> click.Group:
+    """A command group; ``main`` (optional) also runs the group itself (``vsfa eval --bench ...``).
+
+    ``help_if_bare``: the bare group name prints the help (else: a "Missing command" usage error).
+    """
     if main is None:
-        group = click.Group(name, help=help_, no_args_is_help=False)
+        group = click.Group(name, help=help_, no_args_is_help=help_if_bare)
     else:
         base = build(main, name)
         group = click.Group(
-            name, params=base.params, callback=base.callback, help=help_, invoke_without_command=True
+            name,
+            params=base.params,
+            callback=base.callback,
+            help=help_,
+            invoke_without_command=True,
+            no_args_is_help=help_if_bare,
         )
     for sub in commands.values():
         group.add_command(sub)

@@ -165,3 +165,13 @@ def test_adapter_rules_on_a_toy_config():
 def test_field_docs_are_attribute_docstrings():
     assert field_docs(Toy)["out"] == "Where to write." and "inner" not in field_docs(Toy)
     assert [f.key for f in fields_of(Toy)][-1] == "inner.rate" and fields_of(Toy)[0].required
+
+
+def test_docs_page_is_current():
+    """docs/cli.md is rendered from the configs; regenerate it with `python -m vsfa.cli --docs > docs/cli.md`."""
+    from vsfa.cli import docs
+
+    page = Path(__file__).resolve().parents[2] / "docs" / "cli.md"
+    assert page.read_text(encoding="utf-8") == docs(), (
+        "docs/cli.md is stale: python -m vsfa.cli --docs > docs/cli.md"
+    )
