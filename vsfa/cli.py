@@ -87,7 +87,12 @@ TABLE: dict[str, dict[str, Any]] = {
     "data build": C("vsfa.data.build", "BuildConfig", "run_build", "format_build"),
     "data vlguard": C("vsfa.data.vlguard", "VlguardConfig", "run_vlguard"),
     "data subsets": C("vsfa.data.dataset", "SubsetsConfig", "run_subsets"),
-    "capture": C("probes.capture", "CaptureConfig", "run_capture"),
+    "capture": C(
+        "probes.capture",
+        "CaptureConfig",
+        "run_capture",
+        help="Capture activations of one set into the store.",
+    ),
     "directions": C(
         "probes.stages",
         "DirectionsConfig",
@@ -156,6 +161,7 @@ TABLE: dict[str, dict[str, Any]] = {
         lambda r: r.text,
         args=("study",),
         exit_code=lambda r: r.code,
+        help="Results tables rendered from a study's artifacts; update or check the README's report blocks.",
     ),
     "demo": C(
         "vsfa.study",
@@ -184,8 +190,20 @@ def command(name: str) -> Command:
     return Command(name, config, run, show, **entry)
 
 
+def _short(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 3].rsplit(" ", 1)[0] + "..."
+
+
 class LazyGroup(click.Group):
     """A group whose commands are built from :data:`TABLE` on first use (``vsfa --help`` imports no stage)."""
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        """The command list from :data:`GROUPS` and the table's help texts (no stage module is imported)."""
+        names = self.list_commands(ctx)
+        limit = formatter.width - 6 - max(map(len, names))
+        rows = [(n, _short(GROUPS.get(n) or TABLE[n]["help"], limit)) for n in names]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted({k.split(" ")[0] for k in TABLE})
@@ -205,13 +223,18 @@ class LazyGroup(click.Group):
 
 
 def _quiet_transformers() -> None:
+    """transformers' own logging at ERROR, no hub progress bars (by environment: importing it costs seconds)."""
+    import os
     import warnings
 
-    from transformers.utils import logging as hf_logging
-
     warnings.filterwarnings("ignore", category=FutureWarning)  # library deprecation notices, not ours
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    if "transformers" in sys.modules:  # already imported (in-process callers): set it directly
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()
 
 
 def app() -> click.Group:
