@@ -8,13 +8,12 @@ Every :class:`~vsfa.errors.VsfaError` becomes one line on stderr (``error: ...``
 from __future__ import annotations
 
 import importlib
-import logging
 import sys
 from typing import Any
 
 import click
 
-from vsfa.clikit import Command, Preset, build, build_group, quiet_option
+from vsfa.clikit import Command, Preset, build, build_group, quiet_option, setup_logging
 from vsfa.errors import VsfaError
 
 HELP = "VSFA toolkit: train Visual Self-Fulfilling Alignment and explain it."
@@ -209,17 +208,13 @@ class LazyGroup(click.Group):
         return sorted({k.split(" ")[0] for k in TABLE})
 
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
-        full = name
-        if full in GROUPS:
+        if name in GROUPS:
             subs = {
-                k.split(" ")[1]: build(command(k), k.split(" ")[1]) for k in TABLE if k.startswith(f"{full} ")
+                k.split(" ")[1]: build(command(k), k.split(" ")[1]) for k in TABLE if k.startswith(f"{name} ")
             }
-            main = command(full) if full in TABLE else None
-            group = build_group(name, GROUPS[full], subs, main, help_if_bare=full != "data")
-            return group
-        if full not in TABLE:
-            return None
-        return build(command(full), name)
+            main = command(name) if name in TABLE else None
+            return build_group(name, GROUPS[name], subs, main, help_if_bare=name != "data")
+        return build(command(name), name) if name in TABLE else None
 
 
 def _quiet_transformers() -> None:
@@ -266,7 +261,7 @@ def main(argv: list[str] | None = None) -> None:
     from vsfa.env import apply_offline_defaults
 
     apply_offline_defaults()
-    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr, force=True)
+    setup_logging()
     _quiet_transformers()
     try:
         app().main(args=argv, prog_name="vsfa", standalone_mode=False)

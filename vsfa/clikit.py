@@ -10,6 +10,7 @@ import ast
 import dataclasses
 import inspect
 import logging
+import sys
 import textwrap
 import types
 import typing
@@ -301,13 +302,28 @@ def build(cmd: Command, name: str) -> click.Command:
     return click.Command(name, params=params, callback=callback, help=doc, no_args_is_help=False)
 
 
+PACKAGES = (
+    "vsfa",
+    "probes",
+    "analysis",
+    "figures",
+)  # their loggers print INFO; other libraries' print WARNING
+
+
+def setup_logging(quiet: bool = False) -> None:
+    """Log records as bare messages on stderr: our packages at INFO (WARNING when ``quiet``), others at WARNING."""
+    logging.basicConfig(level=logging.WARNING, format="%(message)s", stream=sys.stderr, force=True)
+    for name in PACKAGES:
+        logging.getLogger(name).setLevel(logging.WARNING if quiet else logging.INFO)
+
+
 def _quiet(ctx: click.Context, param: click.Parameter, value: bool) -> None:
     if value:
-        logging.getLogger().setLevel(logging.WARNING)
+        setup_logging(quiet=True)
 
 
 def quiet_option() -> click.Option:
-    """``-q/--quiet``: the root logger at WARNING (no progress output, no info lines)."""
+    """``-q/--quiet``: warnings only (no progress output, no info lines)."""
     return click.Option(
         ["-q", "--quiet"],
         is_flag=True,
