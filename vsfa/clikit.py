@@ -142,7 +142,7 @@ _SCALARS = {int: "integers", float: "numbers"}
 
 def _convert_items(fld: Field, values: Sequence[str]) -> list[Any]:
     """A repeatable list option's values, each split on commas, as items of the list's type."""
-    (inner,) = typing.get_args(fld.tp) or (str,)
+    inner = (typing.get_args(fld.tp) or (str,))[0]
     raw = [v.strip() for value in values for v in value.split(",") if v.strip()]
     if inner not in _SCALARS:
         return raw
@@ -197,7 +197,7 @@ def _param(fld: Field, positional: bool) -> click.Parameter:
     multiple = _is_list(fld.tp) or _is_dict(fld.tp)
     metavar = "KEY=VALUE" if _is_dict(fld.tp) else None
     if _is_list(fld.tp):
-        (inner,) = typing.get_args(fld.tp) or (str,)
+        inner = (typing.get_args(fld.tp) or (str,))[0]
         metavar = f"{_click_type(inner).name.upper()},..."
     tp = click.STRING if multiple else _click_type(fld.tp)
     return click.Option([f"--{fld.flag}", name], type=tp, multiple=multiple, help=text, metavar=metavar)

@@ -1,6 +1,9 @@
 """Configs are dataclasses read from TOML; CLI flags override; the resolved config is saved with the run.
 
-Unknown keys are an error naming the file and the key (a typo must never be silently ignored).
+Unknown keys are an error naming the file and the key (a typo must never be silently ignored). This module
+holds the one ``KEY=VALUE`` parser (:func:`parse_assignment`, TOML values) and the one dotted-key helper
+(:func:`set_dotted`) that the CLI, the training config, the study presets and the organism world share, and
+writes TOML with ``tomli-w`` (:func:`to_toml`).
 """
 
 from __future__ import annotations
