@@ -71,31 +71,54 @@ CURVE_METRICS = (
 class SteerConfig:
     """Settings of ``vsfa steer``."""
 
-    model: str = ""
-    directions: str = ""
-    out: str = ""
-    checkpoint: str | None = None
+    model: str = field(kw_only=True)
+    """Base model folder."""
+    directions: Path = field(kw_only=True)
+    """Direction artifact (the selected direction is used)."""
+    out: Path = field(kw_only=True)
+    """Output folder."""
+    checkpoint: Path | None = None
+    """Fine-tuned adapter: also ablate the direction from it and undo its shift."""
     hook: str | None = None
+    """Hook (default: the selected one)."""
     position: str | None = None
-    method: str | None = None  # dom | probe (the probe's normal); default the set's own
+    """Direction position (default: the selected one)."""
+    method: str | None = None
+    """Dom | probe (the probe's normal); default the set's own."""
     alphas: list[float] = field(default_factory=lambda: [0.0, 1.0, 2.0, 4.0, 8.0])
+    """Steering strengths, in class gaps (raw DoM norms)."""
     steer_positions: str = "all"
+    """all | prompt | generated"""
     n_random: int = 3
+    """Norm-matched random directions as controls."""
     bench: str = "builtin"
-    bench_path: str | None = None
-    bench_options: dict[str, Any] = field(default_factory=dict)
+    """Benchmark name."""
+    bench_path: Path | None = None
+    """Benchmark folder (benchmarks other than builtin)."""
+    bench_options: dict[str, Any] = field(default_factory=dict, metadata={"flag": "bench-opt"})
+    """Loader option KEY=VALUE, e.g. variants=text."""
     limit: int | None = None
+    """N items, stratified over labels and categories."""
     judge: str = "keyword"
+    """Judge name."""
     max_new_tokens: int = 48
+    """Answer length limit."""
     batch_size: int = 8
+    """Generation batch size."""
     # other GenerationConfig fields, e.g. refusal_mode, openers_refuse, openers_comply
     generation: dict[str, Any] = field(default_factory=dict)
+    """Other GenerationConfig fields, e.g. refusal_mode=first_token, openers_refuse=FILE."""
     device: str = "cpu"
+    """torch device."""
     dtype: str | None = None
+    """float32 | bfloat16 | float16 (default: the device's)."""
     n_boot: int = 1000
+    """Bootstrap resamples."""
     seed: int = 0
+    """Seed."""
     # steer along the direction minus its component on the refusal score's logit direction (readout_direction)
     orthogonal_to_readout: bool = False
+    """Use the direction minus its component along the refusal score's logit direction."""
 
     def check(self) -> None:
         """Raise a ConfigError or ArtifactError for any input no run could use, before any work is done."""
@@ -364,7 +387,7 @@ def _steer(cfg: SteerConfig, out: Path, items: list[BenchItem], t0: float) -> Pa
     summary = {
         "kind": "vsfa.steer",
         "model": str(cfg.model),
-        "checkpoint": cfg.checkpoint,
+        "checkpoint": str(cfg.checkpoint) if cfg.checkpoint else None,
         "directions": str(cfg.directions),
         "hook": chosen.hook,
         "position": chosen.position,

@@ -80,23 +80,36 @@ MEASURES = tuple(name for name, _, _ in MEASURE_SPECS)
 class LinkConfig:
     """Settings of ``vsfa link``."""
 
-    runs: list[str] = field(default_factory=list)
-    controls: list[str] = field(default_factory=list)
-    out: str | None = None
-    benchmark: str = "builtin"
+    runs: list[Path] = field(default_factory=list, metadata={"flag": "run"})
+    """Tracked and evaluated runs (seeds/arms)."""
+    controls: list[Path] = field(default_factory=list, metadata={"flag": "control"})
+    """Control runs (neutral images), for seeds."""
+    out: Path | None = None
+    """Report file (default: <first run>/link.json)."""
+    benchmark: str = field(default="builtin", metadata={"flag": "bench"})
+    """Benchmark folder name under RUN/eval/<checkpoint>/."""
     judge: str | None = None
+    """Judge name (default: the keyword judge)."""
     hook: str | None = None
+    """Hook (default: the selected one)."""
     position: str | None = None
-    method: str | None = None  # dom | probe; default the track's selected method
-    set: str | None = None  # the tracked request set (default: the one the runs' track recorded)
+    """Position (default: the selected one)."""
+    method: str | None = None
+    """dom | probe (default: the selected one)."""
+    set: str | None = field(default=None, metadata={"flag": "eval-set"})
+    """Tracked set with harmful/harmless labels (default: the runs' only tracked set)."""
     harmful: str = "harmful"
+    """Label of the harmful items."""
     harmless: str = "harmless"
-    holdout_seeds: list[int] | None = (
-        None  # direction search: runs of these seeds confirm (default: the last)
-    )
-    final_step: int | None = None  # the planned last step, for the forecast (default: each run's last)
+    """Label of the harmless items."""
+    holdout_seeds: list[int] | None = field(default=None, metadata={"flag": "holdout-seed"})
+    """Direction search: runs of these seeds confirm (default: the largest seed)."""
+    final_step: int | None = None
+    """Planned last step, for the forecast (default: each run's last)."""
     n_boot: int = 2000
+    """Bootstrap resamples (clusters: runs)."""
     seed: int = 0
+    """Bootstrap seed."""
 
     def check(self) -> None:
         """Raise a ConfigError for settings no run could use."""
@@ -525,7 +538,7 @@ def link(cfg: LinkConfig) -> dict[str, Any]:
     runs, judge = [], cfg.judge
     for p in paths:
         data, judge = load_run(p, cfg, hook, position, method, judge)
-        if str(p) in cfg.controls and data.arm != CONTROL_ARM:
+        if p in {Path(c) for c in cfg.controls} and data.arm != CONTROL_ARM:
             logger.warning(
                 "%s is passed as --control but its manifest says arm %r; treated as control", p, data.arm
             )

@@ -17,6 +17,7 @@ import json
 import math
 import re
 import shutil
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -306,3 +307,49 @@ def check_readme(readme: str | Path) -> list[str]:
     readme = Path(readme)
     text = readme.read_text(encoding="utf-8")
     return [m["dir"] for m in BLOCK.finditer(text) if _render_block(readme, m) != m["body"]]
+
+
+@dataclass
+class ReportConfig:
+    """Settings of ``vsfa report``."""
+
+    study: list[Path] = field(default_factory=list)
+    """Study folder(s) to render (default: the README's blocks)."""
+    collect: Path | None = None
+    """Copy the study's report files and figures here first."""
+    readme: Path = Path("README.md")
+    """README whose report blocks to update or check."""
+    check: bool = False
+    """Exit 1 if a README block differs from its rendering."""
+
+
+@dataclass
+class ReportResult:
+    """What ``vsfa report`` prints, and its exit code (1: a README block is stale)."""
+
+    text: str
+    code: int = 0
+
+
+def run_report(cfg: ReportConfig) -> ReportResult:
+    """Results tables rendered from a study's artifacts; update or check the README's report blocks."""
+    import logging
+
+    from vsfa.errors import ConfigError
+
+    if cfg.collect is not None:
+        if len(cfg.study) != 1:
+            raise ConfigError("--collect takes exactly one study folder")
+        return ReportResult(f"collected {collect(cfg.study[0], cfg.collect)}")
+    if cfg.study:
+        return ReportResult("\n".join(render_study(folder) for folder in cfg.study))
+    if cfg.check:
+        stale = check_readme(cfg.readme)
+        for d in stale:
+            logging.getLogger(__name__).warning(
+                f"{cfg.readme}: report block {d} differs from its rendering (run `vsfa report`)"
+            )
+        return ReportResult("", 1 if stale else 0)
+    changed = update_readme(cfg.readme)
+    text = f"updated {', '.join(changed)}" if changed else f"{cfg.readme}: every report block is up to date"
+    return ReportResult(text)

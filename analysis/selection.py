@@ -48,6 +48,7 @@ from analysis.interventions import ablation_hooks, random_like, steering_hook
 from probes.directions import Direction, DirectionSet, load_directions
 from probes.hooked import HookedVLM
 from probes.splits import request_rows
+from vsfa.config import json_ready
 from vsfa.errors import ConfigError, DataError
 from vsfa.eval.modelio import Query, encode_queries
 from vsfa.eval.refusal import Openers, first_token_ids, last_logits, readout_direction
@@ -63,27 +64,45 @@ class SelectConfig:
     """Settings of ``vsfa select``."""
 
     model: str = ""
-    directions: str = ""
-    requests: str = (
-        ""  # requests-format file; only its selection rows (split extract/selection or none) are used
-    )
-    out: str = ""  # selection.json
+    """Base model folder."""
+    directions: Path = Path()
+    """Direction artifact (every hook x position x method is a candidate)."""
+    requests: Path = Path()
+    """Requests file; only its selection rows (split extract/selection or none) are used."""
+    out: Path = Path()
+    """selection.json to write."""
     methods: list[str] = field(default_factory=lambda: ["dom", "probe"])
-    positions: list[str] | None = None  # default: every position of the artifact
-    alpha: float = 1.0  # activation addition, in class gaps
-    exclude_last: float = 0.2  # share of the last layers not eligible (at least one layer when > 0)
-    orthogonalise: bool = False  # remove the readout component from every candidate before scoring
-    max_kl: float = 0.1  # nats, mean KL(base || added) on harmless requests
-    min_accuracy: float = 0.6  # held-out persona accuracy
-    max_items: int = 32  # selection requests per class
-    first_trained_layer: int = 0  # adapters train this layer and above: a direction below it cannot move
+    """Direction methods to score."""
+    positions: list[str] | None = None
+    """Positions to score (default: every position of the artifact)."""
+    alpha: float = 1.0
+    """Activation addition, in class gaps."""
+    exclude_last: float = 0.2
+    """Share of the last layers not eligible (at least one layer when > 0)."""
+    orthogonalise: bool = False
+    """Remove the readout component from every candidate before scoring."""
+    max_kl: float = 0.1
+    """Nats, mean KL(base || added) on harmless requests."""
+    min_accuracy: float = 0.6
+    """Held-out persona accuracy."""
+    max_items: int = 32
+    """Selection requests per class."""
+    first_trained_layer: int = 0
+    """Adapters train this layer and above: a direction below it cannot move."""
     n_random: int = 2
-    openers_refuse: str | None = None
-    openers_comply: str | None = None
+    """Norm-matched random directions per hook."""
+    openers_refuse: Path | None = None
+    """Refusal opener list (default: shipped)."""
+    openers_comply: Path | None = None
+    """Compliance opener list (default: shipped)."""
     batch_size: int = 16
+    """Forward batch size."""
     device: str = "cpu"
+    """torch device."""
     dtype: str | None = None
+    """float32 | bfloat16 | float16 (default: the device's)."""
     seed: int = 0
+    """Seed."""
 
     def check(self) -> None:
         """Raise a ConfigError for settings no run could use."""
@@ -319,7 +338,9 @@ def select(cfg: SelectConfig) -> dict[str, Any]:
         **decision,
         "candidates": candidates,
         "settings": {
-            k: v for k, v in asdict(cfg).items() if k not in ("model", "directions", "requests", "out")
+            k: v
+            for k, v in json_ready(asdict(cfg)).items()
+            if k not in ("model", "directions", "requests", "out")
         },
     }
     write_json_atomic(cfg.out, report)

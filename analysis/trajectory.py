@@ -118,12 +118,18 @@ SET_METRICS = ("shift", "shift_gap", "shift_sd", "rand_shift95", "shift_cos", "s
 class TrackConfig(CompareOptions):
     """Settings of ``vsfa track`` (the comparison settings plus the run and the attribution)."""
 
-    run: str = ""
-    max_pairs: int | None = None  # request sets: first N pairs only
+    run: Path = field(kw_only=True)
+    """Training run folder (RUN/checkpoints/step-*)."""
+    max_pairs: int | None = None
+    """Request sets: first N pairs only."""
     n_boot: int = 1000
+    """Bootstrap resamples per CI."""
     attribution_set: str | None = "requests_image"
+    """Request set for the per-position attribution ('' or none: skip)."""
     attribution_positions: list[str] = field(default_factory=lambda: list(ATTRIBUTION_POSITIONS))
-    allow_incomplete: bool = False  # track a run without its final manifest (recorded in the output)
+    """Positions of the attribution."""
+    allow_incomplete: bool = False
+    """Track a run without its final manifest (recorded in the output)."""
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -390,3 +390,52 @@ def capture(
     model = ModelSpec(vlm.source, vlm.adapter, dtype=dtype, device=str(vlm.device), merge=vlm.merged)
     root = Path(root) if root is not None else vsfa_cache_dir() / "acts"
     return Capturer(model, root, batch_size, hooked=hooked).capture(cset, spec)
+
+
+@dataclass
+class CaptureConfig:
+    """Settings of ``vsfa capture``."""
+
+    model: Path
+    """Model folder."""
+    contrast: str = "persona"
+    """Set name or file (see README: contrast sets)."""
+    adapter: Path | None = None
+    """peft adapter folder."""
+    positions: list[str] = field(default_factory=lambda: ["last"])
+    """Positions: last, eoi, eoi_mean, image_mean, prompt_mean, ..."""
+    layers: list[int] | None = field(default=None, metadata={"none": "all"})
+    """'all' or comma-separated layer indices."""
+    hooks: list[str] = field(default_factory=lambda: [HOOK_KIND_DEFAULT])
+    """Hook kinds."""
+    acts: Path = Path("runs/acts")
+    """Activation cache root."""
+    max_questions: int | None = None
+    """Use only this many questions (persona / visual)."""
+    batch_size: int = 16
+    """Forward batch size."""
+    device: str = "cpu"
+    """torch device."""
+    dtype: str | None = None
+    """float32 | bfloat16 | float16 (default: the device's)."""
+    backend: str = "torch"
+    """torch (fast) | bridge | auto"""
+
+
+def run_capture(cfg: CaptureConfig) -> str:
+    """Capture activations of one set into the content-addressed store (reused when already there)."""
+    from probes.contrasts import load_set
+
+    check_counts("capture", max_questions=cfg.max_questions, batch_size=cfg.batch_size)
+    cset = load_set(cfg.contrast, max_questions=cfg.max_questions)
+    layers = tuple(cfg.layers) if cfg.layers is not None else None
+    spec = CaptureSpec(tuple(cfg.positions or ["last"]), layers, tuple(cfg.hooks))
+    model = ModelSpec(
+        str(cfg.model), str(cfg.adapter) if cfg.adapter else None, cfg.dtype, cfg.device, backend=cfg.backend
+    )
+    cap = Capturer(model, cfg.acts, cfg.batch_size)
+    store = cap.capture(cset, spec)
+    return (
+        f"{'cached' if cap.hits else 'wrote'} {store.folder} ({store.n} items, {len(store.hooks)} hooks, "
+        f"positions {', '.join(store.positions)})"
+    )

@@ -121,11 +121,17 @@ class SelectionRule:
     """
 
     combine: str = "geometric"
+    """Selection rule: geometric | weighted."""
     weight_separation: float = 0.5
+    """Selection rule: weight of the separation, (0, 1]."""
     accuracy: str = "pair"
+    """Held-out accuracy: pair (by persona pair) | question."""
     min_accuracy: float = 0.6
+    """Selection rule: minimum held-out accuracy."""
     min_separation: float = 0.6
+    """Selection rule: minimum harmful-vs-harmless AUROC."""
     exclude_last_frac: float = 0.0
+    """Share of the last layers not eligible."""
 
     def __post_init__(self) -> None:
         if self.combine not in ("geometric", "weighted"):

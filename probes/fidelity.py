@@ -130,3 +130,49 @@ def run_fidelity_check(
         rel_err=errs,
         logits_rel_err=_rel_err(logits.float().cpu(), ref_logits, mask),
     )
+
+
+@dataclass
+class FidelityConfig:
+    """Settings of ``vsfa models check``."""
+
+    path: Path
+    """Model folder."""
+    adapter: Path | None = None
+    """peft adapter folder (merged for the check)."""
+    backend: str = "auto"
+    """auto | bridge | torch"""
+    device: str = "cpu"
+    """torch device."""
+    dtype: str | None = None
+    """float32 (CPU default) | bfloat16 | float16"""
+    bound: float = 1e-4
+    """Fail (exit 1) when any layer's max relative error exceeds this."""
+
+
+@dataclass
+class FidelityVerdict:
+    """A fidelity report and the bound it was held to."""
+
+    report: FidelityReport
+    bound: float
+
+    @property
+    def ok(self) -> bool:
+        return self.report.max_rel_err <= self.bound
+
+    def text(self) -> str:
+        r = self.report
+        verdict = "ok" if self.ok else "FAIL"
+        return (
+            f"{r.source}: family {r.family}, backend {r.backend}\n{r.table()}\n"
+            f"{verdict}: max relative error {r.max_rel_err:.3e} (bound {self.bound:.0e})"
+        )
+
+
+def run_check(cfg: FidelityConfig) -> FidelityVerdict:
+    """Hook-vs-HF fidelity: max relative error per layer of hooked resid_post vs HF hidden states."""
+    report = run_fidelity_check(
+        cfg.path, adapter=cfg.adapter, backend=cfg.backend, device=cfg.device, dtype=cfg.dtype
+    )
+    return FidelityVerdict(report, cfg.bound)

@@ -69,28 +69,49 @@ STUDY_DIRECTIONS = "directions/persona.json"
 class DirectionsConfig:
     """Settings of ``vsfa directions`` (TOML-loadable; ``[rule]`` is the :class:`SelectionRule`)."""
 
-    model: str = ""
-    adapter: str | None = None
+    model: str = field(kw_only=True)
+    """Model folder."""
+    adapter: Path | None = None
+    """peft adapter folder (directions of a checkpoint)."""
     contrast: str = "persona"
+    """Contrast set name or file."""
     separation: str | None = "requests"
+    """Separation set for selection ('none': no separation)."""
     positions: list[str] = field(default_factory=lambda: ["last"])
-    layers: list[int] | None = None
+    """Positions (last, eoi, image_mean, ...)."""
+    layers: list[int] | None = field(default=None, metadata={"none": "all"})
+    """'all' or comma-separated layer indices."""
     hook_kinds: list[str] = field(default_factory=lambda: ["hook_resid_post"])
-    out: str | None = None
-    acts: str | None = None
+    """Hook kinds."""
+    out: Path | None = None
+    """Artifact stem: writes OUT.safetensors, OUT.json, OUT.table.csv."""
+    acts: Path | None = None
+    """Activation cache root (default: beside OUT's run folder)."""
     max_questions: int | None = None
+    """Use only this many neutral questions."""
     batch_size: int = 16
+    """Forward batch size."""
     device: str = "cpu"
+    """torch device."""
     dtype: str | None = None
+    """float32 | bfloat16 | float16 (default: the device's)."""
     backend: str = "torch"
+    """torch (fast) | bridge | auto"""
     C: float = 1.0
+    """Inverse L2 strength of the logistic probes."""
     n_splits: int = 5
+    """Cross-validation folds of the probes."""
     n_random: int = 32
+    """Random directions for the null distribution."""
     seed: int = 0
+    """Seed of splits and random directions."""
     rule: SelectionRule = field(default_factory=SelectionRule)
-    overwrite: bool = False  # replace an artifact at ``out`` derived from other inputs
+    overwrite: bool = False
+    """Replace an artifact at --out derived from other inputs."""
 
     def __post_init__(self) -> None:
+        if self.separation in ("none", ""):
+            self.separation = None
         check_counts("directions", batch_size=self.batch_size, max_questions=self.max_questions)
         check_counts("directions", minimum=2, n_splits=self.n_splits)
         check_counts("directions", minimum=0, n_random=self.n_random)
@@ -117,17 +138,29 @@ class CompareOptions:
     """Settings shared by everything that compares models along the fixed base directions (probe, track)."""
 
     base: str | None = None
-    directions: str | None = None
+    """Base model folder (default: base_model in the checkpoint's manifest)."""
+    directions: Path | None = None
+    """Direction artifact (default: derived on the base first)."""
     sets: list[str] = field(default_factory=lambda: list(DEFAULT_EVAL_SETS))
-    acts: str | None = None
+    """Evaluation sets (names or files)."""
+    acts: Path | None = None
+    """Activation cache root (default: RUN/acts)."""
     max_questions: int | None = None
+    """Neutral questions for a derived persona set."""
     batch_size: int = 16
+    """Forward batch size."""
     device: str = "cpu"
+    """torch device."""
     dtype: str | None = None
+    """float32 | bfloat16 | float16 (default: the device's)."""
     backend: str = "torch"
+    """torch (fast) | bridge | auto"""
     n_boot: int = 2000
+    """Bootstrap resamples for the CIs."""
     n_random: int = 32
+    """Random directions for the null distribution."""
     seed: int = 0
+    """Bootstrap and sampling seed."""
 
     def __post_init__(self) -> None:
         where = type(self).__name__.removesuffix("Config").lower()
@@ -140,34 +173,22 @@ class ProbeConfig(CompareOptions):
     """Settings of ``vsfa probe``. A checkpoint inside a study takes the study's directions, selection, sets
     and activation cache unless ``directions`` / ``sets`` / ``position`` / ``acts`` are given."""
 
-    checkpoint: str = field(
-        default="", metadata={"help": "Checkpoint folder (peft adapter + manifest.json)."}
-    )
-    json: str | None = field(default=None, metadata={"help": "Write the full report as JSON here."})
-    position: str | None = field(
-        default=None, metadata={"help": "Position (default: the study's choice, else the selected one)."}
-    )
-    hook_kind: str | None = field(
-        default=None, metadata={"help": "Require directions at this hook kind (e.g. hook_resid_post)."}
-    )
-    directions: str | None = field(
-        default=None,
-        metadata={
-            "help": "Direction artifact (default: the study's for a checkpoint in a study, else persona "
-            "directions derived on the base)."
-        },
-    )
-    acts: str | None = field(
-        default=None,
-        metadata={"help": "Activation cache root (default: STUDY/acts in a study, else RUN/acts)."},
-    )
-    sets: list[str] | None = field(  # None: the study's evaluation split, else DEFAULT_EVAL_SETS
-        default=None,
-        metadata={
-            "help": "Evaluation sets or files (default: the evaluation split of the study's request set for a "
-            "checkpoint in a study, else neutral, requests)."
-        },
-    )
+    checkpoint: Path = field(kw_only=True)
+    """Checkpoint folder (peft adapter + manifest.json)."""
+    json: Path | None = None
+    """Write the full report as JSON here."""
+    position: str | None = None
+    """Position (default: the study's choice for a checkpoint in a study, else the selected one)."""
+    hook_kind: str | None = None
+    """Require directions at this hook kind (e.g. hook_resid_post)."""
+    directions: Path | None = None
+    """Direction artifact (default: the study's for a checkpoint in a study, else persona directions derived
+    on the base)."""
+    acts: Path | None = None
+    """Activation cache root (default: STUDY/acts for a checkpoint in a study, else RUN/acts)."""
+    sets: list[str] | None = None
+    """Evaluation sets or files (default: the evaluation split of the study's request set for a checkpoint in a
+    study, else neutral, requests)."""
 
 
 def default_acts_root(anchor: Path) -> Path:
@@ -202,7 +223,9 @@ def run_directions(cfg: DirectionsConfig) -> tuple[DirectionSet, Path, Capturer]
     out = Path(cfg.out) if cfg.out else Path("directions") / contrast.name
     out = _direction_stem(out)
     acts = Path(cfg.acts) if cfg.acts else default_acts_root(out)
-    spec = ModelSpec(str(cfg.model), cfg.adapter, cfg.dtype, cfg.device, backend=cfg.backend)
+    spec = ModelSpec(
+        str(cfg.model), str(cfg.adapter) if cfg.adapter else None, cfg.dtype, cfg.device, backend=cfg.backend
+    )
     capturer = Capturer(spec, acts, batch_size=cfg.batch_size)
     cspec = cfg.capture_spec()
     inputs = {  # content keys of both captures (model, adapter, set, positions, hooks) + the derivation
@@ -413,10 +436,10 @@ def resolve_defaults(
         "directions": "option" if cfg.directions else ("study" if study else "base"),
         "sets": "option" if cfg.sets is not None else ("study" if study else "generic"),
     }
-    acts = cfg.acts or (str(found[0] / "acts") if found else None)
+    acts = cfg.acts or (found[0] / "acts" if found else None)
     out = replace(
         cfg,
-        directions=cfg.directions or (str(study.directions) if study else None),
+        directions=cfg.directions or (study.directions if study else None),
         sets=cfg.sets if cfg.sets is not None else (list(study.sets) if study else list(DEFAULT_EVAL_SETS)),
         acts=acts,
     )

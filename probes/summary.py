@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -39,3 +40,20 @@ def layer_summary(path: str | Path, adapter: str | Path | None = None, backend: 
             f"{hook_name(layer):<26}{norms[:, -1].mean():10.3f}{img}{norms[text].mean():10.3f}{cos:15.3f}"
         )
     return "\n".join(lines)
+
+
+@dataclass
+class SummaryConfig:
+    """Settings of ``vsfa models summary``."""
+
+    path: Path
+    """Model folder."""
+    adapter: Path | None = None
+    """peft adapter folder."""
+    backend: str = "auto"
+    """auto | bridge | torch"""
+
+
+def run_summary(cfg: SummaryConfig) -> str:
+    """Load, hook and print a per-layer activation summary on a few multimodal inputs."""
+    return layer_summary(cfg.path, adapter=cfg.adapter, backend=cfg.backend)

@@ -39,52 +39,96 @@ class StudyConfig:
     ``smol-llava`` or a model folder."""
 
     out: str = "runs/demo"
+    """Study folder."""
     model: str = "tiny:llava"
-    data: str = "procedural"  # procedural (threat / neutral scenes) | organism (the organism's arms and sets)
-    organism_n: int = 512  # organism: conversations per arm
+    """tiny:<family> | organism | smol-llava | a model folder."""
+    data: str = "procedural"
+    """Procedural (threat / neutral scenes) | organism (the organism's arms and sets)."""
+    organism_n: int = 512
+    """Organism: conversations per arm."""
     arms: list[str] = field(default_factory=lambda: ["vsfa", "control", "text"])
+    """Arms to train (vsfa and controls)."""
     seeds: list[int] = field(default_factory=lambda: [0])
+    """LoRA seeds per arm."""
     images: int = 24
+    """Procedural images per class."""
     image_size: int = 32
+    """Procedural image side in pixels."""
     image_style: str = "scene"
+    """scene | icon"""
     questions_per_image: int = 3
+    """Questions per image."""
     steps: int = 48
+    """Training steps per run."""
     batch_size: int = 4
+    """Training batch size."""
     lr: float = 3e-3
+    """Learning rate."""
     scheduler: str = "cosine"
-    warmup: float = 0.0  # no warm-up: with few steps the first checkpoint would otherwise equal the base
+    """transformers scheduler name."""
+    warmup: float = 0.0
+    """No warm-up: with few steps the first checkpoint would otherwise equal the base."""
     lora_r: int = 8
+    """LoRA rank."""
     lora_alpha: int = 32
+    """LoRA alpha."""
     log_until: int = 32
+    """Log-spaced checkpoints up to this step."""
     log_base: float = 2.0
+    """Base of the log-spaced checkpoints."""
     every: int = 0
+    """A checkpoint every N steps (0: none)."""
     persona_questions: int | None = 12
-    contrast: str = "persona"  # organism: its context set (vigilant vs carefree evidence before a request)
+    """Neutral questions of the persona contrast set (unset: all)."""
+    contrast: str = "persona"
+    """Organism: its context set (vigilant vs carefree evidence before a request)."""
     # the harmful/harmless request set, split by pair into selection items (layer search, candidate scores)
     # and evaluation items (tracking, link, evaluation, steering): nothing reported is computed on the former
     requests: str = "requests"
+    """Harmful/harmless request set, split by pair into selection and evaluation items."""
     split_key: str = "pair"
+    """Group column of the split."""
     split_seed: int = 0
-    split_fraction: float = 0.5  # share of groups in evaluation (a file with its own split column keeps it)
+    """Split seed."""
+    split_fraction: float = 0.5
+    """Share of groups in evaluation (a file with its own split column keeps it)."""
     # causal candidate selection (analysis.selection), on the selection items of the base model
     select_methods: list[str] = field(default_factory=lambda: ["dom", "probe"])
+    """Direction methods scored by the causal selection."""
     exclude_last: float = 0.2
+    """Share of the last layers not eligible."""
     orthogonalise: bool = False
+    """Remove the readout component before scoring."""
     max_kl: float = 0.1
+    """Largest mean KL (nats) on harmless requests."""
     min_accuracy: float = 0.6
+    """Smallest held-out persona accuracy."""
     select_items: int = 32
+    """Selection requests per class."""
     track_pairs: int | None = None
-    openers: list[str] | None = None  # [refusal, compliance] opener files for the refusal score
-    refusal_mode: str = "sequence"  # sequence | first_token
+    """Request pairs tracked (unset: all)."""
+    openers: list[str] | None = None
+    """[refusal, compliance] opener files for the refusal score."""
+    refusal_mode: str = "sequence"
+    """Sequence | first_token."""
     eval_pairs: int | None = 8
+    """Request pairs evaluated (unset: all)."""
     eval_variants: list[str] = field(default_factory=lambda: ["text", "neutral"])
+    """Builtin benchmark variants."""
     max_new_tokens: int = 16
+    """Answer length limit."""
     alphas: list[float] = field(default_factory=lambda: [0.0, 2.0, 4.0, 8.0])
+    """Steering strengths, in class gaps."""
     n_random: int = 2
+    """Random directions as controls."""
     steer_pairs: int | None = 6
+    """Request pairs steered (unset: all)."""
     batch: int = 16
+    """Forward batch size."""
     device: str = "cpu"
+    """torch device."""
     figures: bool = True
+    """Draw the figures."""
 
     def check(self) -> None:
         if self.data not in ("procedural", "organism"):
@@ -190,34 +234,35 @@ def study_config(
     preset: str, config: str | Path | None = None, overrides: list[str] = (), out: str | Path | None = None
 ) -> StudyConfig:
     """A preset (:data:`STUDIES`), then a TOML file, then ``KEY=VALUE`` overrides (TOML values), then ``out``."""
-    import tomllib
-
-    from vsfa.config import from_dict
+    from vsfa.config import parse_assignments, read_toml, set_dotted
 
     if preset not in STUDIES:
         raise ConfigError(f"unknown study {preset!r}; choose from {', '.join(STUDIES)} (or all)")
-    values: dict[str, Any] = {"out": f"runs/demo-{preset}", **STUDIES[preset]}
-    if config is not None:
-        path = Path(config)
-        if not path.is_file():
-            raise ConfigError(f"{path}: study config not found")
-        try:
-            values.update(tomllib.loads(path.read_text()))
-        except tomllib.TOMLDecodeError as e:
-            raise ConfigError(f"{path}: invalid TOML ({e})") from None
-    for item in overrides:
-        key, sep, raw = item.partition("=")
-        if not sep or not key.strip():
-            raise ConfigError(f"--set {item!r}: expected KEY=VALUE")
-        try:
-            values[key.strip()] = tomllib.loads(f"v = {raw}")["v"]
-        except tomllib.TOMLDecodeError:
-            values[key.strip()] = raw
+    user: dict[str, Any] = read_toml(config) if config is not None else {}
+    for key, value in parse_assignments(overrides).items():
+        set_dotted(user, key, value)
     if out is not None:
-        values["out"] = str(out)
-    cfg = from_dict(StudyConfig, values)
-    cfg.check()
-    return cfg
+        user["out"] = str(out)
+    return study_configs(preset, user)[0]
+
+
+def study_configs(preset: str, user: dict[str, Any]) -> list[StudyConfig]:
+    """``vsfa demo --study NAME``: the preset (``all``: each of :data:`ALL_STUDIES`) with ``user``'s settings laid
+    over it; with several presets a user ``out`` holds one sub-folder per preset."""
+    from vsfa.config import from_dict
+
+    presets = ALL_STUDIES if preset == "all" else (preset,)
+    configs = []
+    for name in presets:
+        if name not in STUDIES:
+            raise ConfigError(f"unknown study {name!r}; choose from {', '.join(STUDIES)} (or all)")
+        values: dict[str, Any] = {"out": f"runs/demo-{name}", **STUDIES[name], **user}
+        if len(presets) > 1 and "out" in user:
+            values["out"] = str(Path(user["out"]) / name)
+        cfg = from_dict(StudyConfig, values)
+        cfg.check()
+        configs.append(cfg)
+    return configs
 
 
 def run_name(arm: str, seed: int) -> str:

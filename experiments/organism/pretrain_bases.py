@@ -33,13 +33,11 @@ def main() -> None:
 
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
+    from vsfa.config import parse_assignments
     from vsfa.organism.pretrain import pretrain
     from vsfa.organism.world import load_world
 
-    overrides = {}
-    for item in args.set:
-        key, value = item.split("=", 1)
-        overrides[key] = json.loads(value)
+    overrides = parse_assignments(args.set)
     spec = load_world(overrides=overrides)
     folder = ROOT / args.recipe
     folder.mkdir(parents=True, exist_ok=True)

@@ -39,11 +39,12 @@ def main() -> None:
 
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
+    from vsfa.config import parse_assignments
     from vsfa.organism.finetune import finetune
     from vsfa.organism.pretrain import read_world
     from vsfa.organism.world import apply_overrides, world_from_dict
 
-    overrides = {k: json.loads(v) for k, v in (item.split("=", 1) for item in args.set)}
+    overrides = parse_assignments(args.set)
     folder = ROOT / args.tag
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "args.json").write_text(json.dumps(vars(args)) + "\n")

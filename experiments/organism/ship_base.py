@@ -15,6 +15,7 @@ import json
 import shutil
 from pathlib import Path
 
+from vsfa.config import parse_assignments
 from vsfa.io import atomic_dir, dumps, write_manifest
 from vsfa.organism.pretrain import WORLD_FILE
 from vsfa.organism.shipped import SHIPPED_DIR
@@ -41,9 +42,8 @@ def main() -> None:
             if f.name != "manifest.json":
                 shutil.copy2(f, tmp / f.name)
         finetune = {}
-        for item in args.finetune:
-            key, value = item.split("=", 1)
-            finetune[key if key.startswith("finetune.") else f"finetune.{key}"] = json.loads(value)
+        for key, value in parse_assignments(args.finetune, "--finetune").items():
+            finetune[key if key.startswith("finetune.") else f"finetune.{key}"] = value
         if finetune:
             spec = load_world(tmp / WORLD_FILE, overrides=finetune)
             (tmp / WORLD_FILE).write_text(dumps(spec.to_dict()) + "\n")

@@ -11,9 +11,10 @@ for layer in 3 2; do
     flag=$([ $orth = yes ] && echo --orthogonal-to-readout || echo --no-orthogonal-to-readout)
     .venv/bin/vsfa steer --model vsfa/resources/organism --directions $S/directions/persona \
       --checkpoint $S/runs/vsfa-s0/checkpoints/step-000150 --hook blocks.$layer.hook_resid_post \
-      --alphas 0,1,2,4 --n-random 3 --bench builtin=$S/sets/organism_requests.jsonl \
-      --bench-opt builtin.variants=text --refusal-mode first_token --openers-refuse $S/sets/openers_refuse.txt \
-      --openers-comply $S/sets/openers_comply.txt --max-new-tokens 8 --batch-size 40 $flag \
+      --alphas 0,1,2,4 --n-random 3 --bench builtin --bench-path $S/sets/organism_requests.jsonl \
+      --bench-opt variants=text --generation refusal_mode=first_token \
+      --generation openers_refuse=$S/sets/openers_refuse.txt --generation openers_comply=$S/sets/openers_comply.txt \
+      --max-new-tokens 8 --batch-size 40 $flag \
       --out $S/upstream/layer$layer-orth-$orth
   done
 done

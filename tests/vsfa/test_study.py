@@ -226,8 +226,10 @@ def test_analysis_commands_refuse_bad_input(run_cli, tmp_path, quick_study):
         "--directions",
         quick_study / "directions" / "persona.json",
     ]
-    proc = run_cli("steer", *steer_args, "--out", tmp_path / "s", "--bench-opt", "variants=text")
-    assert proc.returncode == 2 and "NAME.KEY=VALUE" in proc.stderr and not (tmp_path / "s").exists()
+    proc = run_cli("steer", *steer_args, "--out", tmp_path / "s", "--bench-opt", "variants")
+    assert proc.returncode == 2 and "KEY=VALUE" in proc.stderr and not (tmp_path / "s").exists()
+    proc = run_cli("steer", *steer_args, "--out", tmp_path / "s", "--bench-opt", "bogus=1")
+    assert proc.returncode == 2 and "unknown option 'bogus'" in proc.stderr and not (tmp_path / "s").exists()
     # every input is checked before any work: a bad checkpoint no longer waits for the whole base sweep
     for extra, message in (
         (["--checkpoint", tmp_path / "nope"], "not an adapter folder"),

@@ -29,7 +29,7 @@ import os
 import random
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -389,3 +389,105 @@ def build_variants(
 def _set_key(items: list[ImageItem]) -> str | None:
     """Content key of an image set as used: image hashes and annotations (not where the files live)."""
     return sha256_json([[it.sha256, it.annotation] for it in items]) if items else None
+
+
+@dataclass
+class BuildConfig:
+    """Settings of ``vsfa data build``."""
+
+    out: Path
+    """Output folder; one sub-folder per variant."""
+    variants: list[str] = field(default_factory=lambda: list(VARIANTS))
+    """Variants to build."""
+    procedural: int | None = None
+    """Render N threat + N neutral scenes first."""
+    threat: Path | None = None
+    """Threat image set folder or manifest JSONL."""
+    neutral: Path | None = None
+    """Neutral image set folder or manifest JSONL (control)."""
+    threat_annotations: Path | None = None
+    """Annotations JSONL for the threat images."""
+    neutral_annotations: Path | None = None
+    """Annotations JSONL for the neutral images."""
+    source: str = "annotation"
+    """Answer source: annotation | self | endpoint."""
+    model: Path | None = None
+    """Base model folder (source 'self')."""
+    endpoint: str | None = None
+    """OpenAI-compatible base URL, e.g. http://localhost:8000/v1."""
+    endpoint_model: str | None = None
+    """Model name sent to the endpoint."""
+    api_key_env: str = "OPENAI_API_KEY"
+    """Environment variable holding the endpoint key."""
+    questions_per_image: int = 3
+    """Questions per image."""
+    n_images: int | None = None
+    """Use the first N images of each set."""
+    seed: int = 0
+    """Template draw seed (and procedural scene seed)."""
+    size: int = 224
+    """Procedural image size."""
+    text_prob: float = 0.25
+    """Procedural sign rate."""
+    style: str = "scene"
+    """Procedural style: scene | icon (one large object)."""
+    batch_size: int = 8
+    """Generation batch size (source 'self')."""
+    max_new_tokens: int = 96
+    """Answer length limit (sources 'self', 'endpoint')."""
+    device: str = "cpu"
+    """Device for source 'self'."""
+    allow_labelled: bool = False
+    """Keep targets that fail the label-free lint (recorded)."""
+    overwrite: bool = False
+    """Replace a complete build made from other inputs."""
+
+
+def run_build(cfg: BuildConfig) -> Path:
+    """Build neutral VQA training sets (variants image/text/mixed/control with identical form)."""
+    from vsfa.data.sources import make_source
+
+    src = make_source(
+        cfg.source,
+        model=str(cfg.model) if cfg.model else None,
+        endpoint=cfg.endpoint,
+        endpoint_model=cfg.endpoint_model,
+        api_key_env=cfg.api_key_env,
+        batch_size=cfg.batch_size,
+        max_new_tokens=cfg.max_new_tokens,
+        device=cfg.device,
+    )
+    return build_variants(
+        cfg.out,
+        cfg.variants,
+        threat=cfg.threat,
+        neutral=cfg.neutral,
+        source=src,
+        questions_per_image=cfg.questions_per_image,
+        seed=cfg.seed,
+        n_images=cfg.n_images,
+        threat_annotations=cfg.threat_annotations,
+        neutral_annotations=cfg.neutral_annotations,
+        allow_labelled=cfg.allow_labelled,
+        procedural=cfg.procedural,
+        procedural_size=cfg.size,
+        procedural_text_prob=cfg.text_prob,
+        procedural_style=cfg.style,
+        overwrite=cfg.overwrite,
+    )
+
+
+def format_build(folder: Path) -> str:
+    """One line per built variant (records, images), plus a warning when the variants' form differs."""
+    from vsfa.io import read_manifest
+
+    build = read_manifest(folder)
+    lines = [
+        f"{folder / v}: {i['n_records']} records, {i['n_images']} images"
+        for v, i in build["variants"].items()
+    ]
+    if not build["form_matched"]:
+        lines.append(
+            "warning: variants differ in size or template distribution (annotations differ between sets)"
+        )
+    return "\n".join(lines)

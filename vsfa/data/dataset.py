@@ -177,3 +177,23 @@ def make_subsets(
             write_manifest(tmp, data_manifest(rebased, tmp / DATA_FILE, extra))
         outs.append(dst)
     return outs
+
+
+@dataclass
+class SubsetsConfig:
+    """Settings of ``vsfa data subsets``."""
+
+    data: Path
+    """Data folder (a variant folder of a build)."""
+    sizes: list[int]
+    """Image counts, e.g. 100,200,400,700."""
+    seed: int = 0
+    """Sampling seed."""
+    out_root: Path | None = None
+    """Write OUT_ROOT/n<size> instead of <data>-n<size>."""
+
+
+def run_subsets(cfg: SubsetsConfig) -> str:
+    """Nested subsets by image for training-scale ablations."""
+    folders = make_subsets(cfg.data, cfg.sizes, seed=cfg.seed, out_root=cfg.out_root)
+    return "\n".join(f"wrote {f}" for f in folders)

@@ -242,3 +242,61 @@ def _render_set(
             },
         )
     return out
+
+
+@dataclass
+class ImagesConfig:
+    """Settings of ``vsfa data images``."""
+
+    kind: str
+    """threat | neutral"""
+    n: int
+    """Number of images."""
+    out: Path
+    """Output image-set folder."""
+    seed: int = 0
+    """First scene seed (scenes seed..seed+n-1)."""
+    size: int = 224
+    """Image side in pixels."""
+    text_prob: float = 0.25
+    """Share of scenes with a sign carrying a short text."""
+    style: str = "scene"
+    """scene | icon (one large object, for small vision towers)."""
+    overwrite: bool = False
+    """Replace a complete set rendered with other settings."""
+
+
+def run_images(cfg: ImagesConfig) -> str:
+    """Render procedural threat/neutral scenes with exact annotations (same seed: same layout)."""
+    folder = write_procedural_set(
+        cfg.kind,
+        cfg.n,
+        cfg.out,
+        seed=cfg.seed,
+        size=cfg.size,
+        text_prob=cfg.text_prob,
+        style=cfg.style,
+        overwrite=cfg.overwrite,
+    )
+    return f"wrote {cfg.n} {cfg.kind} images to {folder}"
+
+
+@dataclass
+class ManifestConfig:
+    """Settings of ``vsfa data manifest``."""
+
+    images: Path
+    """Image folder (scanned recursively)."""
+    label: str
+    """threat | neutral | unsafe | safe | unknown"""
+    out: Path
+    """Output manifest (JSONL)."""
+    skip_bad: bool = False
+    """Leave out unreadable images and list them in <out>.report.json."""
+
+
+def run_manifest(cfg: ManifestConfig) -> str:
+    """Image manifest of a folder: content hash, size, decode check."""
+    path, report = write_image_manifest(cfg.images, cfg.label, cfg.out, skip_bad=cfg.skip_bad)
+    skipped = f", skipped {report['n_skipped']} (see {path}.report.json)" if report["n_skipped"] else ""
+    return f"wrote {path}: {report['n_images']} images{skipped}"

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import random
+from dataclasses import dataclass
 from pathlib import Path
 
 from vsfa.data.build import DATA_FILE, data_manifest
@@ -154,3 +155,32 @@ def build_vlguard(
             ),
         )
     return out
+
+
+@dataclass
+class VlguardConfig:
+    """Settings of ``vsfa data vlguard``."""
+
+    train_json: Path
+    """VLGuard train.json."""
+    images_root: Path
+    """Folder the records' image paths are relative to."""
+    out: Path
+    """Output data folder."""
+    n_images: int | None = None
+    """Seeded sample of N images (all their pairs)."""
+    seed: int = 0
+    """Sample seed."""
+    skip_bad: bool = False
+    """Leave out missing/corrupt images (listed in skipped.json)."""
+
+
+def run_vlguard(cfg: VlguardConfig) -> str:
+    """VLGuard's labelled safety data as a data folder (the safety fine-tuning baseline)."""
+    from vsfa.io import read_manifest
+
+    folder = build_vlguard(
+        cfg.train_json, cfg.images_root, cfg.out, n_images=cfg.n_images, seed=cfg.seed, skip_bad=cfg.skip_bad
+    )
+    man = read_manifest(folder)
+    return f"{folder}: {man['n_records']} records, {man['n_images']} images (labelled)"

@@ -36,17 +36,29 @@ class GenerationConfig:
     """How answers are generated (saved with the results; part of their content key)."""
 
     max_new_tokens: int = 256
+    """Answer length limit."""
     batch_size: int = 8
+    """Generation batch size."""
     do_sample: bool = False
+    """Sample instead of greedy decoding."""
     temperature: float = 1.0
+    """Sampling temperature."""
     top_p: float = 1.0
+    """Nucleus sampling mass."""
     seed: int = 0
+    """Sampling seed."""
     system_prompt: str | None = None
-    defense: str = "none"  # none | adashield_s
-    defense_placement: str = "suffix"  # suffix | prefix (AdaShield-S wording follows the placement)
+    """System prompt."""
+    defense: str = "none"
+    """None | adashield_s."""
+    defense_placement: str = "suffix"
+    """Suffix | prefix (AdaShield-S wording follows the placement)."""
     refusal_score: bool = True
+    """Store the refusal log-odds with each answer."""
     refusal_mode: str = "sequence"
-    openers_refuse: str | None = None  # opener list files for the refusal score (default: the shipped ones)
+    """sequence (whole openers) | first_token (cheaper)."""
+    openers_refuse: str | None = None
+    """Opener list files for the refusal score (default: the shipped ones)."""
     openers_comply: str | None = None
 
     def validate(self) -> None:

@@ -23,6 +23,7 @@ import logging
 import re
 from collections import defaultdict
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -291,3 +292,29 @@ def write_table(eval_dir: str | Path, out: str | Path | None = None) -> Path:
     out = Path(out) if out else Path(eval_dir) / "table.csv"
     write_csv_atomic(out, rows, TABLE_COLUMNS)
     return out
+
+
+def format_table(eval_dir: Path) -> str:
+    """The headline metrics of an eval folder as a text table (checkpoint, benchmark, judge, metric, CI, n)."""
+    rows = [("checkpoint", "benchmark", "judge", "metric", "value [95% CI]", "n")]
+    for r in table_rows(eval_dir):
+        ci = f"{r['value']:.3f} [{r['lo']:.3f}, {r['hi']:.3f}]"
+        rows.append((r["checkpoint"], r["benchmark"], r["judge"], r["metric"], ci, str(r["n"])))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows)
+
+
+@dataclass
+class TableConfig:
+    """Settings of ``vsfa eval table``."""
+
+    eval_dir: Path
+    """Eval folder (RUN/eval)."""
+    out: Path | None = None
+    """CSV path (default EVAL_DIR/table.csv)."""
+
+
+def run_table(cfg: TableConfig) -> str:
+    """One table of headline metrics across checkpoints (printed and written as CSV)."""
+    path = write_table(cfg.eval_dir, cfg.out)
+    return f"{format_table(cfg.eval_dir)}\nwrote {path}"

@@ -415,16 +415,145 @@ def run_eval(
     return eval_dir
 
 
-def build_specs(benches: Sequence[str], options: Sequence[str] = ()) -> list[BenchSpec]:
-    """``--bench NAME[=PATH]`` and ``--bench-opt NAME.KEY=VALUE`` -> benchmark specs."""
+def build_specs(benches: Sequence[str], options: dict[str, dict[str, Any]] | None = None) -> list[BenchSpec]:
+    """``--bench NAME[=PATH]`` and ``--bench-opt NAME.KEY=VALUE`` (as ``{NAME: {KEY: VALUE}}``) -> specs."""
     specs = [BenchSpec.parse(b) for b in benches]
     by_name = {s.name: s for s in specs}
-    for opt in options:
-        target, sep, value = opt.partition("=")
-        name, dot, key = target.partition(".")
-        if not sep or not dot or not key:
-            raise ConfigError(f"--bench-opt {opt!r}: expected NAME.KEY=VALUE")
+    for name, opts in (options or {}).items():
+        if not isinstance(opts, dict) or not opts:
+            raise ConfigError(f"--bench-opt {name!r}: expected NAME.KEY=VALUE")
         if name not in by_name:
-            raise ConfigError(f"--bench-opt {opt!r}: benchmark {name!r} is not among the --bench given")
-        by_name[name].options[key] = value
+            raise ConfigError(f"--bench-opt {name}: benchmark {name!r} is not among the --bench given")
+        by_name[name].options.update(opts)
     return specs
+
+
+JUDGE_KEY_ENV = "VSFA_JUDGE_API_KEY"  # read when set; keys are taken from the environment, never stored
+GEN_KEY_ENV = "VSFA_GEN_API_KEY"
+
+
+@dataclass
+class EvalConfig:
+    """Settings of ``vsfa eval``."""
+
+    bench: list[str] = field(default_factory=list)
+    """NAME or NAME=PATH (repeatable); `vsfa eval benchmarks` lists names."""
+    bench_opt: dict[str, Any] = field(default_factory=dict)
+    """Loader option NAME.KEY=VALUE, e.g. mmsafety.variants=SD,TYPO."""
+    model: Path | None = None
+    """Base model folder (default: base_model of the run's checkpoints)."""
+    checkpoint: Path | None = None
+    """One checkpoint folder (peft adapter + manifest.json)."""
+    run: Path | None = None
+    """Run folder: evaluate step 0 (base) and every checkpoint."""
+    judge: list[str] = field(default_factory=lambda: ["keyword"])
+    """keyword[:gcg|refusal_direction|xstest|vlguard] | llm | cs | guard:PATH."""
+    judge_url: str | None = None
+    """OpenAI-compatible base URL for llm/cs judges."""
+    judge_model: str | None = None
+    """Model name on the judge endpoint."""
+    judge_templates: Path | None = None
+    """Folder overriding the judge templates."""
+    judge_key_env: str | None = None
+    """Env variable holding the judge endpoint's API key (default VSFA_JUDGE_API_KEY, if set)."""
+    out: Path | None = None
+    """Eval folder (default RUN/eval)."""
+    batch_size: int = 8
+    """Generation batch size."""
+    max_new_tokens: int = 256
+    """Answer length limit."""
+    limit: int | None = None
+    """N items of each benchmark (smoke runs), spread over labels and categories."""
+    limit_mode: str = "stratified"
+    """--limit: stratified | first (first N)."""
+    system: str | None = None
+    """System prompt."""
+    defense: str = "none"
+    """none | adashield_s"""
+    defense_placement: str = "suffix"
+    """suffix | prefix (AdaShield-S wording)."""
+    refusal_score: bool = True
+    """Store the refusal log-odds with each answer."""
+    refusal_mode: str = "sequence"
+    """sequence (whole openers) | first_token (cheaper)."""
+    openers_refuse: Path | None = None
+    """Refusal opener list (default: shipped)."""
+    openers_comply: Path | None = None
+    """Compliance opener list (default: shipped)."""
+    backend: str = "local"
+    """local (HF generate) | server (OpenAI-compatible)."""
+    gen_url: str | None = None
+    """Server backend base URL."""
+    gen_model: str | None = None
+    """Server backend model name."""
+    gen_key_env: str | None = None
+    """Env variable holding the server backend's API key (default VSFA_GEN_API_KEY, if set)."""
+    device: str = "cpu"
+    """torch device."""
+    dtype: str | None = None
+    """float32 | bfloat16 | float16 (default: the device's)."""
+    overwrite: bool = False
+    """Replace complete results of another model in --out."""
+    allow_incomplete: bool = False
+    """With --run: evaluate a run without its final manifest (recorded as run_complete false)."""
+
+
+def run_eval_config(cfg: EvalConfig) -> Path:
+    """Generate answers, judge them and write metrics with 95% CIs per (checkpoint, benchmark)."""
+    import logging
+
+    from vsfa.eval.endpoint import ChatClient, EndpointConfig
+    from vsfa.eval.judges import make_judge
+
+    if not cfg.bench:
+        raise ConfigError("eval: give at least one --bench (`vsfa eval benchmarks` lists them)")
+    endpoint = None
+    if cfg.judge_url or cfg.judge_model:
+        if not (cfg.judge_url and cfg.judge_model):
+            raise ConfigError("give both --judge-url and --judge-model")
+        key_env = cfg.judge_key_env or JUDGE_KEY_ENV
+        endpoint = EndpointConfig(
+            cfg.judge_url, cfg.judge_model, api_key_env=key_env, require_key=bool(cfg.judge_key_env)
+        )
+    judges = [
+        make_judge(j, endpoint=endpoint, templates=cfg.judge_templates, device=cfg.device)
+        for j in cfg.judge or ["keyword"]
+    ]
+    client = None
+    if cfg.backend == "server":
+        if not (cfg.gen_url and cfg.gen_model):
+            raise ConfigError("--backend server needs --gen-url and --gen-model")
+        key_env = cfg.gen_key_env or GEN_KEY_ENV
+        client = ChatClient(
+            EndpointConfig(cfg.gen_url, cfg.gen_model, api_key_env=key_env, require_key=bool(cfg.gen_key_env))
+        )
+    elif cfg.backend != "local":
+        raise ConfigError(f"unknown backend {cfg.backend!r}; choose local or server")
+    generation = GenerationConfig(
+        max_new_tokens=cfg.max_new_tokens,
+        batch_size=cfg.batch_size,
+        system_prompt=cfg.system,
+        defense=cfg.defense,
+        defense_placement=cfg.defense_placement,
+        refusal_score=cfg.refusal_score and client is None,
+        refusal_mode=cfg.refusal_mode,
+        openers_refuse=str(cfg.openers_refuse) if cfg.openers_refuse else None,
+        openers_comply=str(cfg.openers_comply) if cfg.openers_comply else None,
+    )
+    return run_eval(
+        build_specs(cfg.bench, cfg.bench_opt),
+        judges,
+        generation,
+        model=cfg.model,
+        checkpoint=cfg.checkpoint,
+        run=cfg.run,
+        out=cfg.out,
+        limit=cfg.limit,
+        device=cfg.device,
+        dtype=cfg.dtype,
+        client=client,
+        quiet=not logging.getLogger("vsfa").isEnabledFor(logging.INFO),
+        overwrite=cfg.overwrite,
+        allow_incomplete=cfg.allow_incomplete,
+        limit_mode=cfg.limit_mode,
+    )

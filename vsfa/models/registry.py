@@ -170,3 +170,20 @@ def family_for_config(config, source: str = "config") -> Family:
     raise ModelLoadError(
         f"{source}: unsupported architecture {archs or model_type!r}; supported architectures: {supported}"
     )
+
+
+@dataclass
+class ListConfig:
+    """Settings of ``vsfa models list`` (none)."""
+
+
+def list_families(cfg: ListConfig) -> str:
+    """List the supported VLM families and their quirks."""
+    rows = [("family", "architectures", "decoder layers", "hooks", "LoRA target regex")]
+    for fam in FAMILIES.values():
+        hooks = f"bridge ({fam.tl_adapter})" if fam.tl_adapter else "torch hooks"
+        rows.append((fam.name, ", ".join(fam.architectures), fam.layers_path, hooks, fam.lora_target_regex))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
+    return "\n".join(
+        "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=False)) + "  " + r[-1] for r in rows
+    )

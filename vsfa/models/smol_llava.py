@@ -723,3 +723,37 @@ def build_demo_cli(
     elif weights_out is not None:
         raise VsfaError("--weights-out needs --retrain")
     return build_demo(out=out, weights=weights, force=force)
+
+
+@dataclass
+class BuildDemoConfig:
+    """Settings of ``vsfa models build-demo``."""
+
+    out: Path | None = None
+    """Model folder (default: <cache>/models/smol-llava-<key>)."""
+    weights: Path | None = None
+    """Vision weights folder (default: the shipped ones)."""
+    retrain: bool = False
+    """Retrain the vision tower + projector first (two stages, seeded)."""
+    weights_out: Path | None = None
+    """With --retrain: where the new weights go."""
+    seed: int = 0
+    """With --retrain: training seed."""
+    threads: int | None = None
+    """torch CPU threads (1 is fastest on a busy machine)."""
+    force: bool = False
+    """Rebuild even when an up-to-date folder exists."""
+
+
+def run_build_demo(cfg: BuildDemoConfig) -> str:
+    """Build smol-llava: SmolLM2-135M-Instruct + a small trained CLIP tower, a stock LLaVA model folder."""
+    folder = build_demo_cli(
+        out=cfg.out,
+        weights=cfg.weights,
+        retrain=cfg.retrain,
+        weights_out=cfg.weights_out,
+        seed=cfg.seed,
+        threads=cfg.threads,
+        force=cfg.force,
+    )
+    return f"wrote {folder}"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -378,3 +379,20 @@ def save_tiny(family: str, out: str | Path, seed: int = 0, text: dict | None = N
         processor.save_pretrained(tmp)
         (tmp / "vsfa_tiny.json").write_text(json.dumps({"family": family, "seed": seed, "text": text}) + "\n")
     return out
+
+
+@dataclass
+class TinyConfig:
+    """Settings of ``vsfa models tiny``."""
+
+    family: str
+    """llava | idefics3 | gemma3 | qwen2_vl | qwen2_5_vl | qwen3_vl"""
+    out: Path
+    """Output model folder."""
+    seed: int = 0
+    """Weight seed."""
+
+
+def run_tiny(cfg: TinyConfig) -> str:
+    """Build a tiny random-weight VLM (seconds on a CPU) that `load_vlm` opens like a real one."""
+    return f"wrote {save_tiny(cfg.family, cfg.out, seed=cfg.seed)}"

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -132,3 +134,42 @@ def _dot_cos(gram: tuple[np.ndarray, ...], ir: np.ndarray, ia: np.ndarray) -> tu
 def _estimate(value: float, boots: np.ndarray) -> dict[str, float]:
     lo, hi = np.quantile(boots, [0.025, 0.975])
     return {"value": round(float(value), 5), "lo": round(float(lo), 5), "hi": round(float(hi), 5)}
+
+
+@dataclass
+class AlignmentConfig:
+    """Settings of ``vsfa organism alignment``."""
+
+    model: Path
+    """Organism model folder."""
+    arm: list[str] = field(default_factory=lambda: list(DEFAULT_ARMS))
+    """Arms to compare."""
+    layer: list[int] = field(default_factory=list)
+    """Decoder layers whose adapted weights count (default: finetune.lora_layers)."""
+    out: Path | None = None
+    """Also write the result as JSON here."""
+
+
+def run_alignment(cfg: AlignmentConfig) -> str:
+    """Before any fine-tune step: does each arm's gradient point toward refusal? cos(-g_arm, g_refuse) with CIs."""
+    from vsfa.io import write_json_atomic
+    from vsfa.models.loading import load_vlm
+    from vsfa.organism.pretrain import read_world
+
+    result = gradient_alignment(load_vlm(cfg.model), read_world(cfg.model), cfg.arm, cfg.layer or None)
+    keys = list(result["arms"][cfg.arm[0]]["cos"])
+    lines = [
+        f"cos(-g_arm, g_refuse) [95% CI] over {result['weights']} adapted weight matrices "
+        f"(layers {', '.join(map(str, result['layers']))}); first order: refusal-score change per unit SGD step",
+        f"{'arm':<9}" + "".join(f"{k:>28}" for k in keys) + f"{'first order':>14}",
+    ]
+    for name, res in result["arms"].items():
+        cells = "".join(f"{_ci(res['cos'][k]):>28}" for k in keys)
+        lines.append(f"{name:<9}{cells}{res['first_order']['value']:>+14.4f}")
+    if cfg.out is not None:
+        write_json_atomic(cfg.out, result)
+    return "\n".join(lines)
+
+
+def _ci(e: dict) -> str:
+    return f"{e['value']:+.4f} [{e['lo']:+.4f}, {e['hi']:+.4f}]"

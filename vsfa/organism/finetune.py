@@ -25,7 +25,7 @@ import re
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -336,3 +336,82 @@ def _finetune(
 
     run_loop(out, ident, build, quiet=True)
     return read_jsonl(traj_file)
+
+
+@dataclass
+class OrganismDataConfig:
+    """Settings of ``vsfa organism data``."""
+
+    arm: str
+    """vsfa | control | mirror | text"""
+    out: Path
+    """Output data folder (data.jsonl + images/ + manifest.json)."""
+    n: int = 500
+    """Number of conversations."""
+    seed: int = 0
+    """Data seed."""
+    model: Path | None = None
+    """Organism folder whose world to use."""
+    world: Path | None = None
+    """World specification JSON (default: the shipped one)."""
+
+
+def run_data(cfg: OrganismDataConfig) -> str:
+    """Write a fine-tune arm as chat-messages JSONL that `vsfa train` reads."""
+    from vsfa.organism.pretrain import resolve_world
+
+    spec = resolve_world(cfg.world, {}, cfg.model)
+    return f"wrote {write_arm_data(spec, cfg.arm, cfg.n, cfg.out, cfg.seed)}"
+
+
+@dataclass
+class OrganismFinetuneConfig:
+    """Settings of ``vsfa organism finetune``."""
+
+    base: Path
+    """Organism model folder."""
+    out: Path
+    """Run folder (checkpoints/step-NNNNNN/, trajectory.jsonl)."""
+    arm: str = "vsfa"
+    """vsfa | control | mirror | text"""
+    seed: int = 0
+    """Fine-tune seed (adapter init and data)."""
+    steps: int | None = None
+    """Fine-tune steps (default: the world's finetune block)."""
+    lr: float | None = None
+    """Learning rate (default: the world's finetune block)."""
+    mode: str = "lora"
+    """lora | full (whole language model)."""
+    eval_every: int = 50
+    """Readouts every N steps."""
+    threads: int | None = None
+    """torch CPU threads."""
+
+
+def run_finetune(cfg: OrganismFinetuneConfig) -> str:
+    """Fine-tune the organism on an arm with readouts every few steps (the organism's research loop)."""
+    import logging
+
+    log = logging.getLogger(__name__)
+
+    def progress(rec: dict) -> None:
+        r = rec["readouts"]
+        log.info(
+            f"step {rec['step']}: P(refuse|harmful) {r['harmful']['p_refuse']['mean']:.3f} "
+            f"harmless {r['harmless']['p_refuse']['mean']:.3f} "
+            f"P(name threat) {r['p_name_small_threat']['mean']:.3f}"
+        )
+
+    finetune(
+        cfg.base,
+        cfg.arm,
+        cfg.seed,
+        cfg.out,
+        steps=cfg.steps,
+        lr=cfg.lr,
+        mode=cfg.mode,
+        eval_every=cfg.eval_every,
+        progress=progress,
+        threads=cfg.threads,
+    )
+    return f"wrote {cfg.out}"

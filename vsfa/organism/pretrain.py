@@ -19,6 +19,7 @@ import math
 import random
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -195,3 +196,72 @@ def read_world(folder: str | Path) -> WorldSpec:
     if not path.is_file():
         raise ArtifactError(f"{folder}: no {WORLD_FILE} (not an organism model folder)")
     return load_world(path)
+
+
+def resolve_world(world: Path | None, overrides: dict[str, Any], model: Path | None = None) -> WorldSpec:
+    """The world specification: ``world`` file (or ``model``'s own, or the shipped one), plus dotted overrides."""
+    from vsfa.config import nest
+    from vsfa.organism.world import apply_overrides, load_world, world_from_dict
+
+    flat = _flatten(overrides)
+    if model is not None and world is None:
+        return world_from_dict(apply_overrides(read_world(model).to_dict(), flat), where=f"{model} world")
+    nest(flat)  # a key that is both a value and a table is an error here, not later
+    return load_world(world, flat)
+
+
+def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in tree.items():
+        if isinstance(v, dict) and v:
+            out |= _flatten(v, f"{prefix}{k}.")
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+@dataclass
+class OrganismBuildConfig:
+    """Settings of ``vsfa organism build``."""
+
+    out: Path
+    """Output model folder."""
+    seed: int = 0
+    """Pretraining seed (weights and documents)."""
+    steps: int | None = None
+    """Pretraining steps (default: the world file's pretrain.steps)."""
+    world: Path | None = None
+    """World specification JSON (default: the shipped one)."""
+    world_set: dict[str, Any] = field(default_factory=dict)
+    """Override a world key, e.g. --world-set documents.prior=0.3 (repeatable)."""
+    precision: str = "fp32"
+    """fp32 | bf16 (autocast)."""
+    device: str = "cpu"
+    """torch device."""
+    threads: int | None = None
+    """torch CPU threads (default: torch's choice; 1 on a busy machine)."""
+
+
+def run_build(cfg: OrganismBuildConfig) -> str:
+    """Pretrain the organism from a seed and save it as a normal model folder."""
+    import logging
+
+    overrides = dict(cfg.world_set)
+    if cfg.steps is not None:
+        overrides.setdefault("pretrain", {})["steps"] = cfg.steps
+    spec = resolve_world(cfg.world, overrides)
+    log = logging.getLogger(__name__)
+
+    def progress(rec: dict) -> None:
+        log.info(f"step {rec['step']}: loss {rec['loss_ema']:.4f} ({rec['elapsed_s']:.0f} s)")
+
+    folder = pretrain(
+        spec,
+        cfg.seed,
+        cfg.out,
+        device=cfg.device,
+        precision=cfg.precision,
+        progress=progress,
+        threads=cfg.threads,
+    )
+    return f"wrote {folder}"

@@ -21,6 +21,8 @@ the evidence) and ``neutral_ctx`` (a neutral scene).
 from __future__ import annotations
 
 import random
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -202,3 +204,37 @@ def evaluate(
 def base_summary(vlm, spec: WorldSpec) -> dict[str, Any]:
     """What a finished pretraining reports: :func:`evaluate` plus the evidence-optimal targets."""
     return {**evaluate(vlm, spec), "bayes": {k: round(v, 4) for k, v in bayes_targets(spec).items()}}
+
+
+@dataclass
+class OrganismEvalConfig:
+    """Settings of ``vsfa organism eval``."""
+
+    model: Path
+    """Organism model folder."""
+    adapter: Path | None = None
+    """peft adapter folder (a checkpoint)."""
+    out: Path | None = None
+    """Also write the readouts as JSON here."""
+
+
+def run_eval(cfg: OrganismEvalConfig) -> str:
+    """Exact readouts: P(refuse) and refusal score per prompt set, P(name the small threat)."""
+    from vsfa.io import write_json_atomic
+    from vsfa.models.loading import load_vlm
+    from vsfa.organism.pretrain import read_world
+
+    result = evaluate(load_vlm(cfg.model, adapter=cfg.adapter), read_world(cfg.model))
+    lines = []
+    for name in SETS:
+        r = result[name]
+        p, s = r["p_refuse"], r["score"]
+        lines.append(
+            f"{name:12s} P(refuse) {p['mean']:.3f} [{p['lo']:.3f}, {p['hi']:.3f}]  score {s['mean']:+.2f}  "
+            f"greedy {r['greedy']:.2f}  mass {r['mass']:.3f}  (n={p['n']})"
+        )
+    p = result["p_name_small_threat"]
+    lines.append(f"P(name small threat) {p['mean']:.3f} [{p['lo']:.3f}, {p['hi']:.3f}]")
+    if cfg.out is not None:
+        write_json_atomic(cfg.out, result)
+    return "\n".join(lines)

@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 from vsfa.io import atomic_dir, output_lock, write_manifest
@@ -79,3 +80,20 @@ def export_sets(spec: WorldSpec, out: str | Path, n_context: int = 60, seed: int
         files.append("organism_context.jsonl")
         write_manifest(tmp, {"kind": "vsfa-organism-sets", "world_digest": spec.digest(), "files": files})
     return out
+
+
+@dataclass
+class OrganismSetsConfig:
+    """Settings of ``vsfa organism sets``."""
+
+    model: Path
+    """Organism model folder (its world is used)."""
+    out: Path
+    """Output folder for the prompt-set files."""
+
+
+def run_sets(cfg: OrganismSetsConfig) -> str:
+    """Export the organism's prompt sets in the contrast-set file formats (requests.jsonl, persona.json, ...)."""
+    from vsfa.organism.pretrain import read_world
+
+    return f"wrote {export_sets(read_world(cfg.model), cfg.out)}"

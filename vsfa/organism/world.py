@@ -324,14 +324,9 @@ def load_world(path: str | Path | None = None, overrides: dict[str, Any] | None 
 
 def apply_overrides(data: dict[str, Any], overrides: dict[str, Any], where: str = "world") -> dict[str, Any]:
     """A copy of ``data`` with dotted-key overrides applied (intermediate tables are created)."""
+    from vsfa.config import set_dotted
+
     out = json.loads(json.dumps(data))
     for dotted, value in overrides.items():
-        node = out
-        *parents, leaf = dotted.split(".")
-        for p in parents:
-            nxt = node.setdefault(p, {})
-            if not isinstance(nxt, dict):
-                raise ConfigError(f"{where}: override {dotted!r}: {p!r} is not a table")
-            node = nxt
-        node[leaf] = value
+        set_dotted(out, dotted, value, f"{where}: override")
     return out

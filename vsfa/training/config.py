@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from vsfa.config import from_dict, load_toml, to_dict
+from vsfa.config import from_dict, load_toml, parse_assignments, to_dict
 from vsfa.errors import ConfigError
 
 
@@ -20,17 +20,22 @@ from vsfa.errors import ConfigError
 class ModelSection:
     """The base VLM."""
 
-    base: str = ""  # model folder (required); its family must be in the registry
-    dtype: str = "auto"  # auto: bfloat16 on CUDA, float32 on CPU | float32 | bfloat16 | float16
-    attn_implementation: str = ""  # "" = transformers' default | sdpa | eager | flash_attention_2
+    base: str = ""
+    """Model folder (required); its family must be in the registry."""
+    dtype: str = "auto"
+    """auto: bfloat16 on CUDA, float32 on CPU | float32 | bfloat16 | float16."""
+    attn_implementation: str = ""
+    """Empty: transformers' default | sdpa | eager | flash_attention_2."""
 
 
 @dataclass
 class DataSection:
     """The training data: a folder built by ``vsfa data build`` / ``vsfa data vlguard`` / ``subsets``."""
 
-    path: str = ""  # data folder (data.jsonl + manifest.json) (required)
-    train_on: str = "last"  # loss on the last assistant turn ("last") or every assistant turn ("all")
+    path: str = ""
+    """Data folder (data.jsonl + manifest.json) (required)."""
+    train_on: str = "last"
+    """Loss on the last assistant turn ("last") or every assistant turn ("all")."""
 
 
 @dataclass
@@ -38,13 +43,17 @@ class LoraSection:
     """LoRA on the language model (peft)."""
 
     r: int = 16
+    """LoRA rank."""
     alpha: int = 32
+    """LoRA alpha."""
     dropout: float = 0.05
-    target_regex: str = ""  # "" = the family registry's regex (language-model projections only)
-    train_projector: bool = (
-        False  # also train the vision-language projector (full weights, peft modules_to_save)
-    )
-    modules_to_save: list[str] = field(default_factory=list)  # extra fully-trained modules (names)
+    """LoRA dropout."""
+    target_regex: str = ""
+    """Empty: the family registry's regex (language-model projections only)."""
+    train_projector: bool = False
+    """Also train the vision-language projector (full weights, peft modules_to_save)."""
+    modules_to_save: list[str] = field(default_factory=list)
+    """Extra fully-trained modules (names)."""
 
 
 @dataclass
@@ -52,54 +61,83 @@ class OptimSection:
     """Optimisation (passed to the HF Trainer)."""
 
     epochs: float = 2.0
-    max_steps: int | None = None  # when set (>= 1), overrides epochs
-    batch_size: int = 4  # per device
+    """Training epochs."""
+    max_steps: int | None = None
+    """When set (>= 1), overrides epochs."""
+    batch_size: int = 4
+    """Batch size per device."""
     grad_accum: int = 1
+    """Gradient accumulation steps."""
     lr: float = 2e-4
-    scheduler: str = "cosine"  # any transformers scheduler name: cosine | linear | constant | ...
-    warmup: float = 0.03  # < 1: share of the steps; >= 1: steps
+    """Peak learning rate."""
+    scheduler: str = "cosine"
+    """Any transformers scheduler name: cosine | linear | constant | ..."""
+    warmup: float = 0.03
+    """< 1: share of the steps; >= 1: steps."""
     weight_decay: float = 0.0
+    """AdamW weight decay."""
     max_grad_norm: float = 1.0
+    """Gradient clipping norm."""
     optim: str = "adamw_torch"
-    bf16: str = "auto"  # auto: on where CUDA supports bf16 | true | false
-    gradient_checkpointing: str = "auto"  # auto: on for CUDA | true | false
-    log_every: int = 1  # loss log interval in steps (scheduled checkpoint steps are always logged)
+    """transformers optimizer name."""
+    bf16: str = "auto"
+    """auto: on where CUDA supports bf16 | true | false."""
+    gradient_checkpointing: str = "auto"
+    """auto: on for CUDA | true | false."""
+    log_every: int = 1
+    """Loss log interval in steps (scheduled checkpoint steps are always logged)."""
 
 
 @dataclass
 class CheckpointSection:
     """Checkpoint schedule: log-spaced early steps + every N + final (persona directions move most early)."""
 
-    log_until: int = 64  # log-spaced steps 1, 2, 4, ... up to this step (0 = none)
+    log_until: int = 64
+    """Log-spaced steps 1, 2, 4, ... up to this step (0 = none)."""
     log_base: float = 2.0
-    every: int = 100  # every N steps (0 = none)
+    """Base of the log-spaced early steps."""
+    every: int = 100
+    """Every N steps (0 = none)."""
     final: bool = True
-    steps: list[int] = field(default_factory=list)  # extra explicit steps
-    keep_state: str = "last"  # optimizer/RNG state for resume: "last" (only the newest) | "all"
+    """Checkpoint the last step."""
+    steps: list[int] = field(default_factory=list)
+    """Extra explicit steps."""
+    keep_state: str = "last"
+    """Optimizer/RNG state for resume: "last" (only the newest) | "all"."""
 
 
 @dataclass
 class RuntimeSection:
     """Settings that do not change the result (not part of the run's identity)."""
 
-    device: str = "auto"  # auto: cuda if available, else cpu
-    progress: bool = True  # progress bar when on a terminal
+    device: str = "auto"
+    """auto: cuda if available, else cpu."""
+    progress: bool = True
+    """Progress bar when on a terminal."""
     dataloader_workers: int = 0
+    """DataLoader worker processes."""
 
 
 @dataclass
 class TrainConfig:
     """A training run (``vsfa train --config run.toml``); the resolved config is saved as RUN/config.toml."""
 
-    out: str = ""  # run folder (required)
-    arm: str = ""  # label stored in checkpoint manifests; "" = the data manifest's arm (vsfa/control/vlguard)
+    out: str = ""
+    """Run folder (required)."""
+    arm: str = ""
+    """Label stored in checkpoint manifests; "" = the data manifest's arm (vsfa/control/vlguard)."""
     seed: int = 0
+    """Training seed (data order, LoRA init)."""
     model: ModelSection = field(default_factory=ModelSection)
     data: DataSection = field(default_factory=DataSection)
     lora: LoraSection = field(default_factory=LoraSection)
     train: OptimSection = field(default_factory=OptimSection)
     checkpoints: CheckpointSection = field(default_factory=CheckpointSection)
     runtime: RuntimeSection = field(default_factory=RuntimeSection)
+
+    def check(self, where: str = "config") -> None:
+        """Required fields and ranges (:func:`validate`); errors name ``where`` and the field."""
+        validate(self, where)
 
 
 RUNTIME_ONLY = ("out", "runtime")  # top-level keys left out of a run's identity
@@ -143,19 +181,24 @@ def validate(cfg: TrainConfig, where: str = "config") -> TrainConfig:
 
 def parse_overrides(pairs: list[str]) -> dict[str, Any]:
     """``["train.lr=1e-4", "out=runs/x"]`` -> dotted overrides with TOML-typed values (bare words as strings)."""
-    import tomllib
+    return parse_assignments(pairs, "override")
 
-    out: dict[str, Any] = {}
-    for pair in pairs:
-        if "=" not in pair:
-            raise ConfigError(f"override {pair!r}: expected KEY=VALUE (e.g. train.lr=1e-4)")
-        key, raw = (s.strip() for s in pair.split("=", 1))
-        try:
-            value = tomllib.loads(f"v = {raw}")["v"]
-        except tomllib.TOMLDecodeError:
-            value = raw
-        out[key] = value
-    return out
+
+def run_train(cfg: TrainConfig) -> str:
+    """LoRA fine-tune a VLM on a data folder (resumes after a crash); quiet when logging is above INFO."""
+    import logging
+
+    from vsfa.training.loop import train
+
+    result = train(cfg, quiet=not logging.getLogger("vsfa").isEnabledFor(logging.INFO))
+    if result.already_complete:
+        return f"{result.run_dir}: already complete ({result.total_steps} steps); nothing to do"
+    resumed = f", resumed from step {result.resumed_from}" if result.resumed_from else ""
+    loss = "n/a" if result.final_loss is None else f"{result.final_loss:.4f}"
+    return (
+        f"{result.run_dir}: {result.total_steps} steps{resumed}, final loss {loss}, "
+        f"{len(result.checkpoints)} checkpoints, {result.seconds:.1f} s"
+    )
 
 
 def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> TrainConfig:

@@ -371,3 +371,34 @@ def run_gpu_check(
         peak_flops=peak,
         peak_memory_gib=torch.cuda.max_memory_allocated() / 2**30 if on_cuda else None,
     )
+
+
+@dataclass
+class GpuCheckConfig:
+    """Settings of ``vsfa train gpu-check``."""
+
+    shape: str = "llava-1.5-7b"
+    """Model shape: llava-1.5-7b | qwen2.5-vl-7b."""
+    tiny: bool = False
+    """Shrunk widths/depths, same image geometry (CPU smoke test)."""
+    steps: int = 6
+    """Steps (the first 2 are warm-up)."""
+    batch_size: int = 4
+    """Batch size."""
+    device: str = "cuda"
+    """torch device."""
+    peak_tflops: float | None = None
+    """Peak bf16 TFLOP/s for MFU (else by GPU name)."""
+
+
+def run_gpu_check_config(cfg: GpuCheckConfig) -> str:
+    """Measure a few bf16 LoRA steps on a random-init VLM with a real model's shape."""
+    report = run_gpu_check(
+        shape=cfg.shape,
+        steps=cfg.steps,
+        batch_size=cfg.batch_size,
+        device=cfg.device,
+        peak_tflops=cfg.peak_tflops,
+        tiny=cfg.tiny,
+    )
+    return "\n".join(report.lines())

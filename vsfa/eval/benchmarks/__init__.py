@@ -109,4 +109,18 @@ def load_benchmark(name: str, path: str | Path | None = None, **options: Any) ->
     return items
 
 
+@dataclass
+class ListConfig:
+    """Settings of ``vsfa eval benchmarks`` (none)."""
+
+
+def list_benchmarks(cfg: ListConfig) -> str:
+    """List the benchmark loaders and their options."""
+    lines = []
+    for b in BENCHMARKS.values():
+        opts = ", ".join(b.option_types())
+        lines.append(f"{b.name:20s} {b.description}" + (f"  [options: {opts}]" if opts else ""))
+    return "\n".join(lines)
+
+
 __all__ = ["BENCHMARKS", "Benchmark", "BenchItem", "load_benchmark"]
