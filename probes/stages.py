@@ -478,10 +478,10 @@ def run_probe(cfg: ProbeConfig) -> dict[str, Any]:
     ckpt = Path(cfg.checkpoint)
     manifest, base_dir = checkpoint_info(ckpt, cfg.base)
     cfg, study, origin, line = resolve_defaults(cfg, ckpt)
-    if line:
-        logger.info(line)
     acts = Path(cfg.acts) if cfg.acts else default_acts_root(ckpt)
     dset = base_directions(base_dir, cfg, acts, cfg.hook_kind)
+    if line:  # once the directions loaded: bad input stays one line
+        logger.info(line)
     dpath = Path(dset.meta["path"])
     if study is not None and origin["directions"] == "study":
         c = study.chosen

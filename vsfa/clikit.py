@@ -310,11 +310,33 @@ PACKAGES = (
 )  # their loggers print INFO; other libraries' print WARNING
 
 
+class _Stderr(logging.StreamHandler):
+    """A handler that writes bare messages to the current ``sys.stderr`` (tests and notebooks swap it)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.setFormatter(logging.Formatter("%(message)s"))
+
+    @property
+    def stream(self):  # type: ignore[override]
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:
+        pass
+
+
 def setup_logging(quiet: bool = False) -> None:
-    """Log records as bare messages on stderr: our packages at INFO (WARNING when ``quiet``), others at WARNING."""
-    logging.basicConfig(level=logging.WARNING, format="%(message)s", stream=sys.stderr, force=True)
+    """Log our packages' records as bare messages on stderr, at INFO (WARNING when ``quiet``).
+
+    A handler on each package logger, added once; records still propagate, so a root handler the host set up
+    (pytest's caplog, an application's) sees them too. Other libraries keep Python's default (warnings only).
+    """
     for name in PACKAGES:
-        logging.getLogger(name).setLevel(logging.WARNING if quiet else logging.INFO)
+        logger = logging.getLogger(name)
+        logger.setLevel(logging.WARNING if quiet else logging.INFO)
+        if not any(isinstance(h, _Stderr) for h in logger.handlers):
+            logger.addHandler(_Stderr())
 
 
 def _quiet(ctx: click.Context, param: click.Parameter, value: bool) -> None:

@@ -77,9 +77,9 @@ def test_directions_then_probe_cli_then_cache(run, run_cli):
     )
     assert "set neutral (n=60)" in proc.stdout and "set requests (n=208)" in proc.stdout
     assert "cos(re-derived, base)" in proc.stdout
-    # not in a study: the generic sets, said so in one line; the adapter is on every layer, nothing to warn about
+    # not in a study: the generic sets, said so in one line (a log line: stderr); the adapter is on every layer
     assert (
-        "defaults (the checkpoint is in no study): sets neutral, requests; --directions given" in proc.stdout
+        "defaults (the checkpoint is in no study): sets neutral, requests; --directions given" in proc.stderr
     )
     assert "adapter on layers 0, 1; lora: yes = on this layer" in proc.stdout and "warning" not in proc.stdout
     report = json.loads(report_file.read_text())
