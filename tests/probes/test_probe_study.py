@@ -9,13 +9,13 @@ import logging
 from pathlib import Path
 
 import pytest
-import torch
 
 from analysis.trajectory import read_trajectory
 from probes.directions import load_directions
 from probes.hooked import hook_name
 from probes.stages import ProbeConfig, find_study, format_report, run_probe, study_defaults
 from probes.store import HOOK_CONVENTION_NOTE
+from tests.helpers import lora_checkpoint
 from vsfa.errors import ArtifactError
 from vsfa.models.adapters import adapter_placement
 from vsfa.models.registry import get_family
@@ -130,34 +130,17 @@ def test_which_study_a_checkpoint_belongs_to(tmp_path):
     assert find_study(tmp_path / "moved") is None
 
 
-def lora_on(base: Path, out: Path, layers: str, **extra) -> Path:
-    """A checkpoint whose LoRA sits only on the given decoder layers (a regex alternative, e.g. ``1``)."""
-    from peft import LoraConfig, get_peft_model
-
-    from vsfa.io import model_fingerprint
-    from vsfa.models.loading import load_vlm
-
-    vlm = load_vlm(base)
-    torch.manual_seed(0)
-    target = rf"model\.language_model\.layers\.({layers})\..*\.(q_proj|v_proj|down_proj)"
-    cfg = LoraConfig(r=4, target_modules=target, init_lora_weights=False, **extra)
-    get_peft_model(vlm.hf_model, cfg).save_pretrained(out)
-    manifest = {"step": 1, "base_model": str(base), "base_model_fingerprint": model_fingerprint(base)}
-    (out / "manifest.json").write_text(json.dumps(manifest))
-    return out
-
-
 def test_adapter_placement_from_the_adapter_files(tiny_model, tmp_path):
     base = tiny_model("llava")
     llava = get_family("llava")
-    top = adapter_placement(lora_on(base, tmp_path / "top", "1"), llava, 2)
+    top = adapter_placement(lora_checkpoint(base, tmp_path / "top", "1"), llava, 2)
     assert top.layers == {1} and top.upstream == () and top.source == "adapter_model.safetensors"
     assert [top.has_adapter(i) for i in (0, 1)] == [False, True]
     assert [top.fixed(i) for i in (0, 1)] == [True, False] and top.fixed(1, "hook_resid_pre")
-    bottom = adapter_placement(lora_on(base, tmp_path / "bottom", "0"), llava, 2)
+    bottom = adapter_placement(lora_checkpoint(base, tmp_path / "bottom", "0"), llava, 2)
     assert [bottom.has_adapter(i) for i in (0, 1)] == [True, False] and not bottom.fixed(1)
     # a trained projector feeds every layer: nothing is fixed
-    projector = lora_on(base, tmp_path / "proj", "1", modules_to_save=["multi_modal_projector"])
+    projector = lora_checkpoint(base, tmp_path / "proj", "1", modules_to_save=["multi_modal_projector"])
     placed = adapter_placement(projector, llava, 2)
     assert placed.layers == {1} and placed.upstream and not placed.fixed(0)
     # without the weights file: layers_to_transform when the config has it, else unknown
@@ -175,7 +158,7 @@ def test_adapter_placement_from_the_adapter_files(tiny_model, tmp_path):
 def test_a_selected_layer_without_adapter_is_marked_and_warned_about(tiny_model, tmp_path):
     base = tiny_model("llava")
     root = tmp_path / "run"
-    ckpt = lora_on(base, (root / "checkpoints").joinpath("step-000001"), "1")
+    ckpt = lora_checkpoint(base, (root / "checkpoints").joinpath("step-000001"), "1")
     quiet: list[str] = []
     rep = probe(quiet, checkpoint=str(ckpt), max_questions=6, sets=["neutral"])
     assert any(line.startswith("defaults (the checkpoint is in no study)") for line in quiet)

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import re
 import subprocess
 import sys
 from pathlib import Path
 
-import torch
+from tests.helpers import lora_checkpoint
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 
@@ -20,33 +19,14 @@ def readme_example() -> str:
     return match.group(1)
 
 
-def _checkpoint(base: Path, folder: Path) -> None:
-    """A LoRA checkpoint of ``base`` in the layout `vsfa train` writes (random B: the model has moved)."""
-    from peft import LoraConfig, get_peft_model
-
-    from vsfa.io import model_fingerprint
-    from vsfa.models.loading import load_vlm
-
-    vlm = load_vlm(base)
-    torch.manual_seed(0)
-    model = get_peft_model(vlm.hf_model, LoraConfig(r=2, target_modules=vlm.family.lora_target_regex))
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if "lora_B" in name:
-                p.normal_(0, 0.5)
-    model.save_pretrained(folder)
-    manifest = {"base_model": str(base), "base_model_fingerprint": model_fingerprint(base), "step": 100}
-    (folder / "manifest.json").write_text(json.dumps(manifest))
-
-
 def test_readme_example_runs(tiny_model, tmp_path, monkeypatch, capsys):
     code = readme_example()
     assert len(code.strip().splitlines()) <= 15
     ckpt = re.search(r'ckpt = "([^"]+)"', code).group(1)
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("VSFA_CACHE", str(tmp_path / "cache"))
-    (tmp_path / ckpt).mkdir(parents=True)
-    _checkpoint(tiny_model("llava"), tmp_path / ckpt)
+    (tmp_path / ckpt).parent.mkdir(parents=True)
+    lora_checkpoint(tiny_model("llava"), tmp_path / ckpt, step=100)
     scope: dict = {}
     exec(compile(code, "README.md", "exec"), scope)
     out = capsys.readouterr().out
