@@ -45,6 +45,7 @@ from probes.store import HOOK_CONVENTION_NOTE, ActivationStore
 from vsfa.config import check_counts
 from vsfa.errors import ArtifactError, ConfigError
 from vsfa.io import (
+    fingerprint_matches,
     model_fingerprint,
     output_lock,
     read_json,
@@ -328,7 +329,7 @@ def base_directions(
             )
             dset, _, _ = run_directions(dcfg)
     fp = dset.meta.get("model", {}).get("fingerprint")
-    if fp and fp != model_fingerprint(base_dir):
+    if fp and not fingerprint_matches(fp, base_dir):
         raise ArtifactError(
             f"{dset.meta['path']}: directions were derived on {dset.meta['model'].get('source')}, "
             f"not on the base {base_dir}"

@@ -11,6 +11,7 @@ import errno
 import fcntl
 import hashlib
 import json
+import logging
 import math
 import os
 import re
@@ -21,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 MANIFEST = "manifest.json"
+logger = logging.getLogger(__name__)
 
 
 def _json_default(obj: Any) -> Any:
@@ -357,33 +359,116 @@ def sha256_json(obj: Any) -> str:
 
 
 _WEIGHT_SUFFIXES = {".safetensors", ".bin", ".gguf", ".pt"}
-_FULL_HASH_LIMIT = 256 << 20  # files up to this size are hashed whole; larger ones by size + head + tail
+DIGEST_CACHE_MIN_BYTES = 256 << 20  # files larger than this are hashed once and their digest cached
+DIGEST_CACHE_FILE = "file-digests.json"  # under :func:`vsfa_cache_dir`
+_LEGACY_SAMPLE = 4 << 20  # bytes at each end that fingerprints before whole-file hashing read of big files
 
 
-def _file_digest(path: Path, sample: int = 4 << 20) -> str:
+def vsfa_cache_dir() -> Path:
+    """The user's VSFA cache folder: ``$VSFA_CACHE`` if set, else ``~/.cache/vsfa``."""
+    root = os.environ.get("VSFA_CACHE")
+    return Path(root).expanduser() if root else Path.home() / ".cache" / "vsfa"
+
+
+def _stat_key(stat: os.stat_result) -> dict[str, int]:
+    return {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "ino": stat.st_ino}
+
+
+def _read_digest_cache(path: Path) -> dict[str, Any]:
+    """The digest cache (empty when absent, unreadable or not the expected shape: it is only a cache)."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _store_digest(cache: Path, name: str, entry: dict[str, Any]) -> None:
+    """Add one entry to the digest cache: re-read, merge, atomic replace (a concurrent writer's entry may be
+    lost, never the file: a lost entry only costs one more hash). Entries of vanished files are dropped."""
+    entries = _read_digest_cache(cache)
+    entries = {k: v for k, v in entries.items() if k != name and os.path.exists(k)}
+    entries[name] = entry
+    try:
+        write_json_atomic(cache, entries)
+    except OSError as e:  # a read-only home: hash again next time
+        logger.debug("cannot write the digest cache %s (%s)", cache, os_error_message(e))
+
+
+def _valid_hit(hit: Any, stat: os.stat_result) -> bool:
+    """A cache entry that holds a digest and was taken of this very file state."""
+    if not isinstance(hit, dict) or not isinstance(hit.get("sha256"), str):
+        return False
+    return {k: hit.get(k) for k in ("size", "mtime_ns", "ino")} == _stat_key(stat)
+
+
+def file_digest(path: str | Path) -> str:
+    """Hex SHA-256 of a whole file. Files over :data:`DIGEST_CACHE_MIN_BYTES` are read once: their digest is
+    cached in ``$VSFA_CACHE/file-digests.json`` by absolute path, size, mtime (ns) and inode, so a changed,
+    touched or replaced file is hashed again."""
+    path = Path(path)
+    stat = path.stat()
+    if stat.st_size <= DIGEST_CACHE_MIN_BYTES:
+        return sha256_file(path)
+    name = str(path.resolve())
+    cache = vsfa_cache_dir() / DIGEST_CACHE_FILE
+    hit = _read_digest_cache(cache).get(name)
+    if _valid_hit(hit, stat):
+        return hit["sha256"]
+    logger.info("hashing %s (%.1f GB) once; digest cached in %s", path, stat.st_size / 1e9, cache)
+    digest = sha256_file(path)
+    after = path.stat()
+    if _stat_key(after) == _stat_key(stat):  # not written to while it was read
+        _store_digest(cache, name, {**_stat_key(stat), "sha256": digest})
+    return digest
+
+
+def _legacy_digest(path: Path) -> str:
+    """The digest fingerprints used before whole-file hashing: big files by size + 4 MB head + 4 MB tail."""
     size = path.stat().st_size
-    if size <= _FULL_HASH_LIMIT:
+    if size <= DIGEST_CACHE_MIN_BYTES:
         return sha256_file(path)
     h = hashlib.sha256(str(size).encode())
     with open(path, "rb") as f:
-        h.update(f.read(sample))
-        f.seek(size - sample)
-        h.update(f.read(sample))
+        h.update(f.read(_LEGACY_SAMPLE))
+        f.seek(size - _LEGACY_SAMPLE)
+        h.update(f.read(_LEGACY_SAMPLE))
     return h.hexdigest()
+
+
+def _fingerprint_files(folder: Path) -> list[Path]:
+    return [
+        p
+        for p in sorted(folder.iterdir())
+        if p.is_file() and (p.suffix in _WEIGHT_SUFFIXES or p.name in {"config.json", "adapter_config.json"})
+    ]
 
 
 def model_fingerprint(folder: str | Path) -> str:
-    """Content key of a model or adapter folder: config + weight files (big files sampled, so 7B is cheap).
+    """Content key of a model or adapter folder: config + weight files, each hashed whole.
 
-    Small models (all tiny and demo models) are hashed in full, so two seeds never collide.
+    Big files (a 7B's shards) are read once: :func:`file_digest` caches their digest by path, size and mtime.
     """
-    folder = Path(folder)
     h = hashlib.sha256()
-    for p in sorted(folder.iterdir()):
-        if p.is_file() and (p.suffix in _WEIGHT_SUFFIXES or p.name in {"config.json", "adapter_config.json"}):
-            h.update(p.name.encode())
-            h.update(_file_digest(p).encode())
+    for p in _fingerprint_files(Path(folder)):
+        h.update(p.name.encode())
+        h.update(file_digest(p).encode())
     return h.hexdigest()
+
+
+def fingerprint_matches(recorded: str, folder: str | Path) -> bool:
+    """``recorded`` (from a manifest) is ``folder``'s fingerprint: the current whole-file one, or the sampled
+    one that manifests written before whole-file hashing hold (it differs only for files over 256 MB)."""
+    if recorded == model_fingerprint(folder):
+        return True
+    files = _fingerprint_files(Path(folder))
+    if not any(p.stat().st_size > DIGEST_CACHE_MIN_BYTES for p in files):
+        return False
+    h = hashlib.sha256()
+    for p in files:
+        h.update(p.name.encode())
+        h.update(_legacy_digest(p).encode())
+    return recorded == h.hexdigest()
 
 
 def lock_path(target: str | Path) -> Path:

