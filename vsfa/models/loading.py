@@ -17,7 +17,7 @@ import torch
 
 from vsfa.env import guard_torchvision_autoinstall, torchvision_available
 from vsfa.errors import ModelLoadError
-from vsfa.io import model_fingerprint
+from vsfa.io import fingerprint_matches, model_fingerprint
 from vsfa.models.qwen_inputs import STAND_IN_MARKER, QwenStandInProcessor
 from vsfa.models.registry import Family, family_for_config
 
@@ -300,11 +300,9 @@ def base_mismatch(checkpoint: str | Path, manifest: dict[str, Any], base_folder:
     from vsfa.io import recorded_path
 
     expected = manifest.get("base_model_fingerprint")
-    if not expected:
+    if not expected or fingerprint_matches(expected, base_folder):
         return None
     actual = model_fingerprint(base_folder)
-    if expected == actual:
-        return None
     recorded = recorded_path(manifest.get("base_model"), checkpoint)
     same = recorded is not None and Path(recorded).resolve() == Path(base_folder).resolve()
     where = (
@@ -399,3 +397,115 @@ def load_vlm(
         merged=bool(adapter_path and merge),
         info=info,
     )
+
+
+# ------------------------------------------------------------------------------------------ adapter sweeps
+class AdapterSwitcher:
+    """One base model, many LoRA checkpoints: the base weights are read once and peft adapters hot-swapped.
+
+    ``load(adapter)`` gives the :class:`LoadedVLM` of the base (``adapter=None``) or of base + adapter, with the
+    same outputs as ``load_vlm(path, adapter=adapter)``. The first adapter wraps the base with
+    ``PeftModel.from_pretrained``; each later one is ``load_adapter``-ed under a new name, made active with
+    ``set_adapter`` and the previous one ``delete_adapter``-ed, so one adapter is resident at a time. Modules
+    that an earlier adapter targeted and the current one does not keep an empty LoRA wrapper, which returns
+    its base layer's output unchanged. The base alone is the wrapper ``unload()``-ed (the original modules are
+    put back; the base weights are never modified). A LoadedVLM is valid until the next ``load``.
+
+    Falls back to :func:`load_vlm` per call (the base read again each time) when ``swap`` is False (the
+    TransformerBridge backend, which rewires the modules it wraps) or ``merge`` is True (merging writes the
+    adapter into the base weights). ``base_loads`` counts the reads of the base weights.
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        dtype: str | torch.dtype | None = None,
+        device: str = "cpu",
+        merge: bool = False,
+        swap: bool = True,
+        attn_implementation: str | None = None,
+    ):
+        self.path = path
+        self.dtype = dtype
+        self.device = device
+        self.merge = merge
+        self.swapping = swap and not merge
+        self.attn_implementation = attn_implementation
+        self.base_loads = 0
+        self._base: LoadedVLM | None = None
+        self._peft: Any = None  # the PeftModel wrapping self._base.model, when an adapter is attached
+        self._active: str | None = None  # its adapter name
+        self._count = 0
+
+    def __enter__(self) -> AdapterSwitcher:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Drop the model (frees its memory)."""
+        self._base = self._peft = self._active = None
+
+    def load(self, adapter: str | Path | None = None) -> LoadedVLM:
+        """The model with ``adapter`` attached (None: the base), loading the base weights only once."""
+        if not self.swapping:
+            self.close()  # free the previous model before reading the next
+            self.base_loads += 1
+            return load_vlm(
+                self.path,
+                adapter=adapter,
+                merge=self.merge,
+                dtype=self.dtype,
+                device=self.device,
+                attn_implementation=self.attn_implementation,
+            )
+        base = self._load_base()
+        if adapter is None:
+            if self._peft is not None:
+                self._peft.unload()  # original modules back in place, base weights untouched
+                self._peft = self._active = None
+            return base
+        adapter_path = Path(adapter).expanduser()
+        _check_adapter(adapter_path, Path(base.source), base.family)
+        try:
+            self._attach(adapter_path)
+        except Exception as e:
+            self.close()  # a half-loaded adapter may sit in the modules: read the base again next time
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise ModelLoadError(
+                f"{adapter_path}: adapter does not fit the base model {base.source} ({first})"
+            ) from None
+        return LoadedVLM(
+            model=self._peft,
+            processor=base.processor,
+            family=base.family,
+            source=base.source,
+            adapter=str(adapter_path),
+            merged=False,
+            info=dict(base.info),
+        )
+
+    def _load_base(self) -> LoadedVLM:
+        if self._base is None:
+            self._base = load_vlm(
+                self.path, dtype=self.dtype, device=self.device, attn_implementation=self.attn_implementation
+            )
+            self.base_loads += 1
+        return self._base
+
+    def _attach(self, adapter: Path) -> None:
+        from peft import PeftModel
+
+        self._count += 1
+        name = f"sweep_{self._count}"
+        if self._peft is None:
+            self._peft = PeftModel.from_pretrained(
+                self._base.model, adapter, adapter_name=name, is_trainable=False
+            )
+        else:
+            self._peft.load_adapter(adapter, adapter_name=name, is_trainable=False)
+            self._peft.set_adapter(name, inference_mode=True)
+            self._peft.delete_adapter(self._active)
+        self._active = name
+        self._peft.to(self.device).eval()
