@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from probes.capture import Capturer, CaptureSpec, ModelSpec
+from probes.capture import Capturer, CaptureSpec, ModelSpec, SweepLoader
 from probes.contrasts import load_set
 from probes.directions import Direction, DirectionSet, project
 from probes.stages import (
@@ -235,12 +235,14 @@ def attribution(
     cfg: TrackConfig,
     acts: Path,
     who: dict[str, Any],
+    loader: SweepLoader | None = None,
 ) -> list[dict[str, Any]]:
     """Where the checkpoint's shift along the selected direction sits: image tokens vs prompt positions.
 
     Captures ``cfg.attribution_set`` (requests with an image) on base and checkpoint at the selected hook and
     at each of ``cfg.attribution_positions``; every position's activations are projected on the selected
     direction (derived at its own position), and the paired shift per label is returned with its CI.
+    ``loader``: the sweep's model loader (the base is then not read again).
     """
     sel = dset.get()
     cset = load_set(cfg.attribution_set, max_pairs=cfg.max_pairs)
@@ -248,7 +250,7 @@ def attribution(
     stores = []
     for a in (None, adapter):
         mspec = ModelSpec(str(base_dir), str(a) if a else None, cfg.dtype, cfg.device, backend=cfg.backend)
-        cap = Capturer(mspec, acts, cfg.batch_size, progress=False)
+        cap = Capturer(mspec, acts, cfg.batch_size, progress=False, loader=loader)
         stores.append(cap.capture(cset, spec))
         cap.release()
     labels = np.array(stores[0].column("label"))
@@ -308,14 +310,14 @@ def _track(cfg: TrackConfig) -> Path:
     eval_sets = [load_set(s, max_pairs=cfg.max_pairs) for s in cfg.sets]
     sets = [contrast, *eval_sets]
 
+    loader = SweepLoader()  # the base is read once; each checkpoint's adapter is swapped in on a cache miss
+
     def capture(adapter: Path | None) -> dict[str, ActivationStore]:
         spec = ModelSpec(
             str(base_dir), str(adapter) if adapter else None, cfg.dtype, cfg.device, backend=cfg.backend
         )
-        cap = Capturer(spec, acts, cfg.batch_size, progress=False)
-        stores = {s.name: cap.capture(s, cspec) for s in sets}
-        cap.release()
-        return stores
+        cap = Capturer(spec, acts, cfg.batch_size, progress=False, loader=loader)
+        return {s.name: cap.capture(s, cspec) for s in sets}
 
     base = capture(None)
     rows: list[dict[str, Any]] = []
@@ -339,7 +341,8 @@ def _track(cfg: TrackConfig) -> Path:
         logger.info("tracked step %d (%.0f s)", step, time.perf_counter() - t0)
     attr = []
     if cfg.attribution_set and dset.selected:
-        attr = attribution(base_dir, checkpoints[-1][1], dset, cfg, acts, who)
+        attr = attribution(base_dir, checkpoints[-1][1], dset, cfg, acts, who, loader)
+    loader.close()
     out = run / TRACK_DIR
     with atomic_dir(out) as tmp:
         n_rows = write_csv_atomic(tmp / "trajectory.csv", rows, COLUMNS)

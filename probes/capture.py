@@ -14,7 +14,7 @@ model is not even loaded when every request is a hit).
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -295,11 +295,62 @@ def capture_set(
     return ActivationStore(out)
 
 
+class SweepLoader:
+    """Loads the models of a checkpoint sweep for :class:`Capturer` s: ``loader(spec)`` -> a HookedVLM.
+
+    The base weights are read once per (base, dtype, device) and each checkpoint's adapter is hot-swapped in
+    (:class:`~vsfa.models.loading.AdapterSwitcher`), so K checkpoints cost one base load. One model is resident
+    at a time: a HookedVLM is valid until the loader is called for another spec (a Capturer given this loader
+    asks for its model again at each capture). The TransformerBridge backend (it rewires the modules it wraps)
+    and merged adapters are loaded afresh per spec instead. ``base_loads`` counts the reads of base weights.
+    """
+
+    def __init__(self) -> None:
+        self._switcher = None
+        self._switcher_key: tuple[Any, ...] | None = None
+        self._current: tuple[ModelSpec, Any] | None = None
+        self._earlier_loads = 0
+
+    def __call__(self, spec: ModelSpec):
+        from probes.hooked import HookedVLM
+        from vsfa.models.loading import AdapterSwitcher, read_family
+
+        if self._current is not None and self._current[0] == spec:
+            return self._current[1]
+        self._current = None
+        backend = spec.backend
+        if backend == "auto":
+            backend = "bridge" if read_family(spec.path).tl_adapter else "torch"
+        key = (spec.path, spec.dtype, spec.device, spec.merge, backend)
+        if key != self._switcher_key:
+            self.close()
+            self._switcher = AdapterSwitcher(
+                spec.path, spec.dtype, spec.device, merge=spec.merge, swap=backend == "torch"
+            )
+            self._switcher_key = key
+        hooked = HookedVLM(self._switcher.load(spec.adapter), backend=backend)
+        self._current = (spec, hooked)
+        return hooked
+
+    @property
+    def base_loads(self) -> int:
+        """How many times base weights were read from disk."""
+        return self._earlier_loads + (self._switcher.base_loads if self._switcher is not None else 0)
+
+    def close(self) -> None:
+        """Drop the resident model."""
+        if self._switcher is not None:
+            self._earlier_loads += self._switcher.base_loads
+            self._switcher.close()
+        self._switcher = self._switcher_key = self._current = None
+
+
 class Capturer:
     """Captures sets for one model into the content-addressed cache under ``root``.
 
     The model is loaded on the first cache miss only; ``hits`` / ``misses`` count what was served from the
-    cache and what was computed.
+    cache and what was computed. ``loader`` (e.g. a :class:`SweepLoader` shared by the Capturers of one
+    sweep) loads the model instead of :meth:`ModelSpec.load`; it is asked again at each capture.
     """
 
     def __init__(
@@ -310,6 +361,7 @@ class Capturer:
         shard_items: int = 256,
         progress: bool | None = None,
         hooked=None,
+        loader: Callable[[ModelSpec], Any] | None = None,
     ):
         check_counts("capture", batch_size=batch_size, shard_items=shard_items)
         self.model = model
@@ -318,6 +370,7 @@ class Capturer:
         self.shard_items = shard_items
         self.progress = progress
         self._hooked = hooked
+        self._loader = loader
         self._model_key: str | None = None
         self.hits = 0
         self.misses = 0
@@ -330,8 +383,10 @@ class Capturer:
 
     @property
     def hooked(self):
-        """The hooked model (loaded now if it was not yet)."""
+        """The hooked model (loaded now if it was not yet; from the ``loader`` when one was given)."""
         if self._hooked is None:
+            if self._loader is not None:
+                return self._loader(self.model)
             self._hooked = self.model.load()
         return self._hooked
 

@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from probes.capture import Capturer, CaptureSpec, ModelSpec
+from probes.capture import Capturer, CaptureSpec, ModelSpec, SweepLoader
 from probes.contrasts import ContrastSet, load_set
 from probes.directions import Direction, DirectionSet, SelectionRule, derive, load_directions, project
 from probes.hooked import parse_hook_name
@@ -500,15 +500,14 @@ def run_probe(cfg: ProbeConfig) -> dict[str, Any]:
     eval_sets = [load_set(s) for s in cfg.sets]
     sets = [contrast, *eval_sets]
 
-    base_cap = Capturer(
-        ModelSpec(str(base_dir), None, cfg.dtype, cfg.device, backend=cfg.backend), acts, cfg.batch_size
-    )
+    loader = SweepLoader()  # base and checkpoint share one read of the base weights
+    base_spec = ModelSpec(str(base_dir), None, cfg.dtype, cfg.device, backend=cfg.backend)
+    base_cap = Capturer(base_spec, acts, cfg.batch_size, loader=loader)
     base_stores = [base_cap.capture(s, cspec) for s in sets]
-    base_cap.release()
     ckpt_spec = ModelSpec(str(base_dir), str(ckpt), cfg.dtype, cfg.device, backend=cfg.backend)
-    ckpt_cap = Capturer(ckpt_spec, acts, cfg.batch_size)
+    ckpt_cap = Capturer(ckpt_spec, acts, cfg.batch_size, loader=loader)
     ckpt_stores = [ckpt_cap.capture(s, cspec) for s in sets]
-    ckpt_cap.release()
+    loader.close()
 
     layers = compare(
         dset,

@@ -326,7 +326,7 @@ def run_eval(
     results of another model are refused unless ``overwrite``; a run without its final manifest is refused
     unless ``allow_incomplete`` (then recorded as ``run_complete: false`` in every manifest and metrics file).
     """
-    from vsfa.models.loading import load_vlm
+    from vsfa.models.loading import AdapterSwitcher
     from vsfa.models.sources import is_spec, resolve_model
 
     check_limit(limit)
@@ -377,11 +377,10 @@ def run_eval(
     for ck in ckpts:
         for spec in benches:
             check_same_model(eval_dir / ck.name / spec.name, keys[ck.name], overwrite)
-    with output_lock(eval_dir):
+    # the base is read once for all checkpoints; their adapters are swapped in (AdapterSwitcher)
+    with output_lock(eval_dir), AdapterSwitcher(model, dtype=dtype, device=device) as models:
         for ck in ckpts:
-            vlm = None
-            if client is None:
-                vlm = load_vlm(model, adapter=ck.adapter, device=device, dtype=dtype)
+            vlm = models.load(ck.adapter) if client is None else None
             for spec in benches:
                 items = loaded[spec.name]
                 context = {
@@ -410,7 +409,6 @@ def run_eval(
                     progress=_follow(bar),
                 )
                 bar.close()
-            del vlm
         write_table(eval_dir)
     return eval_dir
 

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 from peft import LoraConfig, get_peft_model
 
 from probes.fidelity import check_batch
 from vsfa.errors import ModelLoadError
+from vsfa.io import model_fingerprint
 from vsfa.models.loading import AdapterSwitcher, load_vlm
 from vsfa.models.registry import get_family
 
@@ -37,12 +40,11 @@ def save_adapters(base, out, family: str = "llava"):
     return paths
 
 
-@pytest.fixture
-def count_base_reads(monkeypatch):
-    """Counts ``from_pretrained`` calls of the tiny LLaVA's model class (reads of the base weights)."""
-    cls = get_family("llava").model_class()
+def count_base_reads(monkeypatch, family: str = "llava") -> list:
+    """Counts ``from_pretrained`` calls of the family's model class (reads of the base weights) from now on."""
+    cls = get_family(family).model_class()
     original = cls.from_pretrained.__func__
-    calls = []
+    calls: list = []
 
     def counting(klass, *args, **kwargs):
         calls.append(args[0] if args else kwargs.get("pretrained_model_name_or_path"))
@@ -50,6 +52,18 @@ def count_base_reads(monkeypatch):
 
     monkeypatch.setattr(cls, "from_pretrained", classmethod(counting))
     return calls
+
+
+def make_sweep_run(tmp_path, base):
+    """A finished training run of ``base`` with the three checkpoints of :func:`save_adapters`."""
+    run = tmp_path / "run"
+    ck = run / "checkpoints"
+    ck.mkdir(parents=True)
+    manifest = {"base_model": str(base), "base_model_fingerprint": model_fingerprint(base), "seed": 0}
+    for step, path in enumerate(save_adapters(base, ck), 1):
+        (path / "manifest.json").write_text(json.dumps({**manifest, "step": step}))
+    (run / "manifest.json").write_text(json.dumps({**manifest, "kind": "vsfa-run"}))
+    return run
 
 
 def _outputs(vlm, batch):
@@ -63,13 +77,13 @@ def _outputs(vlm, batch):
     return [h.clone() for h in hidden], answer
 
 
-def test_sweep_equals_per_checkpoint_loading_and_reads_base_once(tiny_model, tmp_path, count_base_reads):
+def test_sweep_equals_per_checkpoint_loading_and_reads_base_once(tiny_model, tmp_path, monkeypatch):
     base = tiny_model("llava")
     adapters = save_adapters(base, tmp_path)
     batch = check_batch(load_vlm(base))
     order = [None, *adapters, None, adapters[1]]  # back to the base (unload), then wrap again
     expected = [_outputs(load_vlm(base, adapter=a), batch) for a in order]
-    count_base_reads.clear()
+    reads = count_base_reads(monkeypatch)
 
     with AdapterSwitcher(base) as switcher:
         got = []
@@ -78,7 +92,7 @@ def test_sweep_equals_per_checkpoint_loading_and_reads_base_once(tiny_model, tmp
             assert vlm.adapter == (str(a) if a else None) and not vlm.merged
             got.append(_outputs(vlm, batch))
         assert switcher.base_loads == 1
-    assert len(count_base_reads) == 1
+    assert len(reads) == 1
     for a, (hid_e, ans_e), (hid_g, ans_g) in zip(order, expected, got, strict=True):
         assert all(torch.equal(e, g) for e, g in zip(hid_e, hid_g, strict=True)), a
         assert torch.equal(ans_e, ans_g), a
