@@ -128,3 +128,24 @@ def test_merge_and_no_swap_fall_back_to_one_load_per_checkpoint(tiny_model, tmp_
             want, _ = _outputs(load_vlm(base, adapter=a, merge=merge), batch)
             assert all(torch.equal(e, g) for e, g in zip(want, hidden, strict=True))
         assert switcher.base_loads == 2
+
+
+def test_sweep_loader_reloads_for_the_bridge_backend(tiny_model, tmp_path):
+    """The TransformerBridge rewires the modules it wraps: a sweep on it loads base + adapter afresh."""
+    from probes.capture import Capturer, CaptureSpec, ModelSpec, SweepLoader
+    from probes.contrasts import load_set
+
+    base = tiny_model("llava")
+    adapter = save_adapters(base, tmp_path)[0]
+    cset = load_set("persona", max_questions=1)
+    loader = SweepLoader()
+    for backend, loads in (("torch", 1), ("bridge", 2)):
+        for a in (None, adapter):
+            spec = ModelSpec(str(base), str(a) if a else None, backend=backend)
+            swept = Capturer(spec, tmp_path / backend, loader=loader).capture(cset, CaptureSpec())
+            fresh = Capturer(spec, tmp_path / f"{backend}-fresh").capture(cset, CaptureSpec())
+            assert all(torch.equal(swept.load(h, "last"), fresh.load(h, "last")) for h in swept.hooks)
+        assert loader._switcher.swapping == (backend == "torch")
+        assert loader._switcher.base_loads == loads
+    loader.close()
+    assert loader.base_loads == 3
