@@ -2,7 +2,8 @@
 
 A study captures the same prompts on the base and on every checkpoint of every run. The baseline, measured in
 the same run, is one capture pass of the base model already in memory (``capture_set``: render, encode, hooked
-forward, position reduction, shards, manifest). Two sweeps over the same K checkpoints are timed whole, model
+forward, position reduction, shards, manifest): the median of passes taken before, between and after the
+sweeps, so that a shared machine's changing load hits baseline and sweeps alike. Two sweeps over the same K checkpoints are timed whole, model
 loading included:
 
 * ``reload``: per checkpoint ``load_vlm(base, adapter=...)`` (the base read from disk every time; how
@@ -138,14 +139,14 @@ def measure_sweep(
     device: str = "cpu",
     dtype: str | None = None,
     batch_size: int = 16,
-    repeats: int = 3,
+    repeats: int = 1,
     quick: bool = False,
 ) -> dict[str, Any]:
     """Per-checkpoint sweep cost / one base capture pass, swapping adapters vs reloading the base.
 
     ``model``: a model folder (default: a random-weight LLaVA, d=512, 8 layers, built in a temp folder);
-    ``k`` LoRA checkpoints (random, rank 8) are made for it; ``n`` prompts per capture. ``quick``: n=16, one
-    repeat of the base pass. Returns ``ratio`` (swap), ``ratio_reload`` and the seconds behind them; raises
+    ``k`` LoRA checkpoints (random, rank 8) are made for it; ``n`` prompts per capture; the baseline is the
+    median of ``repeats`` base passes before, between and after the two sweeps. ``quick``: n=16. Returns ``ratio`` (swap), ``ratio_reload`` and the seconds behind them; raises
     AssertionError when the two sweeps' activations differ.
     """
     import torch
@@ -154,7 +155,7 @@ def measure_sweep(
     from vsfa.models.loading import AdapterSwitcher, load_vlm
 
     if quick:
-        n, repeats = min(n, 16), 1
+        n = min(n, 16)
     tmp = Path(tempfile.mkdtemp(prefix="bench-sweep-"))
     try:
         model = Path(model) if model is not None else build_bench_model(tmp)
@@ -167,14 +168,19 @@ def measure_sweep(
         load_s = time.perf_counter() - t0
         hooked = HookedVLM(vlm, backend="torch")
         _capture(hooked, prompts(batch_size), tmp / "warm", batch_size)  # warm-up
-        base_times = []
-        for _ in range(repeats):
-            _sync(device)
-            t0 = time.perf_counter()
-            _capture(hooked, cset, tmp / "base", batch_size)
-            _sync(device)
-            base_times.append(time.perf_counter() - t0)
-        base_s = statistics.median(base_times)
+        base_times: list[float] = []
+
+        def base_passes(hooked) -> None:
+            """``repeats`` timed capture passes of the base (before, between and after the sweeps, so that
+            a shared machine's changing load hits baseline and sweeps alike)."""
+            for _ in range(repeats):
+                _sync(device)
+                t0 = time.perf_counter()
+                _capture(hooked, cset, tmp / "base", batch_size)
+                _sync(device)
+                base_times.append(time.perf_counter() - t0)
+
+        base_passes(hooked)
         del hooked, vlm
         gc.collect()
 
@@ -183,6 +189,7 @@ def measure_sweep(
                 switcher.load, adapters, cset, tmp / "swap", batch_size, device
             )
             base_loads = switcher.base_loads
+            base_passes(HookedVLM(switcher.load(None), backend="torch"))  # the base again, not re-read
         gc.collect()
         reload_s, reload_load_s, reloaded = _sweep(
             lambda a: load_vlm(model, adapter=a, dtype=dtype, device=device),
@@ -192,6 +199,8 @@ def measure_sweep(
             batch_size,
             device,
         )
+        base_passes(HookedVLM(load_vlm(model, dtype=dtype, device=device), backend="torch"))
+        base_s = statistics.median(base_times)
         identical = all(_same(a, b) for a, b in zip(swapped, reloaded, strict=True))
         assert identical, "swapped and reloaded checkpoints gave different activations"
     finally:
@@ -214,6 +223,7 @@ def measure_sweep(
         "threads": torch.get_num_threads(),
         "base_load_s": load_s,
         "base_pass_s": base_s,
+        "base_pass_all_s": base_times,
         "sweep_swap_s": swap_s,
         "sweep_reload_s": reload_s,
         "swap_loading_s": swap_load_s,
@@ -230,7 +240,9 @@ def main() -> None:
     ap.add_argument("--k", type=int, default=8, help="LoRA checkpoints in the sweep.")
     ap.add_argument("--n", type=int, default=64, help="Prompts per capture.")
     ap.add_argument("--batch-size", type=int, default=16)
-    ap.add_argument("--repeats", type=int, default=3, help="Repeats of the base pass (median).")
+    ap.add_argument(
+        "--repeats", type=int, default=1, help="Base passes before, between and after the sweeps."
+    )
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--dtype", default=None)
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default).")
@@ -250,7 +262,10 @@ def main() -> None:
     )
     print(f"{'run':<34}{'seconds':>9}{'per ckpt':>10}{'ratio':>8}{'loading/ckpt':>14}")
     print(f"{'base load (once)':<34}{res['base_load_s']:>9.2f}")
-    print(f"{'base capture pass (baseline)':<34}{res['base_pass_s']:>9.2f}{'':>10}{1.0:>8.2f}")
+    passes = ", ".join(f"{t:.2f}" for t in res["base_pass_all_s"])
+    print(
+        f"{'base capture pass (baseline)':<34}{res['base_pass_s']:>9.2f}{'':>10}{1.0:>8.2f}  (passes {passes})"
+    )
     for name, key, ratio, loading in (
         ("sweep, reload base per ckpt", "sweep_reload_s", res["ratio_reload"], res["reload_loading_s"]),
         ("sweep, swap adapters", "sweep_swap_s", res["ratio"], res["swap_loading_s"]),
