@@ -11,12 +11,18 @@ the end, in item order.
 
 Every model call runs inside ``hook_context()`` when given (steering hooks); the continuous refusal score
 of the same prompts is stored with each answer unless turned off.
+
+``generate_responses_server(client, ...)`` writes the same records through an OpenAI-compatible server
+(vLLM, SGLang, TGI), with up to ``concurrency`` requests in flight; the records and their order do not depend
+on the concurrency, and the same partial-file protocol makes it resumable.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -165,6 +171,29 @@ def items_key(items: Sequence[BenchItem]) -> str:
 ChunkRunner = Callable[[list[BenchItem], list[Query], int], list[dict[str, Any]]]
 
 
+@dataclass
+class Chunk:
+    """One fixed batch of the resume protocol: its index, its items and their queries."""
+
+    index: int
+    items: list[BenchItem]
+    queries: list[Query]
+
+
+Pipeline = Callable[[Iterator[Chunk]], Iterator[tuple[Chunk, list[dict[str, Any]]]]]
+"""Turns the pending chunks (in order) into ``(chunk, outputs)`` pairs in the same order; it may work ahead."""
+
+
+def serial(run_chunk: ChunkRunner) -> Pipeline:
+    """The plain pipeline: one chunk at a time, ``run_chunk(items, queries, index)``."""
+
+    def run(chunks: Iterator[Chunk]) -> Iterator[tuple[Chunk, list[dict[str, Any]]]]:
+        for ch in chunks:
+            yield ch, run_chunk(ch.items, ch.queries, ch.index)
+
+    return run
+
+
 def _record(it: BenchItem, q: Query, config: GenerationConfig, out: dict[str, Any]) -> dict[str, Any]:
     return {
         "id": it.item_id,
@@ -189,11 +218,16 @@ def run_resumable(
     items: Sequence[BenchItem],
     out_path: str | Path,
     config: GenerationConfig,
-    run_chunk: ChunkRunner,
+    run_chunk: ChunkRunner | None,
     content_key: str,
     progress: Callable[[int, int], None] | None = None,
+    pipeline: Pipeline | None = None,
 ) -> list[dict[str, Any]]:
-    """Drive ``run_chunk`` over fixed batches with the partial-file resume protocol (see module docstring)."""
+    """Drive ``run_chunk`` over fixed batches with the partial-file resume protocol (see module docstring).
+
+    ``pipeline`` (instead of ``run_chunk``) receives the pending chunks lazily and may work ahead (e.g. keep
+    requests in flight across chunk boundaries); its outputs are recorded chunk by chunk, in chunk order.
+    """
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     key_file = out_path.with_name(f".{out_path.name}.key")
@@ -214,12 +248,20 @@ def run_resumable(
     n_done = sum(1 for it in items if it.item_id in done)
     if progress is not None:
         progress(n_done, len(items))
-    for c, chunk in enumerate(chunks):
-        if all(items[i].item_id in done for i in chunk):
-            continue
-        chunk_items = [items[i] for i in chunk]  # always the whole chunk: identical batches on resume
-        queries = as_queries(chunk_items, config.defense, config.defense_placement)
-        outs = run_chunk(chunk_items, queries, c)
+
+    def pending() -> Iterator[Chunk]:
+        for c, chunk in enumerate(chunks):
+            if all(items[i].item_id in done for i in chunk):
+                continue
+            chunk_items = [items[i] for i in chunk]  # always the whole chunk: identical batches on resume
+            yield Chunk(c, chunk_items, as_queries(chunk_items, config.defense, config.defense_placement))
+
+    if pipeline is None:
+        if run_chunk is None:
+            raise ConfigError("run_resumable needs run_chunk or pipeline")
+        pipeline = serial(run_chunk)
+    for chunk, outs in pipeline(pending()):
+        chunk_items, queries = chunk.items, chunk.queries
         records = [
             _record(it, q, config, o)
             for it, q, o in zip(chunk_items, queries, outs, strict=True)
@@ -284,6 +326,75 @@ def generate_responses(
     return run_resumable(items, out_path, config, run_chunk, generation_key(items, config, key), progress)
 
 
+def server_key(client, key: dict[str, Any] | None = None) -> dict[str, Any]:
+    """What identifies answers from a server: the local fingerprints plus the served model's name.
+
+    Not the URL: a server restarted on another host or port, serving the same base and adapters under the same
+    names, resumes the same records.
+    """
+    return {**(key or {}), "server_model": client.config.model}
+
+
+def _finished(reason: str | None) -> bool | None:
+    """``finish_reason`` -> finished: ``length`` is cut off, any other reason (stop, eos) is a finished answer."""
+    return None if reason is None else reason != "length"
+
+
+def server_pipeline(client, config: GenerationConfig, concurrency: int) -> Pipeline:
+    """Up to ``concurrency`` requests in flight, across chunk boundaries; outputs come back in chunk order.
+
+    Chunks are pulled (and their images loaded) only while fewer than ``concurrency`` requests wait beyond the
+    chunk being collected, so memory stays bounded. The first request that fails for good raises its
+    :class:`~vsfa.eval.endpoint.EndpointError`; requests not yet started are cancelled, chunks already
+    collected stay recorded (a rerun resumes from them).
+    """
+    from vsfa.eval.endpoint import image_part
+
+    if concurrency < 1:
+        raise ConfigError(f"concurrency must be at least 1, not {concurrency}")
+    system = [{"role": "system", "content": config.system_prompt}] if config.system_prompt else []
+    temperature = config.temperature if config.do_sample else 0.0
+
+    def ask(q: Query) -> dict[str, Any]:
+        content: Any = q.text if q.image is None else [image_part(q.image), {"type": "text", "text": q.text}]
+        reply = client.chat(
+            [*system, {"role": "user", "content": content}],
+            temperature=temperature,
+            max_tokens=config.max_new_tokens,
+        )
+        return {
+            "response": reply.text.strip(),
+            "n_new_tokens": reply.completion_tokens,
+            "finished": _finished(reply.finish_reason),
+        }
+
+    def run(chunks: Iterator[Chunk]) -> Iterator[tuple[Chunk, list[dict[str, Any]]]]:
+        pool = ThreadPoolExecutor(concurrency, thread_name_prefix="vsfa-server")
+        window: deque[tuple[Chunk, list[Future]]] = deque()
+        ahead = 0  # requests submitted for the chunks after the first in the window
+        source = iter(chunks)
+        try:
+            while True:
+                while not window or ahead < concurrency:
+                    ch = next(source, None)
+                    if ch is None:
+                        break
+                    if window:
+                        ahead += len(ch.queries)
+                    window.append((ch, [pool.submit(ask, q) for q in ch.queries]))
+                if not window:
+                    return
+                ch, futures = window.popleft()
+                outs = [f.result() for f in futures]
+                if window:
+                    ahead -= len(window[0][0].queries)
+                yield ch, outs
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+    return run
+
+
 def generate_responses_server(
     client,
     items: Sequence[BenchItem],
@@ -291,32 +402,23 @@ def generate_responses_server(
     config: GenerationConfig | None = None,
     key: dict[str, Any] | None = None,
     progress: Callable[[int, int], None] | None = None,
+    concurrency: int = 8,
 ) -> list[dict[str, Any]]:
-    """Generate answers through an OpenAI-compatible server (e.g. vLLM serving the model + LoRA adapter).
+    """Generate answers through an OpenAI-compatible server (e.g. vLLM holding the base and LoRA adapters).
 
-    Same files and resume protocol as :func:`generate_responses`; no refusal score (it needs the logits).
+    ``client`` (a :class:`~vsfa.eval.endpoint.ChatClient`) names the served model: the base or one adapter.
+    Up to ``concurrency`` requests are in flight at once (see :func:`server_pipeline`). Same files and
+    resume protocol as :func:`generate_responses`; ``responses.jsonl`` does not depend on ``concurrency``
+    (nor is it part of the content key). No refusal score (it needs the logits).
     """
-    from vsfa.eval.endpoint import image_part
-
     config = config or GenerationConfig()
     config.validate()
-
-    def run_chunk(chunk_items: list[BenchItem], queries: list[Query], c: int) -> list[dict[str, Any]]:
-        outs = []
-        for q in queries:
-            content: Any = (
-                q.text if q.image is None else [image_part(q.image), {"type": "text", "text": q.text}]
-            )
-            messages = [{"role": "system", "content": config.system_prompt}] if config.system_prompt else []
-            text = client.complete(
-                [*messages, {"role": "user", "content": content}],
-                temperature=config.temperature if config.do_sample else 0.0,
-                max_tokens=config.max_new_tokens,
-            )
-            outs.append({"response": text.strip(), "n_new_tokens": None, "finished": None})
-        return outs
-
-    server_key = {**(key or {}), "server": client.config.url, "server_model": client.config.model}
     return run_resumable(
-        items, out_path, config, run_chunk, generation_key(items, config, server_key), progress
+        items,
+        out_path,
+        config,
+        None,
+        generation_key(items, config, server_key(client, key)),
+        progress,
+        pipeline=server_pipeline(client, config, concurrency),
     )

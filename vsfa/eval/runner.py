@@ -12,11 +12,17 @@ With ``--run RUN`` the checkpoints are ``RUN/checkpoints/step-NNNNNN/`` (peft ad
 is the base model) and ``eval_dir`` defaults to ``RUN/eval``. A rerun skips what is finished with the same
 content key, resumes an interrupted generation, judges only the judges that are missing, and recomputes
 whatever changed.
+
+With ``--backend server`` nothing is loaded here: one OpenAI-compatible server (vLLM, SGLang, TGI) holds the
+base model and each checkpoint as a named LoRA adapter; :func:`served_names` maps the base (step 0) to
+``--gen-model`` and every other checkpoint to ``--adapter-name-template`` (default ``{run}-{step}``).
 """
 
 from __future__ import annotations
 
 import logging
+import re
+import string
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -30,6 +36,7 @@ from vsfa.eval.generation import (
     generate_responses_server,
     generation_key,
     items_key,
+    server_key,
 )
 from vsfa.eval.items import BenchItem
 from vsfa.eval.judges import Judge, judge_key
@@ -158,6 +165,62 @@ def run_checkpoints(run: str | Path, allow_incomplete: bool = False) -> tuple[li
     return ckpts, base
 
 
+ADAPTER_NAME_FIELDS = ("run", "step", "checkpoint")
+
+
+def check_adapter_name_template(template: str) -> None:
+    """``template`` uses only the fields of :data:`ADAPTER_NAME_FIELDS` (ConfigError naming the option)."""
+    try:
+        fields = [f for _, f, _, _ in string.Formatter().parse(template) if f is not None]
+    except ValueError as e:
+        raise ConfigError(f"adapter_name_template {template!r}: {e}") from None
+    for name in fields:
+        if name not in ADAPTER_NAME_FIELDS:
+            raise ConfigError(
+                f"adapter_name_template {template!r}: unknown field {{{name}}}; "
+                f"use {', '.join('{' + f + '}' for f in ADAPTER_NAME_FIELDS)}"
+            )
+    if not template.format(run="r", step=1, checkpoint="c").strip():
+        raise ConfigError("adapter_name_template gives an empty name")
+
+
+def _step_of(ck: Checkpoint) -> int:
+    match = re.fullmatch(r"step-(\d+)", ck.name)
+    if match:
+        return int(match.group(1))
+    step = read_manifest(ck.adapter).get("step") if ck.adapter and is_complete(ck.adapter) else None
+    if isinstance(step, int) and not isinstance(step, bool):
+        return step
+    raise ConfigError(
+        f"{ck.adapter}: no step (folder not named step-NNNNNN, no step in manifest.json) for adapter_name_template"
+    )
+
+
+def served_names(ckpts: Sequence[Checkpoint], base_name: str, template: str, run_name: str) -> dict[str, str]:
+    """The served model name of each checkpoint: ``base_name`` for the base, ``template`` for an adapter.
+
+    ``template`` fields: ``{run}`` (run folder name), ``{step}`` (checkpoint step as a plain integer),
+    ``{checkpoint}`` (checkpoint folder name, e.g. ``step-000100``). Two checkpoints mapped to one name are a
+    ConfigError (the server would answer both with the same adapter).
+    """
+    check_adapter_name_template(template)
+    names: dict[str, str] = {}
+    for ck in ckpts:
+        if ck.adapter is None:
+            names[ck.name] = base_name
+        else:
+            names[ck.name] = template.format(run=run_name, step=_step_of(ck), checkpoint=ck.name)
+    seen: dict[str, str] = {}
+    for ck_name, served in names.items():
+        if served in seen:
+            raise ConfigError(
+                f"adapter_name_template {template!r}: checkpoints {seen[served]} and {ck_name} are both "
+                f"served as {served!r} (use {{step}} or {{checkpoint}})"
+            )
+        seen[served] = ck_name
+    return names
+
+
 def _judged_for(rows: list[dict[str, Any]], judge: Judge, ids: set[str]) -> list[dict[str, Any]] | None:
     key = judge_key(judge)
     mine = [r for r in rows if r["judge"] == judge.name]
@@ -223,10 +286,15 @@ def evaluate_items(
     context: dict[str, Any] | None = None,
     hook_context: HookContext = None,
     progress: Callable[[int, int], None] | None = None,
+    concurrency: int = 8,
 ) -> dict[str, Any]:
-    """Generate (or resume), judge and score one benchmark for one model; returns the metrics."""
+    """Generate (or resume), judge and score one benchmark for one model; returns the metrics.
+
+    ``client``: a server client naming the served model (instead of ``vlm``), with up to ``concurrency``
+    requests in flight.
+    """
     bench_dir = Path(bench_dir)
-    gen_key = generation_key(items, config, key if client is None else {**(key or {}), "server": True})
+    gen_key = generation_key(items, config, key if client is None else server_key(client, key))
     previous: list[dict[str, Any]] = []
     if is_complete(bench_dir):
         old = read_manifest(bench_dir)
@@ -235,7 +303,7 @@ def evaluate_items(
     retire_results(bench_dir)
     if client is not None:
         responses = generate_responses_server(
-            client, items, bench_dir / "responses.jsonl", config, key, progress
+            client, items, bench_dir / "responses.jsonl", config, key, progress, concurrency
         )
     else:
         if vlm is None:
@@ -252,7 +320,7 @@ def evaluate_items(
         bench_dir,
         {
             **(context or {}),
-            **(key or {}),
+            **((key or {}) if client is None else {**server_key(client, key), "server": client.config.url}),
             "generation_key": gen_key,
             "items_key": items_key(items),
             "generation": asdict(config),
@@ -319,8 +387,13 @@ def run_eval(
     overwrite: bool = False,
     allow_incomplete: bool = False,
     limit_mode: str = "stratified",
+    concurrency: int = 8,
+    adapter_name_template: str = "{run}-{step}",
 ) -> Path:
     """Evaluate the base model and/or checkpoints on every benchmark; returns the eval folder.
+
+    With a server ``client`` the base is asked as ``client``'s model and each checkpoint as the adapter named
+    by ``adapter_name_template`` (see :func:`served_names`), ``concurrency`` requests at a time.
 
     Every input is checked before any work; the eval folder is locked against a second writer; complete
     results of another model are refused unless ``overwrite``; a run without its final manifest is refused
@@ -377,6 +450,13 @@ def run_eval(
     for ck in ckpts:
         for spec in benches:
             check_same_model(eval_dir / ck.name / spec.name, keys[ck.name], overwrite)
+    clients = {}
+    if client is not None:
+        if concurrency < 1:
+            raise ConfigError(f"concurrency must be at least 1, not {concurrency}")
+        run_name = _run_name(run, checkpoint)
+        served = served_names(ckpts, client.config.model, adapter_name_template, run_name)
+        clients = {ck: client.with_model(name) for ck, name in served.items()}
     # the base is read once for all checkpoints; their adapters are swapped in (AdapterSwitcher)
     with output_lock(eval_dir), AdapterSwitcher(model, dtype=dtype, device=device) as models:
         for ck in ckpts:
@@ -403,14 +483,25 @@ def run_eval(
                     config,
                     judges,
                     vlm=vlm,
-                    client=client,
+                    client=clients.get(ck.name),
                     key=keys[ck.name],
                     context=context,
                     progress=_follow(bar),
+                    concurrency=concurrency,
                 )
                 bar.close()
         write_table(eval_dir)
     return eval_dir
+
+
+def _run_name(run: str | Path | None, checkpoint: str | Path | None) -> str:
+    """``{run}`` of the adapter name template: the run folder's name (``RUN`` of ``RUN/checkpoints/step-N``)."""
+    if run is not None:
+        return Path(run).resolve().name
+    if checkpoint is not None:
+        cpath = Path(checkpoint).resolve()
+        return cpath.parent.parent.name if cpath.parent.name == "checkpoints" else cpath.parent.name
+    return ""
 
 
 def build_specs(benches: Sequence[str], options: dict[str, dict[str, Any]] | None = None) -> list[BenchSpec]:
@@ -479,13 +570,21 @@ class EvalConfig:
     openers_comply: Path | None = None
     """Compliance opener list (default: shipped)."""
     backend: str = "local"
-    """local (HF generate) | server (OpenAI-compatible)."""
+    """local (HF generate) | server (OpenAI-compatible: vLLM, SGLang, TGI; docs/evaluation.md)."""
     gen_url: str | None = None
     """Server backend base URL."""
     gen_model: str | None = None
-    """Server backend model name."""
+    """Server backend: served name of the base model (checkpoints: --adapter-name-template)."""
     gen_key_env: str | None = None
     """Env variable holding the server backend's API key (default VSFA_GEN_API_KEY, if set)."""
+    adapter_name_template: str = "{run}-{step}"
+    """Server backend: served LoRA adapter name of each checkpoint ({run}, {step}, {checkpoint}); the base is --gen-model."""
+    concurrency: int = 8
+    """Server backend: requests in flight at once."""
+    max_retries: int = 3
+    """Server backend: retries of a request after a connection error, HTTP 429 or 5xx (exponential backoff)."""
+    retry_backoff: float = 1.0
+    """Server backend: seconds before the first retry (doubled for each further one)."""
     device: str = "cpu"
     """torch device."""
     dtype: str | None = None
@@ -521,9 +620,23 @@ def run_eval_config(cfg: EvalConfig) -> Path:
     if cfg.backend == "server":
         if not (cfg.gen_url and cfg.gen_model):
             raise ConfigError("--backend server needs --gen-url and --gen-model")
+        if cfg.concurrency < 1:
+            raise ConfigError(f"concurrency must be at least 1, not {cfg.concurrency}")
+        if cfg.max_retries < 0:
+            raise ConfigError(f"max_retries must be 0 or more, not {cfg.max_retries}")
+        if cfg.retry_backoff < 0:
+            raise ConfigError(f"retry_backoff must be 0 or more seconds, not {cfg.retry_backoff}")
+        check_adapter_name_template(cfg.adapter_name_template)
         key_env = cfg.gen_key_env or GEN_KEY_ENV
         client = ChatClient(
-            EndpointConfig(cfg.gen_url, cfg.gen_model, api_key_env=key_env, require_key=bool(cfg.gen_key_env))
+            EndpointConfig(
+                cfg.gen_url,
+                cfg.gen_model,
+                api_key_env=key_env,
+                require_key=bool(cfg.gen_key_env),
+                retries=cfg.max_retries + 1,
+                backoff=cfg.retry_backoff,
+            )
         )
     elif cfg.backend != "local":
         raise ConfigError(f"unknown backend {cfg.backend!r}; choose local or server")
@@ -554,4 +667,6 @@ def run_eval_config(cfg: EvalConfig) -> Path:
         overwrite=cfg.overwrite,
         allow_incomplete=cfg.allow_incomplete,
         limit_mode=cfg.limit_mode,
+        concurrency=cfg.concurrency,
+        adapter_name_template=cfg.adapter_name_template,
     )
