@@ -164,38 +164,40 @@ def _mrope_module(vlm) -> torch.nn.Module | None:
 
 
 def _mrope_positions(
-    prompt_len: int, n: int, rows: int, deltas: torch.Tensor | None, inputs: dict[str, torch.Tensor]
+    prompt_len: int, start: int, n: int, rows: int, deltas: torch.Tensor | None, mask: torch.Tensor
 ) -> torch.Tensor:
-    """3-D positions ``[3, rows, n]`` of ``n`` text tokens after a cached prompt of ``prompt_len`` (padded) tokens.
+    """3-D positions ``[3, rows, n]`` of ``n`` text tokens placed ``start`` tokens after a cached prompt.
 
     A text-only prompt ran on the plain token index (pads counted), so the new tokens follow at ``prompt_len``.
     An image prompt's positions were built by ``get_rope_index`` over its real tokens (pads skipped), which
     leaves ``rope_deltas`` (last position + 1 - real tokens): the new tokens follow at real tokens + deltas.
+    ``mask``: the prompt's attention mask.
     """
-    device = inputs["input_ids"].device
-    step = torch.arange(n, device=device).view(1, 1, -1)
+    step = torch.arange(start, start + n, device=mask.device).view(1, 1, -1)
     if deltas is None:
         return (prompt_len + step).expand(3, rows, -1)
-    start = inputs["attention_mask"].to(device).long().sum(-1) + deltas.to(device).view(-1)
-    return (start.view(1, -1, 1) + step).expand(3, -1, -1)
+    first = mask.long().sum(-1) + deltas.to(mask.device).view(-1)
+    return (first.view(1, -1, 1) + step).expand(3, -1, -1)
 
 
-def _continuation(prompt: dict[str, torch.Tensor], ids: list[int]) -> dict[str, torch.Tensor]:
-    """Model inputs for ``ids`` after the cached prompt: the new tokens only, the mask over prompt + new tokens."""
-    appended = _append_tokens(
-        {
-            k: prompt[k]
-            for k in ("input_ids", "attention_mask", "mm_token_type_ids", "token_type_ids")
-            if k in prompt
-        },
-        ids,
-    )
-    n = len(ids)
-    out = {"input_ids": appended["input_ids"][:, -n:], "attention_mask": appended["attention_mask"]}
-    for key in ("mm_token_type_ids", "token_type_ids"):
-        if key in appended:
-            out[key] = appended[key][:, -n:]
+def _continuation(prompt: dict[str, torch.Tensor], start: int, ids: list[int]) -> dict[str, torch.Tensor]:
+    """Model inputs for ``ids`` placed ``start`` tokens after the cached prompt: the new tokens only, and the
+    attention mask over the prompt, the ``start`` tokens already cached after it, and the new ones."""
+    input_ids, mask = prompt["input_ids"], prompt["attention_mask"]
+    new = torch.tensor(ids, dtype=input_ids.dtype, device=input_ids.device).expand(input_ids.shape[0], -1)
+    ones = torch.ones(input_ids.shape[0], start + len(ids), dtype=mask.dtype, device=mask.device)
+    out = {"input_ids": new, "attention_mask": torch.cat([mask, ones], dim=1)}
+    for key in ("mm_token_type_ids", "token_type_ids"):  # text tokens: type 0
+        if key in prompt:
+            out[key] = torch.zeros_like(new, dtype=prompt[key].dtype)
     return out
+
+
+def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+    n = 0
+    while n < min(len(a), len(b)) and a[n] == b[n]:
+        n += 1
+    return n
 
 
 def _sequence_logprobs_cached(
@@ -203,13 +205,14 @@ def _sequence_logprobs_cached(
 ) -> np.ndarray | None:
     """log P(opener | prompt) from one forward over the prompt (image included) and its KV cache.
 
-    The prompt's last logits score every opener's first token; each opener of two or more tokens then runs as
-    a continuation on the cache, which is cut back to the prompt afterwards (or, where a cache cannot be cut
-    back exactly, e.g. sliding-window layers, each continuation runs on a copy). A continuation carries the
-    whole opener (the last token's logits are unused), so it is never one token long: hooks that tell the
-    prompt pass from decoding steps by the number of positions (``analysis.interventions.steering_hook``)
-    treat the opener as part of the prompt pass, as the re-forward path does. None when the model returns
-    no cache (the caller re-forwards instead).
+    The prompt's last logits score every opener's first token. The later tokens are scored by continuations on
+    the cache: the openers are taken in token order, so one that shares its first tokens with the one before
+    (``I cannot`` after ``I can't``) reuses them and only its own tokens are run; the cache is cut back to the
+    shared part in between. Where a cache cannot be cut back exactly (e.g. sliding-window layers), each opener
+    runs alone on a copy of the prompt cache. A continuation is never one token long (it takes one more token
+    of the opener): hooks that tell the prompt pass from decoding steps by the number of positions
+    (``analysis.interventions.steering_hook``) then treat the opener as part of the prompt pass, as the
+    re-forward path does. None when the model returns no cache (the caller re-forwards instead).
     """
     inputs = _model_inputs(batch)
     rows = inputs["input_ids"].shape[0]
@@ -220,32 +223,50 @@ def _sequence_logprobs_cached(
         )
     with torch.no_grad(), model_call_context(hook_context):
         first = vlm.model(**inputs, use_cache=True, logits_to_keep=1)
-    cache = getattr(first, "past_key_values", None)
-    if cache is None or not hasattr(cache, "get_seq_length"):
+    prompt_cache = getattr(first, "past_key_values", None)
+    if prompt_cache is None or not hasattr(prompt_cache, "get_seq_length"):
         return None
-    prompt_len = cache.get_seq_length()
-    crop = _can_crop(cache)
+    prompt_len = prompt_cache.get_seq_length()
+    crop = _can_crop(prompt_cache)
     deltas = getattr(mrope, "rope_deltas", None) if mrope is not None else None
     first_lp = torch.log_softmax(first.logits[:, -1, :].float(), dim=-1)
+    cache = prompt_cache
+    prefix: list[int] = []  # opener tokens in ``cache`` after the prompt
+    prefix_lp: list[torch.Tensor] = []  # next-token log-probs [rows, vocab] after each of them
     out = np.zeros((rows, len(opener_ids)))
-    for k, ids in enumerate(opener_ids):
-        total = first_lp[:, ids[0]].double()
-        n = len(ids)
-        if n > 1:
+    for k in sorted(range(len(opener_ids)), key=lambda i: opener_ids[i]):
+        ids = opener_ids[k]
+        need = ids[:-1]  # positions whose next-token log-probs score ids[1:]
+        start = _common_prefix(prefix, need) if crop else 0
+        stop = len(need)
+        if stop - start == 1:  # one token alone would look like a decoding step: take one more
+            if start > 0:
+                start -= 1
+            else:
+                stop = len(ids)
+        if stop > start:
+            tokens = ids[start:stop]
+            if crop:
+                if len(prefix) > start:
+                    cache.crop(start - len(prefix))
+                if cache.get_seq_length() != prompt_len + start:
+                    raise RuntimeError("the prompt cache could not be cut back")
+            else:
+                cache = copy.deepcopy(prompt_cache)
             extra = {}
             if mrope is not None:
-                extra["position_ids"] = _mrope_positions(prompt_len, n, rows, deltas, inputs)
-            past = cache if crop else copy.deepcopy(cache)
+                mask = inputs["attention_mask"]
+                extra["position_ids"] = _mrope_positions(prompt_len, start, len(tokens), rows, deltas, mask)
             with torch.no_grad(), model_call_context(hook_context):
-                cont = vlm.model(**_continuation(inputs, ids), **extra, past_key_values=past, use_cache=True)
-            if crop:
-                cache.crop(-n)
-                if cache.get_seq_length() != prompt_len:
-                    raise RuntimeError("the prompt cache could not be cut back to the prompt")
-            # logits at opener position t predict token t+1
-            logp = torch.log_softmax(cont.logits[:, -n:-1, :].float(), dim=-1)
-            target = torch.tensor(ids[1:], device=logp.device).expand(rows, -1).unsqueeze(-1)
-            total = total + logp.gather(-1, target).squeeze(-1).double().sum(-1)
+                cont = vlm.model(
+                    **_continuation(inputs, start, tokens), **extra, past_key_values=cache, use_cache=True
+                )
+            lp = torch.log_softmax(cont.logits[:, -len(tokens) :, :].float(), dim=-1)
+            prefix = prefix[:start] + list(tokens)
+            prefix_lp = prefix_lp[:start] + list(lp.unbind(1))
+        total = first_lp[:, ids[0]].double()
+        for t in range(len(need)):
+            total = total + prefix_lp[t][:, ids[t + 1]].double()
         out[:, k] = total.cpu().numpy()
     return out
 
