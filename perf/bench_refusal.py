@@ -54,7 +54,9 @@ def main() -> None:
     ap.add_argument("--model", help="model folder or spec, e.g. smol-llava (default: a random-weight LLaVA)")
     ap.add_argument("--n", type=int, default=16, help="number of items (half text-only, half with an image)")
     ap.add_argument("--batch-size", type=int, default=8)
-    ap.add_argument("--max-new-tokens", type=int, default=32)
+    ap.add_argument(
+        "--max-new-tokens", default="32,128", help="answer lengths, comma-separated (one table each)"
+    )
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--dtype", default=None)
@@ -84,27 +86,29 @@ def main() -> None:
         for with_image in (False, True):  # a batch is all text-only or all with images, as in vsfa eval
             part = [q for q in queries if (q.image is not None) == with_image]
             groups += [part[i : i + args.batch_size] for i in range(0, len(part), args.batch_size)]
-        config = GenerationConfig(max_new_tokens=args.max_new_tokens, batch_size=args.batch_size)
         openers = Openers.load()
-        run_once(vlm, groups[:1], config, 1, openers, sync)  # warm-up
-        times: dict[int, list[float]] = {m: [] for m in range(3)}
-        scores: dict[int, list] = {}
-        for _ in range(args.repeats):
-            for m in range(3):  # alternate the modes within each repeat
-                sec, scores[m] = run_once(vlm, groups, config, m, openers, sync)
-                times[m].append(sec)
-        diff = max(abs(a - b) for a, b in zip(scores[1], scores[2], strict=True))
         print(
             f"model {folder} on {args.device} (dtype {vlm.dtype}, threads {torch.get_num_threads()}), "
-            f"{len(queries)} items, batch {args.batch_size}, max_new_tokens {args.max_new_tokens}, "
+            f"{len(queries)} items, batch {args.batch_size}, "
             f"{len(openers.refuse) + len(openers.comply)} openers, median of {args.repeats}"
         )
-        gen = statistics.median(times[0])
-        print(f"{'mode':<38} {'median s':>9} {'/ generation':>13}")
-        for m in range(3):
-            med = statistics.median(times[m])
-            print(f"{MODES[m]:<38} {med:>9.3f} {med / gen:>12.2f}x")
-        print(f"max |refusal log-odds, cache - re-forward| = {diff:.2e}")
+        for max_new in (int(x) for x in args.max_new_tokens.split(",")):
+            config = GenerationConfig(max_new_tokens=max_new, batch_size=args.batch_size)
+            run_once(vlm, groups[:1], config, 1, openers, sync)  # warm-up
+            times: dict[int, list[float]] = {m: [] for m in range(3)}
+            scores: dict[int, list] = {}
+            for _ in range(args.repeats):
+                for m in range(3):  # alternate the modes within each repeat
+                    sec, scores[m] = run_once(vlm, groups, config, m, openers, sync)
+                    times[m].append(sec)
+            diff = max(abs(a - b) for a, b in zip(scores[1], scores[2], strict=True))
+            gen = statistics.median(times[0])
+            print(f"\nmax_new_tokens {max_new}")
+            print(f"{'mode':<38} {'median s':>9} {'/ generation':>13}")
+            for m in range(3):
+                med = statistics.median(times[m])
+                print(f"{MODES[m]:<38} {med:>9.3f} {med / gen:>12.2f}x")
+            print(f"max |refusal log-odds, cache - re-forward| = {diff:.2e}", flush=True)
 
 
 if __name__ == "__main__":
