@@ -13,6 +13,8 @@ model is not even loaded when every request is a hit).
 
 from __future__ import annotations
 
+import contextlib
+import shutil
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -20,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors.torch import load_file, save_file
 
 from probes.contrasts import ContrastSet
 from probes.positions import PositionPlan, check_positions, expand_positions, post_instruction_count, reduce
@@ -33,6 +36,7 @@ from probes.store import (
     cached_store,
     store_folder,
 )
+from vsfa import distributed as dist
 from vsfa.config import check_counts
 from vsfa.errors import DataError, VsfaError
 from vsfa.io import atomic_dir, model_fingerprint, output_lock, sha256_file, sha256_json, write_manifest
@@ -196,6 +200,33 @@ def run_batch(hooked, inputs: dict[str, torch.Tensor], names: Sequence[str], wei
     return {n: got[n].cpu() for n in names}
 
 
+def _part_name(i: int) -> str:
+    return f"batch-{i:06d}.safetensors"
+
+
+def _parallel_parts(
+    out: Path, starts: list[int], compute: Callable[[int], dict[str, torch.Tensor]], progress: bool | None
+) -> Path | None:
+    """Under a launcher: each process computes its share of the batches (:func:`vsfa.distributed.my_share`)
+    into ``.<out>.parts/batch-NNNNNN.safetensors`` beside the store (a folder every process sees) and waits
+    for the others; returns that folder for the main process to merge. In one process: None (nothing done)."""
+    if dist.world() == 1:
+        return None
+    parts = out.with_name(f".{out.name}.parts")
+    with dist.collective():
+        if dist.is_main():  # leftovers of an interrupted capture
+            shutil.rmtree(parts, ignore_errors=True)
+            parts.mkdir(parents=True)
+    with dist.collective():
+        mine = dist.my_share(starts)
+        bar = vsfa_progress(
+            mine, f"capture part {dist.rank()}", quiet=progress is False or not dist.is_main(), unit="batch"
+        )
+        for i, start in bar:
+            save_file(compute(start), str(parts / _part_name(i)), metadata={"format": "pt"})
+    return parts
+
+
 def capture_set(
     hooked,
     cset: ContrastSet,
@@ -221,77 +252,88 @@ def capture_set(
     has_images = any(images)
     image_token = getattr(vlm.config, "image_token_id", None)
     t0 = time.perf_counter()
-    with atomic_dir(out) as tmp:
-        writer = StoreWriter(tmp, names, plan.names, hooked.d_model, shard_items, spec.store_dtype)
-        starts = range(0, len(texts), max(1, batch_size))
-        bar = vsfa_progress(starts, f"capture {cset.name}", quiet=progress is False, unit="batch")
-        for start in bar:
-            items = cset.items[start : start + batch_size]
-            imgs = images[start : start + batch_size] if has_images else None
-            if need_response:
-                convs = [
-                    [*it.messages, {"role": "assistant", "content": [{"type": "text", "text": it.response}]}]
-                    for it in items
-                ]
-                inputs = vlm.encode_chat(convs, imgs)
-            else:
-                inputs = vlm.encode(texts[start : start + batch_size], imgs)
-            inputs = dict(inputs)
-            inputs.pop("labels", None)
-            response_mask = inputs.pop("response_mask", None)
-            weights = plan.weights(
-                inputs["attention_mask"],
-                inputs["input_ids"],
-                image_token,
-                response_mask,
-                [it.id for it in items],
-            )
-            acts = run_batch(hooked, inputs, names, weights)
-            for name, t in acts.items():
-                bad = ~torch.isfinite(t).reshape(t.shape[0], -1).all(1)
-                if bad.any():
-                    item = items[int(bad.nonzero()[0, 0])].id
-                    raise DataError(
-                        f"non-finite activations at {name} for item {item!r} of set {cset.name!r}"
-                    )
-            writer.add(acts, [it.index_row(cset.name) for it in items])
-        shards = writer.finish()
-        write_manifest(
-            tmp,
-            {
-                "kind": STORE_KIND,
-                "version": STORE_VERSION,
-                "key": key,
-                "convention": HOOK_CONVENTION,
-                "hook_convention": HOOK_CONVENTION_NOTE,
-                "model": {
-                    **(model_info or {}),
-                    "source": vlm.source,
-                    "adapter": vlm.adapter,
-                    "family": vlm.family.name,
-                    "n_layers": hooked.n_layers,
-                    "dtype": str(vlm.dtype).removeprefix("torch."),
-                },
-                "set": {
-                    "name": cset.name,
-                    "key": cset.key(),
-                    "positive": cset.positive,
-                    "negative": cset.negative,
-                    "counts": cset.counts(),
-                    "source": cset.source,
-                },
-                "capture": spec.as_dict(),
-                "hooks": names,
-                "positions": list(plan.names),
-                "n_eoi": plan.n_eoi,
-                "d_model": hooked.d_model,
-                "n_items": len(texts),
-                "shards": shards,
-                "store_dtype": spec.store_dtype,
-                "seconds": round(time.perf_counter() - t0, 3),
-                "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            },
+
+    def compute(start: int) -> dict[str, torch.Tensor]:
+        """Activations of the batch starting at item ``start`` (the same batch whatever the process count)."""
+        items = cset.items[start : start + batch_size]
+        imgs = images[start : start + batch_size] if has_images else None
+        if need_response:
+            convs = [
+                [*it.messages, {"role": "assistant", "content": [{"type": "text", "text": it.response}]}]
+                for it in items
+            ]
+            inputs = vlm.encode_chat(convs, imgs)
+        else:
+            inputs = vlm.encode(texts[start : start + batch_size], imgs)
+        inputs = dict(inputs)
+        inputs.pop("labels", None)
+        response_mask = inputs.pop("response_mask", None)
+        weights = plan.weights(
+            inputs["attention_mask"],
+            inputs["input_ids"],
+            image_token,
+            response_mask,
+            [it.id for it in items],
         )
+        acts = run_batch(hooked, inputs, names, weights)
+        for name, t in acts.items():
+            bad = ~torch.isfinite(t).reshape(t.shape[0], -1).all(1)
+            if bad.any():
+                item = items[int(bad.nonzero()[0, 0])].id
+                raise DataError(f"non-finite activations at {name} for item {item!r} of set {cset.name!r}")
+        return acts
+
+    out = Path(out)
+    starts = list(range(0, len(texts), max(1, batch_size)))
+    parts = _parallel_parts(out, starts, compute, progress)  # None in one process
+    with dist.collective():  # only the main process writes the store; a failure there stops every process
+        if dist.is_main():
+            with atomic_dir(out) as tmp:
+                writer = StoreWriter(tmp, names, plan.names, hooked.d_model, shard_items, spec.store_dtype)
+                bar = vsfa_progress(starts, f"capture {cset.name}", quiet=progress is False, unit="batch")
+                for i, start in enumerate(bar):
+                    acts = compute(start) if parts is None else load_file(str(parts / _part_name(i)))
+                    rows = [it.index_row(cset.name) for it in cset.items[start : start + batch_size]]
+                    writer.add(acts, rows)
+                shards = writer.finish()
+                write_manifest(
+                    tmp,
+                    {
+                        "kind": STORE_KIND,
+                        "version": STORE_VERSION,
+                        "key": key,
+                        "convention": HOOK_CONVENTION,
+                        "hook_convention": HOOK_CONVENTION_NOTE,
+                        "model": {
+                            **(model_info or {}),
+                            "source": vlm.source,
+                            "adapter": vlm.adapter,
+                            "family": vlm.family.name,
+                            "n_layers": hooked.n_layers,
+                            "dtype": str(vlm.dtype).removeprefix("torch."),
+                        },
+                        "set": {
+                            "name": cset.name,
+                            "key": cset.key(),
+                            "positive": cset.positive,
+                            "negative": cset.negative,
+                            "counts": cset.counts(),
+                            "source": cset.source,
+                        },
+                        "capture": spec.as_dict(),
+                        "hooks": names,
+                        "positions": list(plan.names),
+                        "n_eoi": plan.n_eoi,
+                        "d_model": hooked.d_model,
+                        "n_items": len(texts),
+                        "shards": shards,
+                        "store_dtype": spec.store_dtype,
+                        "seconds": round(time.perf_counter() - t0, 3),
+                        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                    },
+                )
+            if parts is not None:
+                shutil.rmtree(parts, ignore_errors=True)
     return ActivationStore(out)
 
 
@@ -399,14 +441,15 @@ class Capturer:
         """The store of ``cset`` under ``spec``: from the cache when complete, else captured now."""
         folder, key = self.locate(cset, spec)
         hit = cached_store(folder, key)
-        if hit is not None:
+        if dist.from_main(hit is not None):
             self.hits += 1
-            return hit
-        with output_lock(folder, wait=True):  # another process capturing the same store: wait, then reuse
-            hit = cached_store(folder, key)
-            if hit is not None:
+            return hit or ActivationStore(folder)
+        lock = output_lock(folder, wait=True) if dist.is_main() else contextlib.nullcontext()
+        with lock:  # another process capturing the same store: wait, then reuse
+            hit = cached_store(folder, key) if dist.is_main() else None
+            if dist.from_main(hit is not None):  # under a launcher every process follows the main's decision
                 self.hits += 1
-                return hit
+                return hit or ActivationStore(folder)
             self.misses += 1
             info = {"key": self.model_key, **self.model.describe()}
             return capture_set(
@@ -486,7 +529,11 @@ def run_capture(cfg: CaptureConfig) -> str:
     layers = tuple(cfg.layers) if cfg.layers is not None else None
     spec = CaptureSpec(tuple(cfg.positions or ["last"]), layers, tuple(cfg.hooks))
     model = ModelSpec(
-        str(cfg.model), str(cfg.adapter) if cfg.adapter else None, cfg.dtype, cfg.device, backend=cfg.backend
+        str(cfg.model),
+        str(cfg.adapter) if cfg.adapter else None,
+        cfg.dtype,
+        dist.local_device(cfg.device),
+        backend=cfg.backend,
     )
     cap = Capturer(model, cfg.acts, cfg.batch_size)
     store = cap.capture(cset, spec)

@@ -150,3 +150,33 @@ def test_train_two_processes_equals_one_at_same_global_batch(launcher, tiny_mode
     resumed = _adapter(two / "checkpoints/step-000006")
     for k in final:
         torch.testing.assert_close(resumed[k], final[k], atol=1e-6, rtol=0, msg=k)
+
+
+def _store(root: Path) -> Path:
+    (store,) = [p for p in root.glob("*/*") if p.is_dir() and not p.name.startswith(".")]
+    return store
+
+
+def test_capture_two_processes_writes_the_same_store(launcher, tiny_model, tmp_path):
+    base = tiny_model("llava")
+    args = ["capture", "--model", base, "--contrast", "persona", "--max-questions", "3", "--batch-size", "2"]
+    args += ["--positions", "last,eoi_mean", "--layers", "0,1"]
+    _vsfa(*args, "--acts", tmp_path / "one", procs=1)
+    two_procs = _vsfa(*args, "--acts", tmp_path / "two", procs=2)
+    assert two_procs.stdout.count("wrote ") == 2  # one line per process: two processes ran
+    one, two = _store(tmp_path / "one"), _store(tmp_path / "two")
+    assert one.name == two.name  # same content key
+    assert sorted(p.name for p in two.iterdir()) == sorted(p.name for p in one.iterdir())
+    assert (two / "index.jsonl").read_bytes() == (one / "index.jsonl").read_bytes()
+    timing = ("seconds", "created")
+    m1, m2 = read_manifest(one), read_manifest(two)
+    assert {k: v for k, v in m2.items() if k not in timing} == {
+        k: v for k, v in m1.items() if k not in timing
+    }
+    assert m1["n_items"] > 4  # more batches than processes: both processes had work
+    for shard in m1["shards"]:
+        a, b = load_file(one / shard["file"]), load_file(two / shard["file"])
+        assert a.keys() == b.keys()
+        for k in a:
+            assert torch.equal(a[k], b[k]), (shard["file"], k)
+    assert not list((tmp_path / "two").rglob(".*parts"))  # the parts were merged and removed
