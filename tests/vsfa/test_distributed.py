@@ -17,7 +17,7 @@ import torch
 from safetensors.torch import load_file
 
 from vsfa.data.build import build_variants
-from vsfa.io import read_manifest
+from vsfa.io import read_jsonl, read_manifest
 
 pytestmark = pytest.mark.slow
 
@@ -180,3 +180,22 @@ def test_capture_two_processes_writes_the_same_store(launcher, tiny_model, tmp_p
         for k in a:
             assert torch.equal(a[k], b[k]), (shard["file"], k)
     assert not list((tmp_path / "two").rglob(".*parts"))  # the parts were merged and removed
+
+
+def test_eval_two_processes_judges_the_same_records(launcher, tiny_model, tmp_path):
+    base = tiny_model("llava")
+    args = ["eval", "--model", base, "--bench", "builtin", "--bench-opt", "builtin.limit_pairs=2"]
+    args += ["--bench-opt", "builtin.variants=text,typo", "--judge", "keyword", "--max-new-tokens", "6"]
+    args += ["--batch-size", "2", "--quiet"]
+    _vsfa(*args, "--out", tmp_path / "one", procs=1)
+    two_procs = _vsfa(*args, "--out", tmp_path / "two", procs=2)
+    assert two_procs.stdout.count("wrote ") == 2  # one line per process: two processes ran
+    one, two = tmp_path / "one/base/builtin", tmp_path / "two/base/builtin"
+    assert len(read_jsonl(one / "responses.jsonl")) == 8
+    for name in ("responses.jsonl", "judged.jsonl", "metrics.json"):
+        assert (two / name).read_bytes() == (one / name).read_bytes(), name
+    assert not list(two.glob(".*partial"))
+    drop = ("model", "files")  # absolute paths; the file hashes are compared above
+    assert {k: v for k, v in read_manifest(two).items() if k not in drop} == {
+        k: v for k, v in read_manifest(one).items() if k not in drop
+    }

@@ -29,6 +29,7 @@ from typing import Any
 
 import torch
 
+from vsfa import distributed as dist
 from vsfa.errors import ConfigError
 from vsfa.eval.items import BenchItem
 from vsfa.eval.modelio import HookContext, Query, as_queries, chunk_order, encode_queries, model_call_context
@@ -222,11 +223,14 @@ def run_resumable(
     content_key: str,
     progress: Callable[[int, int], None] | None = None,
     pipeline: Pipeline | None = None,
+    split: bool = False,
 ) -> list[dict[str, Any]]:
     """Drive ``run_chunk`` over fixed batches with the partial-file resume protocol (see module docstring).
 
     ``pipeline`` (instead of ``run_chunk``) receives the pending chunks lazily and may work ahead (e.g. keep
     requests in flight across chunk boundaries); its outputs are recorded chunk by chunk, in chunk order.
+    ``split``: under a launcher (``accelerate launch``), process ``r`` runs chunks ``r, r+N, ...`` (the same
+    batches as one process) into its own partial file; the main process merges them (:func:`_split_merge`).
     """
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
@@ -235,11 +239,16 @@ def run_resumable(
         from vsfa.io import read_jsonl
 
         return read_jsonl(out_path)  # finished earlier with the same key
+    split = split and dist.world() > 1
     partial = out_path.with_name(f".{out_path.name}.{content_key[:16]}.partial")
-    for stale in out_path.parent.glob(f".{out_path.name}.*.partial"):
-        if stale != partial:
-            stale.unlink()
-    done = _read_partial(partial)
+    if split:
+        partial = partial.with_name(f".{out_path.name}.{content_key[:16]}.rank{dist.rank()}.partial")
+        done = _split_start(out_path, content_key)
+    else:
+        for stale in out_path.parent.glob(f".{out_path.name}.*.partial"):
+            if stale != partial:
+                stale.unlink()
+        done = _read_partial(partial)
     order = chunk_order(items, lambda it: it.has_image, lambda it: len(it.text))
     chunks = []
     for with_image in (False, True):  # a batch is all text-only or all with images
@@ -251,7 +260,7 @@ def run_resumable(
 
     def pending() -> Iterator[Chunk]:
         for c, chunk in enumerate(chunks):
-            if all(items[i].item_id in done for i in chunk):
+            if all(items[i].item_id in done for i in chunk) or (split and c % dist.world() != dist.rank()):
                 continue
             chunk_items = [items[i] for i in chunk]  # always the whole chunk: identical batches on resume
             yield Chunk(c, chunk_items, as_queries(chunk_items, config.defense, config.defense_placement))
@@ -260,25 +269,67 @@ def run_resumable(
         if run_chunk is None:
             raise ConfigError("run_resumable needs run_chunk or pipeline")
         pipeline = serial(run_chunk)
-    for chunk, outs in pipeline(pending()):
-        chunk_items, queries = chunk.items, chunk.queries
-        records = [
-            _record(it, q, config, o)
-            for it, q, o in zip(chunk_items, queries, outs, strict=True)
-            if it.item_id not in done
-        ]
-        _append(partial, records)
-        for rec in records:
-            done[rec["id"]] = rec
-        n_done += len(records)
-        if progress is not None:
-            progress(n_done, len(items))
+    with dist.collective():  # under a launcher a failure in one process stops them all
+        for chunk, outs in pipeline(pending()):
+            chunk_items, queries = chunk.items, chunk.queries
+            records = [
+                _record(it, q, config, o)
+                for it, q, o in zip(chunk_items, queries, outs, strict=True)
+                if it.item_id not in done
+            ]
+            _append(partial, records)
+            for rec in records:
+                done[rec["id"]] = rec
+            n_done += len(records)
+            if progress is not None:
+                progress(n_done, len(items))
+    if split:
+        return _split_merge(items, out_path, content_key, key_file)
     final = [done[it.item_id] for it in items]
     key_file.unlink(missing_ok=True)
     write_jsonl_atomic(out_path, final)
     write_text_atomic(key_file, content_key + "\n")
     partial.unlink(missing_ok=True)
     return final
+
+
+def _split_partials(out_path: Path, content_key: str) -> list[Path]:
+    return sorted(out_path.parent.glob(f".{out_path.name}.{content_key[:16]}.*partial"))
+
+
+def _split_start(out_path: Path, content_key: str) -> dict[str, dict[str, Any]]:
+    """Under a launcher: the main process drops other keys' partial files and cuts torn last lines; then every
+    process reads the finished records of all partial files of this key (any earlier process count)."""
+    prefix = f".{out_path.name}.{content_key[:16]}."
+    with dist.collective():
+        if dist.is_main():
+            for p in out_path.parent.glob(f".{out_path.name}.*.partial"):
+                p.unlink() if not p.name.startswith(prefix) else _read_partial(p)
+    done: dict[str, dict[str, Any]] = {}
+    with dist.collective():
+        for p in _split_partials(out_path, content_key):
+            done.update(_read_partial(p))
+    return done
+
+
+def _split_merge(
+    items: Sequence[BenchItem], out_path: Path, content_key: str, key_file: Path
+) -> list[dict[str, Any]]:
+    """Under a launcher, once every process has run its chunks: the main process writes ``out_path`` in item
+    order from all partial files of this key and removes them; the others then read it."""
+    with dist.collective():
+        if dist.is_main():
+            done: dict[str, dict[str, Any]] = {}
+            for p in _split_partials(out_path, content_key):
+                done.update(_read_partial(p))
+            key_file.unlink(missing_ok=True)
+            write_jsonl_atomic(out_path, [done[it.item_id] for it in items])
+            write_text_atomic(key_file, content_key + "\n")
+            for p in _split_partials(out_path, content_key):
+                p.unlink()
+    from vsfa.io import read_jsonl
+
+    return read_jsonl(out_path)
 
 
 def generation_key(items: Sequence[BenchItem], config: GenerationConfig, key: dict[str, Any] | None) -> str:
@@ -323,7 +374,8 @@ def generate_responses(
                 o["p_refuse"] = float(stats.p_refuse[j])
         return outs
 
-    return run_resumable(items, out_path, config, run_chunk, generation_key(items, config, key), progress)
+    gen_key = generation_key(items, config, key)
+    return run_resumable(items, out_path, config, run_chunk, gen_key, progress, split=True)
 
 
 def server_key(client, key: dict[str, Any] | None = None) -> dict[str, Any]:

@@ -20,6 +20,7 @@ base model and each checkpoint as a named LoRA adapter; :func:`served_names` map
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import string
@@ -28,6 +29,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from vsfa import distributed as dist
 from vsfa.errors import ArtifactError, ConfigError
 from vsfa.eval.benchmarks import load_benchmark
 from vsfa.eval.generation import (
@@ -300,7 +302,9 @@ def evaluate_items(
         old = read_manifest(bench_dir)
         if old.get("generation_key") == gen_key and (bench_dir / "judged.jsonl").is_file():
             previous = read_jsonl(bench_dir / "judged.jsonl")
-    retire_results(bench_dir)
+    dist.barrier()  # every process has read the old manifest before the main retires it
+    if dist.is_main():
+        retire_results(bench_dir)
     if client is not None:
         responses = generate_responses_server(
             client, items, bench_dir / "responses.jsonl", config, key, progress, concurrency
@@ -311,6 +315,8 @@ def evaluate_items(
         responses = generate_responses(
             vlm, items, bench_dir / "responses.jsonl", config, hook_context, key, progress
         )
+    if not dist.is_main():  # under a launcher the other processes only generated their share
+        return {}
     by_id = {it.item_id: it for it in items}
     judged = run_judges(responses, judges, previous, image_for=lambda i: by_id[i].load_image())
     write_jsonl_atomic(bench_dir / "judged.jsonl", judged)
@@ -450,6 +456,10 @@ def run_eval(
     for ck in ckpts:
         for spec in benches:
             check_same_model(eval_dir / ck.name / spec.name, keys[ck.name], overwrite)
+    if client is not None and dist.world() > 1:
+        raise ConfigError(
+            "--backend server runs in one process (--concurrency sets the parallel requests); launch it without accelerate"
+        )
     clients = {}
     if client is not None:
         if concurrency < 1:
@@ -458,7 +468,8 @@ def run_eval(
         served = served_names(ckpts, client.config.model, adapter_name_template, run_name)
         clients = {ck: client.with_model(name) for ck, name in served.items()}
     # the base is read once for all checkpoints; their adapters are swapped in (AdapterSwitcher)
-    with output_lock(eval_dir), AdapterSwitcher(model, dtype=dtype, device=device) as models:
+    lock = output_lock(eval_dir) if dist.is_main() else contextlib.nullcontext()
+    with lock, AdapterSwitcher(model, dtype=dtype, device=dist.local_device(device)) as models:
         for ck in ckpts:
             vlm = models.load(ck.adapter) if client is None else None
             for spec in benches:
@@ -476,7 +487,9 @@ def run_eval(
                 if run_complete is not None:
                     context["run_complete"] = run_complete
                 logger.info("%s / %s: %d items", ck.name, spec.name, len(items))
-                bar = progress(None, f"{ck.name}/{spec.name}", len(items), quiet=quiet, unit="item")
+                bar = progress(
+                    None, f"{ck.name}/{spec.name}", len(items), quiet=quiet or not dist.is_main(), unit="item"
+                )
                 evaluate_items(
                     items,
                     eval_dir / ck.name / spec.name,
@@ -490,7 +503,9 @@ def run_eval(
                     concurrency=concurrency,
                 )
                 bar.close()
-        write_table(eval_dir)
+        if dist.is_main():
+            write_table(eval_dir)
+    dist.barrier()  # under a launcher the others return once the main has written every result
     return eval_dir
 
 
