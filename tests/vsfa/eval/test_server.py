@@ -198,6 +198,7 @@ def test_a_rejected_request_is_one_clear_error_and_not_retried(adapter_run, tmp_
     server = AdapterServer({"base-lm", "run-5", "run-20"}, delay=0.0)
     args = ["eval", "--run", adapter_run, "--out", tmp_path / "eval", "--bench", "builtin"]
     args += ["--bench-opt", "builtin.limit_pairs=1", "--backend", "server", "--gen-url", server.url]
+    args += ["--bench-opt", "builtin.variants=text"]  # distinct prompts: a repeated one can only be a retry
     args += ["--gen-model", "base-lm", "--adapter-name-template", "{run}-ckpt-{step}", "--quiet"]
     try:
         code, err = _cli(capsys, *args, "--concurrency", "2", "--max-retries", "5")
