@@ -133,7 +133,7 @@ def _run_one(name: str, model: Path, cfg: BenchConfig) -> list[Measure]:
     if name == "probes":
         from vsfa.perf.probes import measure_probes
 
-        return [measure_probes(**(dict(n=200, d=16, layers=2, positions=1) if q else {}))]
+        return [measure_probes(**(dict(n=200, d=16, layers=2, positions=1, reference_every=1) if q else {}))]
     if name == "train":
         from vsfa.perf.train import measure_train
 
