@@ -171,17 +171,27 @@ def run_bench(cfg: BenchConfig) -> dict[str, Any]:
             model = build_llava(Path(tmp) / "model")
         for name in names:
             log.info("bench: %s", name)
-            for m in _run_one(name, model, cfg):
+            try:
+                rows = _run_one(name, model, cfg)
+            except (RuntimeError, OSError, ValueError) as e:  # one broken measure leaves the others standing
+                log.warning("bench: %s failed: %s", name, e)
+                rows = [Measure(name, None, None, detail=f"error: {type(e).__name__}: {e}")]
+            for m in rows:
+                log.info("bench: %s = %s (%s) %s", m.name, _fmt(m.value, m.unit), m.status, m.detail)
                 result["measures"].append({"measure": name, **dataclasses.asdict(m), "status": m.status})
-    result["machine"]["load_avg_end"] = [round(v, 2) for v in os.getloadavg()]
+            result["machine"]["load_avg_end"] = [round(v, 2) for v in os.getloadavg()]
+            if cfg.out:  # after every measure: a long run that is stopped keeps what it measured
+                _write(Path(cfg.out), result)
     if cfg.out:
-        out = Path(cfg.out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp_out = out.with_suffix(out.suffix + ".tmp")
-        tmp_out.write_text(json.dumps(result, indent=2, default=_json_default) + "\n")
-        tmp_out.replace(out)
-        result["path"] = str(out)
+        result["path"] = cfg.out
     return result
+
+
+def _write(out: Path, result: dict[str, Any]) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp_out = out.with_suffix(out.suffix + ".tmp")
+    tmp_out.write_text(json.dumps(result, indent=2, default=_json_default) + "\n")
+    tmp_out.replace(out)
 
 
 def _json_default(value: Any) -> Any:

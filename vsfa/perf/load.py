@@ -98,7 +98,7 @@ def run_child(args: dict[str, Any], busy: bool, limit_s: float) -> dict[str, Any
 
 
 def measure_load(
-    steps: int = 32, batch: int = 2, quick: bool = False, default_limit: float = 6.0
+    steps: int = 32, batch: int = 2, quick: bool = False, default_limit: float = 4.0
 ) -> list[Measure]:
     """Busy / quiet time of ``steps`` LoRA steps with the toolkit's thread choice (goal <= 2) and with torch's
     default threads (stopped after ``default_limit`` x its quiet time)."""
@@ -112,15 +112,14 @@ def measure_load(
         args = {
             "base": str(base),
             "data": str(data),
-            "out": str(root / "run"),
             "steps": steps,
             "batch": batch,
         }
         res: dict[str, dict[str, Any]] = {}
         for mode in ("auto", "default"):
-            quiet = run_child({**args, "mode": mode}, busy=False, limit_s=3600)
+            quiet = run_child({**args, "mode": mode, "out": str(root / f"{mode}-quiet")}, False, 3600)
             limit = 3600 if mode == "auto" else max(30.0, default_limit * quiet["seconds"])
-            busy = run_child({**args, "mode": mode}, busy=True, limit_s=limit)
+            busy = run_child({**args, "mode": mode, "out": str(root / f"{mode}-busy")}, True, limit)
             res[mode] = {"quiet": quiet, "busy": busy}
     rows = []
     size = "smol-llava LM size (d=576, 30 layers)" if not quick else "quick (d=128, 2 layers)"
