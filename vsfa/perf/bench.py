@@ -173,7 +173,12 @@ def run_bench(cfg: BenchConfig) -> dict[str, Any]:
             log.info("bench: %s", name)
             try:
                 rows = _run_one(name, model, cfg)
-            except (RuntimeError, OSError, ValueError) as e:  # one broken measure leaves the others standing
+            except (
+                RuntimeError,
+                OSError,
+                ValueError,
+                AssertionError,
+            ) as e:  # one broken measure leaves the others standing
                 log.warning("bench: %s failed: %s", name, e)
                 rows = [Measure(name, None, None, detail=f"error: {type(e).__name__}: {e}")]
             for m in rows:
