@@ -162,6 +162,13 @@ TABLE: dict[str, dict[str, Any]] = {
         exit_code=lambda r: r.code,
         help="Results tables rendered from a study's artifacts; update or check the README's report blocks.",
     ),
+    "bench": C(
+        "vsfa.perf.bench",
+        "BenchConfig",
+        "run_bench",
+        "format_bench",
+        help="Speed and memory measures, each against a baseline run alongside, with goals -> a table and JSON.",
+    ),
     "demo": C(
         "vsfa.study",
         "StudyConfig",
@@ -262,6 +269,7 @@ def main(argv: list[str] | None = None) -> None:
 
     apply_offline_defaults()
     setup_logging()
+    _ref("vsfa.threads:apply_threads")()  # torch threads from the free cores (VSFA_THREADS overrides)
     _quiet_transformers()
     try:
         app().main(args=argv, prog_name="vsfa", standalone_mode=False)

@@ -26,6 +26,7 @@ from typing import Any
 
 from vsfa.errors import ConfigError
 from vsfa.io import is_complete, write_json_atomic, write_manifest, write_text_atomic
+from vsfa.threads import apply_threads
 
 logger = logging.getLogger(__name__)
 ARM_VARIANTS = {"vsfa": "image", "control": "control", "text": "text", "mixed": "mixed"}
@@ -428,6 +429,7 @@ def run_study(cfg: StudyConfig) -> dict[str, Any]:
     from vsfa.train import list_checkpoints
 
     cfg.check()
+    apply_threads()  # torch threads from the cores free now (VSFA_THREADS / OMP_NUM_THREADS override)
     t0 = time.perf_counter()
     study = Path(cfg.out).resolve()  # recorded paths stay valid from any working folder
     study.mkdir(parents=True, exist_ok=True)
