@@ -615,6 +615,9 @@ def models_build_demo(
     seed: int = typer.Option(0, help="With --retrain: training seed."),
     threads: int | None = typer.Option(None, help="torch CPU threads (1 is fastest on a busy machine)."),
     force: bool = typer.Option(False, help="Rebuild even when an up-to-date folder exists."),
+    variant: str = typer.Option(
+        "base", help="base (never refuses) or safe (smol-llava-safe; --retrain: adapter)."
+    ),
 ) -> None:
     """Build smol-llava: SmolLM2-135M-Instruct + a small trained CLIP tower, a stock LLaVA model folder."""
     from vsfa.models.smol_llava import build_demo_cli
@@ -628,6 +631,7 @@ def models_build_demo(
         seed=seed,
         threads=threads,
         force=force,
+        variant=variant,
     )
     typer.echo(f"wrote {folder}")
 

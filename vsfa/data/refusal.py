@@ -624,8 +624,8 @@ class RefusalDataConfig:
 
     train_categories: tuple[str, ...] = TRAIN_CATEGORIES
     heldout_categories: tuple[str, ...] = HELDOUT_CATEGORIES
-    harmful_per_category: int = 40  # training requests per training category (of acts x forms)
-    harmless_per_category: int = 40
+    harmful_per_category: int = 24  # training requests per training category (of acts x forms)
+    harmless_per_category: int = 24
     eval_per_category: int = 12  # evaluation requests per held-out category, of each label
     seed: int = 0
 
@@ -687,7 +687,7 @@ def requests_for(category: str, label: str) -> list[dict[str, Any]]:
         for f, form in enumerate(FORMS):
             out.append(
                 {
-                    "id": f"{category}-{label[:4]}-a{a:02d}-f{f:02d}",
+                    "id": f"{category}-{label}-a{a:02d}-f{f:02d}",
                     "label": label,
                     "category": category,
                     "act": act,
@@ -746,7 +746,7 @@ class RefusalDataset:
             },
             "n_train": dict(Counter(r["label"] for r in self.train)),
             "n_evaluation": dict(Counter(r["label"] for r in self.evaluation)),
-            "dropped_refusal_like_helpful": list(self.dropped),
+            "dropped_helpful": list(self.dropped),
             "refusal_phrasings": dict(sorted(phr.items(), key=lambda kv: -kv[1])),
             "max_refusal_share": max(phr.values()) / sum(phr.values()) if phr else 0.0,
             "key": self.key(),
@@ -821,7 +821,7 @@ def attach_helpful(
 ) -> RefusalDataset:
     """Fill in the distilled helpful targets of the harmless training requests.
 
-    A missing or empty answer is a DataError. With ``is_refusal``, a harmless request whose distilled answer
+    A missing answer is a DataError. A harmless request whose distilled answer is empty or, with ``is_refusal``,
     reads as a refusal (SmolLM2 sometimes opens with "I'm sorry to hear ...") is dropped from training, so no
     harmless request is taught to be refused; the dropped ids are recorded in ``data.dropped``.
     """
@@ -829,10 +829,10 @@ def attach_helpful(
     for r in data.train:
         if r["target_kind"] == "helpful":
             a = answers.get(r["text"])
-            if a is None or not str(a["text"]).strip():
+            if a is None:
                 raise DataError(f"no distilled answer for harmless request {r['id']!r}")
             text = str(a["text"]).strip()
-            if is_refusal is not None and is_refusal(text):
+            if not text or (is_refusal is not None and is_refusal(text)):
                 data.dropped.append(r["id"])
                 continue
             r["target"], r["target_finished"] = text, bool(a["finished"])

@@ -124,7 +124,7 @@ def test_distillation_is_cached_and_refusal_like_answers_are_dropped(tmp_path):
     attach_helpful(data, first, is_refusal=lambda t: t.startswith("I'm sorry"))
     assert len(data.dropped) == n_refusal_like > 0
     assert all(not r["target"].startswith("I'm sorry") for r in data.train if r["label"] == "harmless")
-    assert data.manifest()["dropped_refusal_like_helpful"] == data.dropped
+    assert data.manifest()["dropped_helpful"] == data.dropped
 
 
 def test_write_dataset_needs_every_helpful_target(tmp_path):
