@@ -94,7 +94,9 @@ def _print(msg: str) -> None:
 
 def resources_dir() -> Path:
     """Folder of the shipped trained vision weights (``vsfa/resources/demo``)."""
-    return Path(__file__).resolve().parent / "resources" / "demo"
+    from vsfa.resources import RESOURCES
+
+    return RESOURCES / "demo"
 
 
 # ------------------------------------------------------------------------------------------ captions

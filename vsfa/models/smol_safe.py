@@ -81,6 +81,7 @@ class SafetyTuneConfig:
     projections: tuple[str, ...] = PROJECTIONS
     distill_tokens: int = 40  # greedy tokens of SmolLM2's own answer to each harmless training request
     distill_batch: int = 16
+    helpful_tokens: int | None = None  # train on only the opening tokens of each helpful target (None: all)
     eval_every: int = 25
 
     def data_config(self) -> RefusalDataConfig:
@@ -147,15 +148,17 @@ def greedy_answers(lm, tok, requests: list[str], max_new_tokens: int) -> list[tu
     return res
 
 
-def encode_sft(tok, rows: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+def encode_sft(tok, rows: list[dict[str, Any]], helpful_tokens: int | None = None) -> dict[str, torch.Tensor]:
     """Right-padded training batch: prompt + target (+ end of turn when the target is finished); labels only on
-    the target tokens."""
+    the target tokens. ``helpful_tokens`` keeps only the opening tokens of a helpful target (no end of turn)."""
     seqs, labels = [], []
     for r in rows:
         p = tok(prompt_text(tok, r["text"]), add_special_tokens=False)["input_ids"]
         t = tok(r["target"] + (tok.eos_token if r["target_finished"] else ""), add_special_tokens=False)[
             "input_ids"
         ]
+        if helpful_tokens is not None and r["target_kind"] == "helpful" and len(t) > helpful_tokens:
+            t = t[:helpful_tokens]
         seqs.append(p + t)
         labels.append([-100] * len(p) + t)
     n = max(len(s) for s in seqs)
@@ -233,7 +236,7 @@ def train_safety(lm, tok, rows: list[dict[str, Any]], cfg: SafetyTuneConfig, log
             rng.shuffle(more)
             order += more
         idx, order = order[: cfg.batch], order[cfg.batch :]
-        loss = model(**encode_sft(tok, [rows[i] for i in idx])).loss
+        loss = model(**encode_sft(tok, [rows[i] for i in idx], cfg.helpful_tokens)).loss
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
