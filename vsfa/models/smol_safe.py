@@ -70,8 +70,8 @@ class SafetyTuneConfig:
     seed: int = 0
     data_preset: str = "default"
     harmful_per_category: int | None = None  # None: the preset's value
-    harmless_per_category: int | None = None
-    steps: int = 100
+    harmless_per_category: int | None = 48
+    steps: int = 150
     batch: int = 8
     lr: float = 5e-4
     warmup: int = 10
@@ -81,7 +81,7 @@ class SafetyTuneConfig:
     projections: tuple[str, ...] = PROJECTIONS
     distill_tokens: int = 40  # greedy tokens of SmolLM2's own answer to each harmless training request
     distill_batch: int = 16
-    helpful_tokens: int | None = None  # train on only the opening tokens of each helpful target (None: all)
+    helpful_tokens: int | None = 16  # train on only the opening tokens of each helpful target (None: all)
     eval_every: int = 25
 
     def data_config(self) -> RefusalDataConfig:
