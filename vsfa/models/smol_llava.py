@@ -73,6 +73,8 @@ VISION_FEATURE_LAYER = (
 WEIGHTS_FILE = "smol_llava_vision.safetensors"
 SPEC_FILE = "smol_llava.json"
 EVAL_SEED_LIMIT = 1_000_000  # held-out icons use scene seeds below this, training icons seeds at or above it
+# build_demo(variant=...): None/"base" is smol-llava, "safe" is smol-llava-safe (vsfa.models.smol_safe)
+VARIANTS = ("base", "safe")
 
 # SmolLM2's ChatML turns, without its default system prompt; an image part becomes "<image>\n".
 CHAT_TEMPLATE = (
@@ -649,13 +651,21 @@ def build_demo(
     weights: str | Path | None = None,
     lm_folder: str | Path | None = None,
     force: bool = False,
+    variant: str | None = None,
 ) -> Path:
     """Assemble smol-llava (SmolLM2 + trained vision weights) into a model folder; returns the folder.
 
     ``weights``: a folder with ``WEIGHTS_FILE`` + ``manifest.json`` (default: the shipped
     ``vsfa/resources/demo``). ``out``: default ``<cache>/models/smol-llava-<key>``. A complete folder with
-    the same content key is reused unless ``force``.
+    the same content key is reused unless ``force``. ``variant``: ``"base"``/None (the never-refusing model)
+    or ``"safe"`` (smol-llava-safe: the shipped safety delta merged in, :func:`vsfa.models.smol_safe.build_safe`).
     """
+    if variant is not None and variant not in VARIANTS:
+        raise VsfaError(f"unknown smol-llava variant {variant!r}; choose one of: {', '.join(VARIANTS)}")
+    if variant == "safe":
+        from vsfa.models.smol_safe import build_safe
+
+        return build_safe(out=out, weights=weights, lm_folder=lm_folder, force=force)
     weights_dir = Path(weights) if weights is not None else resources_dir()
     state, wman = read_vision_weights(weights_dir)
     if lm_folder is None:
@@ -707,12 +717,26 @@ def build_demo_cli(
     seed: int = 0,
     threads: int | None = None,
     force: bool = False,
+    variant: str | None = None,
 ) -> Path:
-    """What ``vsfa models build-demo`` does: optionally retrain the vision weights, then assemble the model."""
+    """What ``vsfa models build-demo`` does: optionally retrain the vision weights (or, for ``variant="safe"``,
+    the safety adapter), then assemble the model."""
     if threads is not None:
         if threads < 1:
             raise VsfaError(f"--threads must be at least 1, not {threads}")
         torch.set_num_threads(threads)
+    if variant == "safe":
+        from vsfa.models.smol_safe import SafetyTuneConfig, build_safe, retrain_safety
+
+        adapter = None
+        if retrain:
+            adapter = (
+                Path(weights_out) if weights_out else vsfa_cache_dir() / "demo-weights" / f"safe-seed-{seed}"
+            )
+            retrain_safety(adapter, SafetyTuneConfig(seed=seed))
+        elif weights_out is not None:
+            raise VsfaError("--weights-out needs --retrain")
+        return build_safe(out=out, weights=weights, adapter=adapter, force=force)
     if retrain:
         if weights is not None:
             raise VsfaError(
@@ -743,6 +767,8 @@ class BuildDemoConfig:
     """torch CPU threads (1 is fastest on a busy machine)."""
     force: bool = False
     """Rebuild even when an up-to-date folder exists."""
+    variant: str = "base"
+    """base (smol-llava, never refuses) | safe (smol-llava-safe: the shipped safety delta merged in)."""
 
 
 def run_build_demo(cfg: BuildDemoConfig) -> str:
@@ -755,5 +781,6 @@ def run_build_demo(cfg: BuildDemoConfig) -> str:
         seed=cfg.seed,
         threads=cfg.threads,
         force=cfg.force,
+        variant=cfg.variant,
     )
     return f"wrote {folder}"

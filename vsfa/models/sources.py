@@ -25,7 +25,7 @@ from vsfa.errors import ArtifactError, ConfigError, ModelLoadError
 TINY_PREFIX = "tiny:"
 ORGANISM = "organism"
 SMOL_LLAVA = "smol-llava"
-DEFAULT_VARIANT = "default"
+DEFAULT_VARIANT = "base"
 SPECS = f"{TINY_PREFIX}<family>, {ORGANISM}, {SMOL_LLAVA}[-<variant>] or a model folder"
 
 
@@ -42,7 +42,7 @@ def is_spec(source: str | Path) -> bool:
 
 
 def smol_llava_variants() -> tuple[str, ...]:
-    """Names of the demo model's variants (``default`` first); ``smol-llava-<variant>`` builds one."""
+    """Names of the demo model's variants (``base`` first); ``smol-llava-<variant>`` builds one."""
     from vsfa.models import smol_llava
 
     return tuple(getattr(smol_llava, "VARIANTS", (DEFAULT_VARIANT,)))

@@ -50,7 +50,7 @@ def test_bad_specs_and_folders_name_the_source(tmp_path):
         ConfigError, match=r"tiny:nope: no tiny builder for family 'nope'; choose one of: llava"
     ):
         resolve_model("tiny:nope")
-    with pytest.raises(ConfigError, match=r"unknown smol-llava variant 'nope'; choose one of: default"):
+    with pytest.raises(ConfigError, match=r"unknown smol-llava variant 'nope'; choose one of: base, safe"):
         resolve_model("smol-llava-nope")
     with pytest.raises(
         ModelLoadError, match=r"missing: model folder not found \(give tiny:<family>, organism"
@@ -73,10 +73,10 @@ def test_smol_llava_specs_dispatch_to_build_demo_with_the_variant(tmp_path, monk
         return tmp_path
 
     monkeypatch.setattr(smol_llava, "build_demo", fake_build_demo)
-    monkeypatch.setattr(smol_llava, "VARIANTS", ("default", "safe"), raising=False)
+    monkeypatch.setattr(smol_llava, "VARIANTS", ("base", "safe"), raising=False)
     assert resolve_model("smol-llava") == tmp_path
-    assert resolve_model("smol-llava-default") == tmp_path
+    assert resolve_model("smol-llava-base") == tmp_path
     assert resolve_model("smol-llava-safe") == tmp_path
     assert calls == [{}, {}, {"variant": "safe"}]
-    with pytest.raises(ConfigError, match="choose one of: default, safe"):
+    with pytest.raises(ConfigError, match="choose one of: base, safe"):
         resolve_model("smol-llava-unsafe")
