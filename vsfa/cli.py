@@ -26,6 +26,7 @@ GROUPS = {
 }
 STUDY_HELP = (
     "organism (default: the planted-persona organism), smol-llava (real-language demo VLM), "
+    "smol-llava-safe (the same on its safety-tuned variant; not yet run), "
     "all (both, organism first), tiny (tiny random-weight VLM), quick (seconds, plumbing)."
 )
 

@@ -227,6 +227,15 @@ STUDIES: dict[str, dict[str, Any]] = {
     },
 }
 
+# smol-llava-safe (issue 19): the same study on the safety-tuned base (it refuses 0.69 of held-out harmful text
+# requests), with enough steps for the fine-tune to move behaviour. Prepared, not yet run (timings and what is
+# left: experiments/demo/RESULTS.md, "smol-llava-safe").
+STUDIES["smol-llava-safe"] = {
+    **STUDIES["smol-llava"],
+    "model": "smol-llava-safe",
+    "steps": 128,
+    "log_until": 128,
+}
 
 ALL_STUDIES = ("organism", "smol-llava")  # `vsfa demo --study all`, in this order
 
