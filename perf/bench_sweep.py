@@ -40,6 +40,9 @@ if str(ROOT) not in sys.path:
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
+from vsfa.perf.capture import prompts  # noqa: E402  (after the path and environment above)
+from vsfa.perf.common import syncer  # noqa: E402
+
 NAME = "checkpoint sweep per ckpt / base pass"
 GOAL = 1.2
 
@@ -73,24 +76,6 @@ def make_adapters(base: Path, k: int, out: Path, rank: int = 8, seed: int = 0) -
     return paths
 
 
-def prompts(n: int, set_name: str = "persona"):
-    """``n`` items of a built-in contrast set (repeated with distinct ids when the set is smaller)."""
-    from probes.contrasts import load_set
-
-    cset = load_set(set_name)
-    reps = -(-n // len(cset.items))
-    items = (cset.items * reps)[:n]
-    cset.items = [type(it)(**{**it.__dict__, "id": f"{it.id}#{i}"}) for i, it in enumerate(items)]
-    return cset
-
-
-def _sync(device: str) -> None:
-    import torch
-
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-
-
 def _capture(hooked, cset, out: Path, batch_size: int):
     from probes.capture import CaptureSpec, capture_set
 
@@ -109,16 +94,16 @@ def _sweep(
 
     stores = []
     loading = 0.0
-    _sync(device)
+    syncer(device)()
     t0 = time.perf_counter()
     for i, adapter in enumerate(adapters):
         t1 = time.perf_counter()
         hooked = HookedVLM(load(adapter), backend="torch")
-        _sync(device)
+        syncer(device)()
         loading += time.perf_counter() - t1
         stores.append(_capture(hooked, cset, out / f"ckpt-{i}", batch_size))
         del hooked
-    _sync(device)
+    syncer(device)()
     return time.perf_counter() - t0, loading, stores
 
 
@@ -161,10 +146,10 @@ def measure_sweep(
         model = Path(model) if model is not None else build_bench_model(tmp)
         adapters = make_adapters(model, k, tmp / "checkpoints")
         cset = prompts(n)
-        _sync(device)
+        syncer(device)()
         t0 = time.perf_counter()
         vlm = load_vlm(model, dtype=dtype, device=device)
-        _sync(device)
+        syncer(device)()
         load_s = time.perf_counter() - t0
         hooked = HookedVLM(vlm, backend="torch")
         _capture(hooked, prompts(batch_size), tmp / "warm", batch_size)  # warm-up
@@ -174,10 +159,10 @@ def measure_sweep(
             """``repeats`` timed capture passes of the base (before, between and after the sweeps, so that
             a shared machine's changing load hits baseline and sweeps alike)."""
             for _ in range(repeats):
-                _sync(device)
+                syncer(device)()
                 t0 = time.perf_counter()
                 _capture(hooked, cset, tmp / "base", batch_size)
-                _sync(device)
+                syncer(device)()
                 base_times.append(time.perf_counter() - t0)
 
         base_passes(hooked)
