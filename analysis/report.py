@@ -14,6 +14,7 @@ folder ``DIR`` (relative to the README; ``<!-- report:DIR#selection,arms -->`` r
 from __future__ import annotations
 
 import json
+import logging
 import math
 import re
 import shutil
@@ -35,6 +36,7 @@ COLLECTED = {
     "directions.json": "directions/persona.json",
 }
 SHOWN_K = (2, 4, 6)  # forecast rows shown (besides the last k): early, middle
+logger = logging.getLogger(__name__)
 BLOCK = re.compile(
     r"<!-- report:(?P<dir>[^ #]+)(?:#(?P<parts>[a-z,]+))? -->\n(?P<body>.*?)<!-- /report:(?P=dir) -->", re.S
 )
@@ -333,8 +335,6 @@ class ReportResult:
 
 def run_report(cfg: ReportConfig) -> ReportResult:
     """Results tables rendered from a study's artifacts; update or check the README's report blocks."""
-    import logging
-
     from vsfa.errors import ConfigError
 
     if cfg.collect is not None:
@@ -346,9 +346,7 @@ def run_report(cfg: ReportConfig) -> ReportResult:
     if cfg.check:
         stale = check_readme(cfg.readme)
         for d in stale:
-            logging.getLogger(__name__).warning(
-                f"{cfg.readme}: report block {d} differs from its rendering (run `vsfa report`)"
-            )
+            logger.warning(f"{cfg.readme}: report block {d} differs from its rendering (run `vsfa report`)")
         return ReportResult("", 1 if stale else 0)
     changed = update_readme(cfg.readme)
     text = f"updated {', '.join(changed)}" if changed else f"{cfg.readme}: every report block is up to date"

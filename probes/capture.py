@@ -39,7 +39,15 @@ from probes.store import (
 from vsfa import distributed as dist
 from vsfa.config import check_counts
 from vsfa.errors import DataError, VsfaError
-from vsfa.io import atomic_dir, model_fingerprint, output_lock, sha256_file, sha256_json, write_manifest
+from vsfa.io import (
+    atomic_dir,
+    model_fingerprint,
+    output_lock,
+    sha256_file,
+    sha256_json,
+    vsfa_cache_dir,
+    write_manifest,
+)
 from vsfa.progress import progress as vsfa_progress
 
 TOKENIZER_FILES = (
@@ -481,8 +489,6 @@ def capture(
     Stored in the content-addressed cache under ``root`` (default ``$VSFA_CACHE/acts``), keyed by the model's
     weights and adapter, the set and ``spec``: capturing the same set on the same model again is a cache hit.
     """
-    from vsfa.models.smollm2 import vsfa_cache_dir
-
     vlm = hooked.vlm
     dtype = str(vlm.dtype).removeprefix("torch.")
     model = ModelSpec(vlm.source, vlm.adapter, dtype=dtype, device=str(vlm.device), merge=vlm.merged)

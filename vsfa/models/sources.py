@@ -45,11 +45,11 @@ def smol_llava_variants() -> tuple[str, ...]:
     """Names of the demo model's variants (``base`` first); ``smol-llava-<variant>`` builds one."""
     from vsfa.models import smol_llava
 
-    return tuple(getattr(smol_llava, "VARIANTS", (DEFAULT_VARIANT,)))
+    return tuple(smol_llava.VARIANTS)
 
 
 def _tiny(family: str, build_into: Path | None) -> Path:
-    from vsfa.models.smollm2 import vsfa_cache_dir
+    from vsfa.io import vsfa_cache_dir
     from vsfa.models.tiny import TINY_FAMILIES, save_tiny
 
     if family not in TINY_FAMILIES:
