@@ -646,6 +646,12 @@ def save_demo(model, processor, out: str | Path, manifest: dict[str, Any]) -> Pa
     return out
 
 
+def check_variant(variant: str | None) -> None:
+    """``variant`` is None or one of :data:`VARIANTS` (else a one-line VsfaError listing them)."""
+    if variant is not None and variant not in VARIANTS:
+        raise VsfaError(f"unknown smol-llava variant {variant!r}; choose one of: {', '.join(VARIANTS)}")
+
+
 def build_demo(
     out: str | Path | None = None,
     weights: str | Path | None = None,
@@ -660,8 +666,7 @@ def build_demo(
     the same content key is reused unless ``force``. ``variant``: ``"base"``/None (the never-refusing model)
     or ``"safe"`` (smol-llava-safe: the shipped safety delta merged in, :func:`vsfa.models.smol_safe.build_safe`).
     """
-    if variant is not None and variant not in VARIANTS:
-        raise VsfaError(f"unknown smol-llava variant {variant!r}; choose one of: {', '.join(VARIANTS)}")
+    check_variant(variant)
     if variant == "safe":
         from vsfa.models.smol_safe import build_safe
 
@@ -721,6 +726,7 @@ def build_demo_cli(
 ) -> Path:
     """What ``vsfa models build-demo`` does: optionally retrain the vision weights (or, for ``variant="safe"``,
     the safety adapter), then assemble the model."""
+    check_variant(variant)
     if threads is not None:
         if threads < 1:
             raise VsfaError(f"--threads must be at least 1, not {threads}")

@@ -282,6 +282,9 @@ def test_cli_build_demo_bad_input_is_one_line_exit_2(run_cli, tmp_path):
     assert len(proc.stderr.strip().splitlines()) == 1 and not (tmp_path / "m").exists()
     proc = run_cli("models", "build-demo", "--weights-out", tmp_path / "w")
     assert proc.returncode == 2 and "--retrain" in proc.stderr
+    proc = run_cli("models", "build-demo", "--variant", "nope", "--out", tmp_path / "v")
+    assert proc.returncode == 2 and "unknown smol-llava variant 'nope'" in proc.stderr
+    assert not (tmp_path / "v").exists()  # refused before anything is built
 
 
 # ------------------------------------------------------------------------------------------ real SmolLM2
