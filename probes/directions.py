@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from probes.hooked import parse_hook_name
-from probes.linear import auroc, cosine, dom, fit_probe, grouped_cv, random_baseline, unit
+from probes.linear import auroc, cosine, dom, fit_probe, grouped_cv, grouped_cv_many, random_baseline, unit
 from probes.store import HOOK_CONVENTION, HOOK_CONVENTION_NOTE, ActivationStore
 from vsfa.errors import ArtifactError, ConfigError, DataError
 from vsfa.io import atomic_path, read_json, sha256_file, write_json_atomic, write_text_atomic
@@ -200,8 +200,13 @@ def derive(
     n_splits: int = 5,
     n_random: int = 32,
     seed: int = 0,
+    batched_cv: bool = False,
 ) -> DirectionSet:
-    """Per hook and position: DoM + probe + metrics; select one row; return the :class:`DirectionSet`."""
+    """Per hook and position: DoM + probe + metrics; select one row; return the :class:`DirectionSet`.
+
+    ``batched_cv`` cross-validates every hook x position at once (:func:`probes.linear.grouped_cv_many`, one
+    batched L-BFGS in torch) instead of one scikit-learn loop per row: the same folds and objective, held-out
+    AUROCs within about 1e-3, many times faster on large contrasts."""
     rule = rule or SelectionRule()
     y_all = contrast.y()
     split = np.array(contrast.column("split"))
@@ -233,6 +238,17 @@ def derive(
             )
         if sep_y[sep_sel].min() == sep_y[sep_sel].max():
             raise DataError(f"{separation.folder}: separation set {separation.set_name!r} has an empty class")
+    cv_many: dict[tuple[str, str], dict[str, Any]] = {}
+    if batched_cv:
+        keys = [(h, p) for p in positions for h in contrast.hooks]
+        stack = np.stack([contrast.load(h, p).float().numpy()[extract] for h, p in keys])
+        for suffix, groups in (("q", groups_q), ("pair", groups_p if has_pairs else None)):
+            results = (
+                grouped_cv_many(stack, ye, groups, n_splits, C) if groups is not None else [None] * len(keys)
+            )
+            for key, cv in zip(keys, results, strict=True):
+                cv_many.setdefault(key, {})[suffix] = cv
+        del stack
     rows, tensors = [], {}
     for position in positions:
         for hook in contrast.hooks:
@@ -255,8 +271,11 @@ def derive(
                 "d": cohens_d(proj[ye == 1], proj[ye == 0]),
                 "cos_probe_dom": cosine(fit.w, raw),
             }
-            cv_q = grouped_cv(xe, ye, groups_q, n_splits, C)
-            cv_p = grouped_cv(xe, ye, groups_p, n_splits, C) if has_pairs else None
+            if batched_cv:
+                cv_q, cv_p = cv_many[hook, position]["q"], cv_many[hook, position]["pair"]
+            else:
+                cv_q = grouped_cv(xe, ye, groups_q, n_splits, C)
+                cv_p = grouped_cv(xe, ye, groups_p, n_splits, C) if has_pairs else None
             for suffix, cv in (("q", cv_q), ("pair", cv_p)):
                 for k in ("acc", "auroc", "dom_acc", "dom_auroc", "d"):
                     row[f"{k}_{suffix}"] = cv[k] if cv else float("nan")

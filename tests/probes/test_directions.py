@@ -69,6 +69,18 @@ def test_table_covers_every_layer_and_position(stores, saved):
     assert np.allclose(got, expected, atol=1e-6)
 
 
+def test_batched_cv_gives_the_same_table(stores, saved):
+    """``batched_cv`` (all layers x positions in one torch L-BFGS) reproduces the per-row scikit-learn CV."""
+    dset, _ = saved
+    fast = derive(*stores, n_random=8, batched_cv=True)
+    assert [r["hook"] for r in fast.table] == [r["hook"] for r in dset.table]
+    for a, b in zip(fast.table, dset.table, strict=True):
+        for key in ("auroc_q", "auroc_pair"):
+            assert a[key] == pytest.approx(b[key], abs=0.005)
+        assert a["dom_auroc_pair"] == pytest.approx(b["dom_auroc_pair"], abs=1e-6)
+    assert [r["selected"] for r in fast.table] == [r["selected"] for r in dset.table]
+
+
 def test_artifact_round_trip_with_provenance(tiny_model, saved):
     dset, path = saved
     loaded = load_directions(path)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from probes.directions import SelectionRule, select
-from probes.linear import cosine, dom, fit_probe, grouped_cv, random_baseline
+from probes.linear import cosine, dom, fit_probe, grouped_cv, grouped_cv_many, random_baseline
 from vsfa.errors import ConfigError
 
 D, N = 576, 200
@@ -33,6 +33,27 @@ def test_planted_direction_recovered_by_dom_and_probe():
     assert cv["acc"] == 1.0 and cv["auroc"] == 1.0
     base = random_baseline(x, y, norm=float(np.linalg.norm(dom(x, y))), n=16)
     assert cv["d"] > 10 * base["rand_d95"]
+
+
+def test_batched_cv_equals_the_per_layer_loop():
+    """Every layer x position at once (one batched L-BFGS in torch) gives the scikit-learn loop's held-out
+    numbers: strong, weak and absent signals, correlated features (the preconditioner's case)."""
+    rng = np.random.default_rng(3)
+    mix = rng.standard_normal((8, 64)) / 2  # shared low-rank structure: correlated features
+    stacks, y = [], np.r_[np.zeros(150, int), np.ones(150, int)]
+    groups = np.arange(300) % 15
+    for strength in (0.0, 1.5, 3.0, 8.0):
+        u = rng.standard_normal(64)
+        x = rng.standard_normal((300, 8)) @ mix + rng.standard_normal((300, 64)) + np.outer(y, u) * strength / 8
+        stacks.append(x)
+    many = grouped_cv_many(np.stack(stacks), y, groups)
+    for x, got in zip(stacks, many, strict=True):
+        want = grouped_cv(x, y, groups)
+        assert abs(got["auroc"] - want["auroc"]) < 0.005 and abs(got["acc"] - want["acc"]) <= 0.01
+        for key in ("dom_auroc", "dom_acc", "d"):
+            assert got[key] == pytest.approx(want[key], abs=1e-4)
+    assert [round(r["auroc"], 1) for r in many] == [0.5, 0.8, 1.0, 1.0]  # absent, weak, strong, perfect
+    assert grouped_cv_many(np.stack(stacks), y, np.zeros(300)) == [None] * 4  # one group: nothing to hold out
 
 
 def test_no_planted_direction_is_chance():

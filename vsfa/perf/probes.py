@@ -94,7 +94,7 @@ def measure_probes(
     ref_s = (time.perf_counter() - t0) * len(x) / len(picked)
     diff = max(max(abs(ours[i] - a), abs(ours[i] - b)) for i, a, b in zip(picked, ref, loop, strict=True))
     detail = (
-        f"N={n}, d={d}, {layers} layers x {positions} positions, 5 group folds, batched L-BFGS; per-layer "
+        f"N={n}, d={d}, {layers} layers x {positions} positions, 5 group folds, batched preconditioned L-BFGS; per-layer "
         f"grouped_cv ~{loop_s:.0f} s, plain sklearn ~{ref_s:.0f} s (from {len(picked)} layer-positions); "
         f"max |AUROC diff| {diff:.4f}"
     )
