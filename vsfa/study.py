@@ -228,13 +228,16 @@ STUDIES: dict[str, dict[str, Any]] = {
 }
 
 # smol-llava-safe (issue 19): the same study on the safety-tuned base (it refuses 0.69 of held-out harmful text
-# requests), with enough steps for the fine-tune to move behaviour. Prepared, not yet run (timings and what is
-# left: experiments/demo/RESULTS.md, "smol-llava-safe").
+# requests). Twice the smol-llava steps so the fine-tune can move behaviour; plain-text and typographic requests
+# (the image path is the jailbreak) on 16 evaluation pairs; checkpoints 1, 4, 16, 64.
 STUDIES["smol-llava-safe"] = {
     **STUDIES["smol-llava"],
     "model": "smol-llava-safe",
-    "steps": 128,
-    "log_until": 128,
+    "steps": 64,
+    "log_until": 64,
+    "eval_pairs": 16,
+    "track_pairs": 16,
+    "eval_variants": ["text", "typo"],
 }
 
 ALL_STUDIES = ("organism", "smol-llava")  # `vsfa demo --study all`, in this order
