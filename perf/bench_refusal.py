@@ -1,11 +1,12 @@
 """Cost of the `sequence` refusal score: (generation + refusal score) / generation alone, before and after.
 
 ``vsfa eval`` stores the refusal log-odds with each answer by default (``refusal_mode = "sequence"``). The
-former path ran one full forward per opener (10 openers: prompt and image re-encoded 10 times); the current
-one runs the prompt once with the KV cache and scores each opener as a short continuation. Both are timed in
-the same run, on the same batches, against generation alone (the toolkit's ``generate_batch``, greedy, KV
-cache), alternating within each repeat; medians of ``--repeats``. Also printed: the largest difference of the
-refusal log-odds between the two paths (they must agree). Goal: ratio <= 1.5 with the prompt cache.
+first path ran one full forward per opener (10 openers: prompt and image re-encoded 10 times); the second ran
+the prompt once with the KV cache and scored each opener as a short continuation; ``vsfa eval`` now runs one
+prompt pass for both the score and generation (``generate_scored``). All are timed in the same run, on the
+same batches, against generation alone (the toolkit's ``generate_batch``, greedy, KV cache), alternating
+within each repeat; medians of ``--repeats``. Also printed: the largest difference of the refusal log-odds
+from the re-forward path (they must agree). Goal: ratio <= 1.5 for ``vsfa eval``'s path.
 
     python perf/bench_refusal.py                          # random-weight LLaVA (d=512, 8 layers), CPU
     python perf/bench_refusal.py --model smol-llava       # SmolLM2-135M-Instruct + vision tower (demo model)
@@ -29,21 +30,30 @@ sys.path.insert(0, str(ROOT / "perf"))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
-MODES = ("generation", "gen+refusal (prompt cache)", "gen+refusal (re-forward per opener)")
+MODES = (
+    "generation",
+    "gen+refusal (one prompt pass, vsfa eval)",
+    "gen+refusal (score's own prompt pass)",
+    "gen+refusal (re-forward per opener)",
+)
 
 
 def run_once(vlm, groups, config, mode: int, openers, sync) -> tuple[float, list]:
-    """Seconds for all batches in one mode (0: generation, 1: + cached score, 2: + re-forward score)."""
-    from vsfa.eval.generation import generate_batch
+    """Seconds for all batches in one mode (0: generation; 1: ``generate_scored``, the prompt pass shared;
+    2: generation, then the cached score on its own pass; 3: generation, then one forward per opener)."""
+    from vsfa.eval.generation import generate_batch, generate_scored
     from vsfa.eval.refusal import refusal_stats
 
     scores = []
     sync()
     start = time.perf_counter()
     for batch in groups:
+        if mode == 1:
+            scores += [r["refusal_logodds"] for r in generate_scored(vlm, batch, config, openers)]
+            continue
         generate_batch(vlm, batch, config)
         if mode:
-            stats = refusal_stats(vlm, batch, openers, batch_size=len(batch), prompt_cache=mode == 1)
+            stats = refusal_stats(vlm, batch, openers, batch_size=len(batch), prompt_cache=mode == 2)
             scores += list(stats.logodds)
     sync()
     return time.perf_counter() - start, scores
@@ -95,19 +105,19 @@ def main() -> None:
         for max_new in (int(x) for x in args.max_new_tokens.split(",")):
             config = GenerationConfig(max_new_tokens=max_new, batch_size=args.batch_size)
             run_once(vlm, groups[:1], config, 1, openers, sync)  # warm-up
-            times: dict[int, list[float]] = {m: [] for m in range(3)}
+            times: dict[int, list[float]] = {m: [] for m in range(len(MODES))}
             scores: dict[int, list] = {}
             for _ in range(args.repeats):
-                for m in range(3):  # alternate the modes within each repeat
+                for m in range(len(MODES)):  # alternate the modes within each repeat
                     sec, scores[m] = run_once(vlm, groups, config, m, openers, sync)
                     times[m].append(sec)
-            diff = max(abs(a - b) for a, b in zip(scores[1], scores[2], strict=True))
+            diff = max(abs(a - b) for m in (1, 2) for a, b in zip(scores[m], scores[3], strict=True))
             gen = statistics.median(times[0])
             print(f"\nmax_new_tokens {max_new}")
-            print(f"{'mode':<38} {'median s':>9} {'/ generation':>13}")
-            for m in range(3):
+            print(f"{'mode':<42} {'median s':>9} {'/ generation':>13}")
+            for m in range(len(MODES)):
                 med = statistics.median(times[m])
-                print(f"{MODES[m]:<38} {med:>9.3f} {med / gen:>12.2f}x")
+                print(f"{MODES[m]:<42} {med:>9.3f} {med / gen:>12.2f}x")
             print(f"max |refusal log-odds, cache - re-forward| = {diff:.2e}", flush=True)
 
 

@@ -34,7 +34,7 @@ from vsfa.errors import ConfigError
 from vsfa.eval.items import BenchItem
 from vsfa.eval.modelio import HookContext, Query, as_queries, chunk_order, encode_queries, model_call_context
 from vsfa.eval.prompts import DEFENSES
-from vsfa.eval.refusal import MODES, Openers, refusal_stats
+from vsfa.eval.refusal import MODES, Openers, cache_argument, mrope_module, prompt_pass, stats_for_batch
 from vsfa.io import dumps, sha256_json, write_jsonl_atomic, write_text_atomic
 
 
@@ -99,11 +99,25 @@ def _eos_ids(vlm) -> set[int]:
     return ids
 
 
+try:  # the image inputs HF generate drops after the prompt pass
+    from transformers.generation.utils import MULTIMODAL_INPUTS_TO_DROP_OUTSIDE_PREFILL as _IMAGE_INPUTS
+except ImportError:  # pragma: no cover - other transformers versions
+    _IMAGE_INPUTS = ("pixel_values", "image_sizes", "pixel_attention_mask")
+
+
 def generate_batch(
-    vlm, queries: Sequence[Query], config: GenerationConfig, hook_context: HookContext = None
+    vlm,
+    queries: Sequence[Query],
+    config: GenerationConfig,
+    hook_context: HookContext = None,
+    batch: Any = None,
+    past_key_values: Any = None,
 ) -> list[dict[str, Any]]:
-    """Generate for one batch of queries (all text-only or all with images); returns response dicts."""
-    batch = encode_queries(vlm, queries, config.system_prompt)
+    """Generate for one batch of queries (all text-only or all with images); returns response dicts.
+
+    ``batch``: the queries already encoded; ``past_key_values``: a cache of all but the last prompt token of
+    ``batch`` (HF ``generate`` runs the rest, so the prompt is not run again)."""
+    batch = batch if batch is not None else encode_queries(vlm, queries, config.system_prompt)
     tok = vlm.tokenizer
     pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
     kwargs: dict[str, Any] = {
@@ -115,8 +129,12 @@ def generate_batch(
         kwargs |= {"temperature": config.temperature, "top_p": config.top_p}
     else:
         kwargs |= {"temperature": None, "top_p": None, "top_k": None}
+    inputs = dict(batch)
+    if past_key_values is not None:  # the images are in the cache: the uncached last token is text
+        kwargs[cache_argument(vlm)] = past_key_values
+        inputs = {k: v for k, v in inputs.items() if k not in _IMAGE_INPUTS}
     with torch.no_grad(), model_call_context(hook_context):
-        out = vlm.model.generate(**batch, **kwargs)
+        out = vlm.model.generate(**inputs, **kwargs)
     new = out[:, batch["input_ids"].shape[1] :].tolist()
     eos = _eos_ids(vlm)
     results = []
@@ -131,6 +149,35 @@ def generate_batch(
             }
         )
     return results
+
+
+def generate_scored(
+    vlm,
+    queries: Sequence[Query],
+    config: GenerationConfig,
+    openers: Openers,
+    hook_context: HookContext = None,
+) -> list[dict[str, Any]]:
+    """:func:`generate_batch` with each answer's refusal score (``refusal_logodds``, ``p_refuse``).
+
+    One prompt pass serves both where it can: the score reads its logits and continues on its cache, which is
+    then cut back by one token for ``generate``. That needs no hooks (a hook may treat the re-run last token as a
+    decoding step), a cache that cuts back exactly and no multimodal RoPE; otherwise the score runs its own
+    pass. The answers equal plain :func:`generate_batch` up to float rounding of the shared prompt pass."""
+    batch = encode_queries(vlm, queries, config.system_prompt)
+    prompt = None
+    if hook_context is None and mrope_module(vlm) is None:
+        prompt = prompt_pass(vlm, batch)
+        if not prompt.croppable():
+            prompt = None
+    stats = stats_for_batch(vlm, batch, openers, config.refusal_mode, hook_context, prompt=prompt)
+    if prompt is not None:
+        prompt.cache.crop(-1)
+    outs = generate_batch(vlm, queries, config, hook_context, batch, prompt.cache if prompt else None)
+    for j, o in enumerate(outs):
+        o["refusal_logodds"] = float(stats.logodds[j])
+        o["p_refuse"] = float(stats.p_refuse[j])
+    return outs
 
 
 def _read_partial(path: Path) -> dict[str, dict[str, Any]]:
@@ -358,21 +405,9 @@ def generate_responses(
     def run_chunk(chunk_items: list[BenchItem], queries: list[Query], c: int) -> list[dict[str, Any]]:
         if config.do_sample:
             torch.manual_seed(config.seed * 100003 + c)
-        outs = generate_batch(vlm, queries, config, hook_context)
-        if openers is not None:
-            stats = refusal_stats(
-                vlm,
-                queries,
-                openers,
-                mode=config.refusal_mode,
-                batch_size=config.batch_size,
-                system=config.system_prompt,
-                hook_context=hook_context,
-            )
-            for j, o in enumerate(outs):
-                o["refusal_logodds"] = float(stats.logodds[j])
-                o["p_refuse"] = float(stats.p_refuse[j])
-        return outs
+        if openers is None:
+            return generate_batch(vlm, queries, config, hook_context)
+        return generate_scored(vlm, queries, config, openers, hook_context)
 
     gen_key = generation_key(items, config, key)
     return run_resumable(items, out_path, config, run_chunk, gen_key, progress, split=True)

@@ -24,6 +24,7 @@ steering hooks apply; the model may be a base model or one with a peft adapter.
 from __future__ import annotations
 
 import copy
+import inspect
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -155,7 +156,7 @@ def _can_crop(cache: Any) -> bool:
     )
 
 
-def _mrope_module(vlm) -> torch.nn.Module | None:
+def mrope_module(vlm) -> torch.nn.Module | None:
     """The module keeping ``rope_deltas`` (multimodal RoPE, Qwen2-VL family), if the model has one."""
     for module in vlm.hf_model.modules():
         if hasattr(module, "rope_deltas") and hasattr(module, "get_rope_index"):
@@ -200,8 +201,45 @@ def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
     return n
 
 
+@dataclass
+class PromptPass:
+    """One forward over an encoded prompt batch with the KV cache on: next-token logits ``[rows, vocab]``
+    (float32) and the cache (None when the model returned none)."""
+
+    logits: torch.Tensor
+    cache: Any
+
+    def croppable(self) -> bool:
+        """Whether the cache can be cut back exactly (plain growing layers, no sliding window)."""
+        return self.cache is not None and hasattr(self.cache, "get_seq_length") and _can_crop(self.cache)
+
+
+def cache_argument(vlm) -> str:
+    """Name of the KV-cache argument of the model's ``forward`` and ``generate``: ``cache`` in transformers
+    releases that deprecate ``past_key_values``, else ``past_key_values``."""
+    forward = inspect.signature(vlm.hf_model.forward).parameters
+    return "cache" if "cache" in forward else "past_key_values"
+
+
+def prompt_pass(vlm, batch, hook_context: HookContext = None) -> PromptPass:
+    """Run an encoded (left-padded) prompt batch once, keeping the cache.
+
+    Positions count real tokens only (pads skipped), as HF ``generate`` counts them, so ``generate`` can go on
+    from this cache; multimodal RoPE computes its own and its deltas are set afresh by this prompt (a stale one
+    would shift positions)."""
+    inputs = _model_inputs(batch)
+    mrope = mrope_module(vlm)
+    if mrope is not None:
+        mrope.rope_deltas = None
+    else:
+        inputs["position_ids"] = (inputs["attention_mask"].long().cumsum(-1) - 1).clamp_min(0)
+    with torch.no_grad(), model_call_context(hook_context):
+        out = vlm.model(**inputs, use_cache=True, logits_to_keep=1)
+    return PromptPass(out.logits[:, -1, :].float(), getattr(out, cache_argument(vlm), None))
+
+
 def _sequence_logprobs_cached(
-    vlm, batch, opener_ids: list[list[int]], hook_context: HookContext
+    vlm, batch, opener_ids: list[list[int]], hook_context: HookContext, prompt: PromptPass | None = None
 ) -> np.ndarray | None:
     """log P(opener | prompt) from one forward over the prompt (image included) and its KV cache.
 
@@ -212,24 +250,20 @@ def _sequence_logprobs_cached(
     runs alone on a copy of the prompt cache. A continuation is never one token long (it takes one more token
     of the opener): hooks that tell the prompt pass from decoding steps by the number of positions
     (``analysis.interventions.steering_hook``) then treat the opener as part of the prompt pass, as the
-    re-forward path does. None when the model returns no cache (the caller re-forwards instead).
+    re-forward path does. None when the model returns no cache (the caller re-forwards instead). ``prompt``: this
+    batch's :func:`prompt_pass`, when the caller ran it already; the cache then ends cut back to the prompt.
     """
     inputs = _model_inputs(batch)
     rows = inputs["input_ids"].shape[0]
-    mrope = _mrope_module(vlm)
-    if mrope is not None:
-        mrope.rope_deltas = (
-            None  # set afresh by this prompt (image batches): a stale one would shift positions
-        )
-    with torch.no_grad(), model_call_context(hook_context):
-        first = vlm.model(**inputs, use_cache=True, logits_to_keep=1)
-    prompt_cache = getattr(first, "past_key_values", None)
+    prompt = prompt or prompt_pass(vlm, batch, hook_context)
+    prompt_cache = prompt.cache
     if prompt_cache is None or not hasattr(prompt_cache, "get_seq_length"):
         return None
     prompt_len = prompt_cache.get_seq_length()
     crop = _can_crop(prompt_cache)
+    mrope = mrope_module(vlm)
     deltas = getattr(mrope, "rope_deltas", None) if mrope is not None else None
-    first_lp = torch.log_softmax(first.logits[:, -1, :].float(), dim=-1)
+    first_lp = torch.log_softmax(prompt.logits, dim=-1)
     cache = prompt_cache
     prefix: list[int] = []  # opener tokens in ``cache`` after the prompt
     prefix_lp: list[torch.Tensor] = []  # next-token log-probs [rows, vocab] after each of them
@@ -253,13 +287,19 @@ def _sequence_logprobs_cached(
                     raise RuntimeError("the prompt cache could not be cut back")
             else:
                 cache = copy.deepcopy(prompt_cache)
-            extra = {}
+            mask = inputs["attention_mask"]
             if mrope is not None:
-                mask = inputs["attention_mask"]
-                extra["position_ids"] = _mrope_positions(prompt_len, start, len(tokens), rows, deltas, mask)
+                positions = _mrope_positions(prompt_len, start, len(tokens), rows, deltas, mask)
+            else:  # after the prompt's last real token (see prompt_pass)
+                step = torch.arange(start, start + len(tokens), device=mask.device)
+                positions = mask.long().sum(-1, keepdim=True) + step
+            extra = {"position_ids": positions}
             with torch.no_grad(), model_call_context(hook_context):
                 cont = vlm.model(
-                    **_continuation(inputs, start, tokens), **extra, past_key_values=cache, use_cache=True
+                    **_continuation(inputs, start, tokens),
+                    **extra,
+                    **{cache_argument(vlm): cache},
+                    use_cache=True,
                 )
             lp = torch.log_softmax(cont.logits[:, -len(tokens) :, :].float(), dim=-1)
             prefix = prefix[:start] + list(tokens)
@@ -268,15 +308,22 @@ def _sequence_logprobs_cached(
         for t in range(len(need)):
             total = total + prefix_lp[t][:, ids[t + 1]].double()
         out[:, k] = total.cpu().numpy()
+    if crop and cache.get_seq_length() > prompt_len:
+        cache.crop(prompt_len - cache.get_seq_length())
     return out
 
 
 def _sequence_logprobs(
-    vlm, batch, opener_ids: list[list[int]], hook_context: HookContext, prompt_cache: bool = True
+    vlm,
+    batch,
+    opener_ids: list[list[int]],
+    hook_context: HookContext,
+    prompt_cache: bool = True,
+    prompt: PromptPass | None = None,
 ) -> np.ndarray:
     """log P(opener | prompt) for every row of an encoded prompt batch and every opener: [rows, openers]."""
     if prompt_cache:
-        out = _sequence_logprobs_cached(vlm, batch, opener_ids, hook_context)
+        out = _sequence_logprobs_cached(vlm, batch, opener_ids, hook_context, prompt)
         if out is not None:
             return out
     return _sequence_logprobs_reforward(vlm, batch, opener_ids, hook_context)
@@ -316,24 +363,31 @@ def last_logits(vlm, batch, hook_context: HookContext = None) -> torch.Tensor:
     return _forward_logits(vlm, _model_inputs(batch), 1, hook_context)[:, -1, :]
 
 
-def _stats_for_batch(
-    vlm, batch, openers: Openers, mode: str, hook_context: HookContext, prompt_cache: bool = True
-):
+def stats_for_batch(
+    vlm,
+    batch,
+    openers: Openers,
+    mode: str,
+    hook_context: HookContext = None,
+    prompt_cache: bool = True,
+    prompt: PromptPass | None = None,
+) -> RefusalStats:
+    """:class:`RefusalStats` of an encoded prompt batch; ``prompt``: its :func:`prompt_pass`, if already run
+    (both modes then read its logits, and ``sequence`` continues on its cache)."""
     if mode == "sequence":
         ids = [opener_token_ids(vlm, o) for o in (*openers.refuse, *openers.comply)]
-        lp = _sequence_logprobs(vlm, batch, ids, hook_context, prompt_cache)
+        lp = _sequence_logprobs(vlm, batch, ids, hook_context, prompt_cache, prompt)
         nr = len(openers.refuse)
         logodds = lp[:, :nr].mean(1) - lp[:, nr:].mean(1)
         lse_r = np.logaddexp.reduce(lp[:, :nr], axis=1)
         lse_c = np.logaddexp.reduce(lp[:, nr:], axis=1)
-        return logodds, 1.0 / (1.0 + np.exp(lse_c - lse_r))
+        return RefusalStats(logodds, 1.0 / (1.0 + np.exp(lse_c - lse_r)))
     ref, com = first_token_ids(vlm, openers)
-    probs = torch.softmax(
-        _forward_logits(vlm, _model_inputs(batch), 1, hook_context)[:, -1, :], dim=-1
-    ).double()
+    logits = prompt.logits if prompt is not None else last_logits(vlm, batch, hook_context)
+    probs = torch.softmax(logits, dim=-1).double()
     a, b = probs[:, ref].sum(-1).cpu().numpy(), probs[:, com].sum(-1).cpu().numpy()
     tiny = 1e-30
-    return np.log(a + tiny) - np.log(b + tiny), a / np.maximum(a + b, tiny)
+    return RefusalStats(np.log(a + tiny) - np.log(b + tiny), a / np.maximum(a + b, tiny))
 
 
 def _is_encoded(items: Any) -> bool:
@@ -363,8 +417,7 @@ def refusal_stats(
         raise DataError(f"refusal score mode must be one of {', '.join(MODES)}, not {mode!r}")
     openers = openers or Openers.load()
     if _is_encoded(items):
-        lo, pr = _stats_for_batch(vlm, items, openers, mode, hook_context, prompt_cache)
-        return RefusalStats(lo, pr)
+        return stats_for_batch(vlm, items, openers, mode, hook_context, prompt_cache)
     queries = as_queries(items, defense, defense_placement)
     logodds, p_ref = np.zeros(len(queries)), np.zeros(len(queries))
     for with_image in (False, True):  # a batch is all text-only or all with images
@@ -372,8 +425,8 @@ def refusal_stats(
         for start in range(0, len(idx), batch_size):
             part = idx[start : start + batch_size]
             batch = encode_queries(vlm, [queries[i] for i in part], system)
-            lo, pr = _stats_for_batch(vlm, batch, openers, mode, hook_context, prompt_cache)
-            logodds[part], p_ref[part] = lo, pr
+            stats = stats_for_batch(vlm, batch, openers, mode, hook_context, prompt_cache)
+            logodds[part], p_ref[part] = stats.logodds, stats.p_refuse
     return RefusalStats(logodds, p_ref)
 
 

@@ -1,4 +1,5 @@
-"""The `sequence` refusal score from the prompt's KV cache equals the former one-forward-per-opener score."""
+"""The `sequence` refusal score from the prompt's KV cache equals the former one-forward-per-opener score, and
+one prompt pass serves both the score and generation."""
 
 from __future__ import annotations
 
@@ -9,8 +10,9 @@ import pytest
 import torch
 
 from vsfa.eval.benchmarks import load_benchmark
+from vsfa.eval.generation import GenerationConfig, generate_batch, generate_scored
 from vsfa.eval.modelio import as_queries, encode_queries
-from vsfa.eval.refusal import Openers, _sequence_logprobs, opener_token_ids, refusal_stats
+from vsfa.eval.refusal import MODES, Openers, _sequence_logprobs, opener_token_ids, refusal_stats
 from vsfa.models.loading import load_vlm
 
 
@@ -98,3 +100,26 @@ def test_steering_hooks_act_on_both_paths_alike(positions, tiny_model):
     b = refusal_stats(vlm, items, openers, batch_size=4, hook_context=steered, prompt_cache=False)
     np.testing.assert_allclose(a.logodds, b.logodds, atol=1e-4, rtol=0)
     assert (np.abs(a.logodds - plain.logodds).max() > 1e-3) == (positions != "generated")
+
+
+@pytest.mark.parametrize("family", ["llava", "qwen3_vl", "gemma3", "idefics3"])
+def test_one_prompt_pass_serves_score_and_answers(family, tiny_model):
+    """``generate_scored`` (``vsfa eval``'s path) gives the answers of plain generation and the score of
+    ``refusal_stats`` on padded text and image batches, and runs each prompt once where the family allows it."""
+    vlm = load_vlm(tiny_model(family))
+    openers = Openers.load()
+    queries = as_queries(_items())
+    for mode in MODES:
+        config = GenerationConfig(max_new_tokens=6, refusal_mode=mode)
+        for part in (queries[:3], queries[4:7]):
+            scored = generate_scored(vlm, part, config, openers)
+            plain = generate_batch(vlm, part, config)
+            stats = refusal_stats(vlm, part, openers, mode=mode)
+            assert [r["response"] for r in scored] == [r["response"] for r in plain]
+            np.testing.assert_allclose(
+                [r["refusal_logodds"] for r in scored], stats.logodds, atol=1e-4, rtol=0
+            )
+    if family == "llava":
+        config = GenerationConfig(max_new_tokens=6)
+        calls = _prompt_sized_forwards(vlm, lambda: generate_scored(vlm, queries[4:7], config, openers))
+        assert calls == 1  # the score's prompt pass; generate goes on from its cache
