@@ -134,7 +134,9 @@ def _eval_rows(run: Path, checkpoint: str, benchmark: str, judge: str | None) ->
     if judge not in per_judge:
         raise ArtifactError(f"{folder}: no judge {judge!r} (has {', '.join(sorted(per_judge))})")
     rows = pd.DataFrame(per_judge[judge])
-    return judge, rows[["id", "label", "unsafe", "refused", "refusal_logodds", "p_refuse"]]
+    if "variant" not in rows:
+        rows["variant"] = None
+    return judge, rows[["id", "label", "variant", "unsafe", "refused", "refusal_logodds", "p_refuse"]]
 
 
 @dataclass
@@ -386,6 +388,27 @@ def arm_comparisons(changes: Changes, runs: list[RunData], cfg: LinkConfig) -> l
     return out
 
 
+EVAL_MEASURES = tuple(name for name, what, _ in MEASURE_SPECS if what != "shift")
+
+
+def arms_by_variant(runs: list[RunData], cfg: LinkConfig) -> dict[str, dict[str, Any]]:
+    """With several evaluation variants (e.g. a request as text and as a typographic image): the arm levels
+    and arm differences of the evaluation measures on each variant's items alone (empty with one variant)."""
+    variants = sorted({v for r in runs for ev in r.evals.values() for v in ev["variant"].dropna()})
+    if len(variants) < 2:
+        return {}
+    out = {}
+    for v in variants:
+        only = [replace(r, evals={s: ev[ev["variant"] == v] for s, ev in r.evals.items()}) for r in runs]
+        changes = _changes(only, cfg)
+        for by_base in changes.values():
+            for mats in by_base.values():
+                for name in [m for m in mats if m not in EVAL_MEASURES]:
+                    del mats[name]
+        out[v] = {"arm_levels": arm_levels(changes, only, cfg), "arms": arm_comparisons(changes, only, cfg)}
+    return out
+
+
 def _est(e: Estimate) -> dict[str, Any]:
     return {
         k: (v if not (isinstance(v, float) and not math.isfinite(v)) else None)
@@ -573,6 +596,7 @@ def link(cfg: LinkConfig) -> dict[str, Any]:
         "direction_search": direction_search(runs, cfg),
         "arm_levels": arm_levels(changes, runs, cfg),
         "arms": arm_comparisons(changes, runs, cfg),
+        "arms_by_variant": arms_by_variant(runs, cfg),
         "forecast": forecasts(runs, x, cfg.final_step, cfg.n_boot, cfg.seed),
         "surrogate": {
             r.run: [

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from analysis.link import MEASURES, fmt, fmt_mae
+from analysis.link import EVAL_MEASURES, MEASURES, fmt, fmt_mae
 from vsfa.errors import ArtifactError
 from vsfa.io import write_text_atomic
 
@@ -103,20 +103,32 @@ def _recovery(folder: Path) -> list[str]:
     ]
 
 
+def _arm_rows(
+    levels: list[dict[str, Any]], arms: list[dict[str, Any]], measures: tuple[str, ...]
+) -> list[str]:
+    lines = [
+        "| arm | seeds | " + " | ".join(m.replace("_", " ") for m in measures) + " |",
+        "|---|---|" + "---|" * len(measures),
+    ]
+    for lv in levels:
+        cells = " | ".join(fmt(lv.get(k)) for k in measures)
+        lines.append(f"| {lv['arm']} | {lv['n_seeds']} | {cells} |")
+    for a in arms:
+        cells = " | ".join(fmt(a.get(k, {}).get("difference")) for k in measures)
+        lines.append(f"| {a['arm']} - control | {a['n_seeds']['arm']}/{a['n_seeds']['control']} | {cells} |")
+    return lines
+
+
 def _arm_table(link: dict[str, Any]) -> list[str]:
     lines = [
         "Change from the base to the final checkpoint (mean over seeds and items; 95% CI resampling seeds, then "
         "items); `arm - control` rows are differences of changes.",
         "",
-        "| arm | seeds | " + " | ".join(m.replace("_", " ") for m in MEASURES) + " |",
-        "|---|---|" + "---|" * len(MEASURES),
+        *_arm_rows(link.get("arm_levels", []), link["arms"], MEASURES),
     ]
-    for lv in link.get("arm_levels", []):
-        cells = " | ".join(fmt(lv.get(k)) for k in MEASURES)
-        lines.append(f"| {lv['arm']} | {lv['n_seeds']} | {cells} |")
-    for a in link["arms"]:
-        cells = " | ".join(fmt(a.get(k, {}).get("difference")) for k in MEASURES)
-        lines.append(f"| {a['arm']} - control | {a['n_seeds']['arm']}/{a['n_seeds']['control']} | {cells} |")
+    for variant, by in link.get("arms_by_variant", {}).items():
+        lines += ["", f"Evaluation items of variant `{variant}` only:", ""]
+        lines += _arm_rows(by["arm_levels"], by["arms"], EVAL_MEASURES)
     return lines
 
 

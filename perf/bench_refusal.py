@@ -25,7 +25,6 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "perf"))
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -74,7 +73,6 @@ def main() -> None:
     args = ap.parse_args()
 
     import torch
-    from bench_generate import build_model
 
     from vsfa.eval.benchmarks import load_benchmark
     from vsfa.eval.generation import GenerationConfig
@@ -82,12 +80,13 @@ def main() -> None:
     from vsfa.eval.refusal import Openers
     from vsfa.models.loading import load_vlm
     from vsfa.models.sources import resolve_model
+    from vsfa.perf.common import build_llava
 
     if args.threads:
         torch.set_num_threads(args.threads)
     sync = torch.cuda.synchronize if args.device.startswith("cuda") else (lambda: None)
     with tempfile.TemporaryDirectory() as tmp:
-        folder = resolve_model(args.model) if args.model else build_model(Path(tmp))
+        folder = resolve_model(args.model) if args.model else build_llava(Path(tmp) / "llava")
         vlm = load_vlm(folder, device=args.device, dtype=args.dtype)
         pairs = max(1, args.n // 4)
         items = load_benchmark("builtin", variants=("text", "neutral"), limit_pairs=pairs)[: args.n]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -98,6 +99,16 @@ def test_link_joins_eval_and_trajectory_per_checkpoint(quick_study):
         arm["arm"] == "vsfa"
         and arm["shift_harmful"]["difference"]["lo"] <= arm["shift_harmful"]["difference"]["hi"]
     )
+    # each evaluation variant (text-only, with a neutral image) gets its own arm table of the eval measures;
+    # the pooled change is their mean (the variants hold the same requests)
+    by = rep["arms_by_variant"]
+    assert set(by) == {"text", "neutral"} and "shift_harmful" not in by["text"]["arm_levels"][0]
+    for name in ("asr_change", "p_refuse_change", "over_refusal_change"):
+        parts = [by[v]["arm_levels"][0][name]["value"] for v in by]
+        assert rep["arm_levels"][0][name]["value"] == pytest.approx(np.mean(parts))
+        assert (
+            by["text"]["arms"][0][name]["difference"]["lo"] <= by["text"]["arms"][0][name]["difference"]["hi"]
+        )
     surrogate = rep["surrogate"]["vsfa-s0"]
     assert [r["k"] for r in surrogate if r["outcome"] == "p_refuse"] == [2, 3, 4]
     assert {r["outcome"] for r in surrogate} == {"asr", "p_refuse", "refusal_logodds"}
@@ -187,7 +198,10 @@ def test_steering_along_the_probe_normal_counts_class_gaps_along_it(quick_study,
 
 def test_presets_and_bad_settings(run_cli, tmp_path):
     assert {"quick", "tiny", "smol-llava", "organism"} <= set(STUDIES)
-    assert [study_config(p).model for p in ALL_STUDIES] == ["organism", "smol-llava"]  # --study all, in order
+    assert [study_config(p).model for p in ALL_STUDIES] == [
+        "organism",
+        "smol-llava-safe",
+    ]  # --study all, in order
     assert study_config("quick", overrides=["steps=5"]).steps == 5
     proc = run_cli("demo", "--study", "nope", "--out", tmp_path / "x")
     assert proc.returncode == 2 and "unknown study 'nope'" in proc.stderr and not (tmp_path / "x").exists()
