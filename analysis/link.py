@@ -674,14 +674,18 @@ def format_summary(report: dict[str, Any]) -> str:
                 f"spearman(shift, {c['y']}): pooled {fmt(c, 2)} over {c['n']} runs ({c['n_points']} points), "
                 f"within runs {fmt(c['within'], 2)}"
             )
-    for a in report["arms"]:
-        for name in MEASURES:
-            if name in a:
-                d = a[name]
-                lines.append(
-                    f"{a['arm']} - control {name}: {fmt(d['difference'])}  ({a['arm']} {d['arm']:+.3f}, control {d['control']:+.3f}; "
-                    f"seeds {a['n_seeds']['arm']}/{a['n_seeds']['control']}, {d['n_items']} items)"
-                )
+    by_variant = [("", report["arms"])]
+    by_variant += [(f" [{v}]", by["arms"]) for v, by in report.get("arms_by_variant", {}).items()]
+    for tag, arms in by_variant:
+        for a in arms:
+            for name in MEASURES:
+                if name in a:
+                    d = a[name]
+                    lines.append(
+                        f"{a['arm']} - control {name}{tag}: {fmt(d['difference'])}  ({a['arm']} {d['arm']:+.3f}, "
+                        f"control {d['control']:+.3f}; seeds {a['n_seeds']['arm']}/{a['n_seeds']['control']}, "
+                        f"{d['n_items']} items)"
+                    )
     for y, fc in report.get("forecast", {}).items():
         rows = [r for r in fc["summary"] if r["method"] == "shift"]
         if rows:

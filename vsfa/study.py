@@ -240,7 +240,7 @@ STUDIES["smol-llava-safe"] = {
     "eval_variants": ["text", "typo"],
 }
 
-ALL_STUDIES = ("organism", "smol-llava")  # `vsfa demo --study all`, in this order
+ALL_STUDIES = ("organism", "smol-llava-safe")  # `vsfa demo --study all`, in this order
 
 
 def study_config(

@@ -328,7 +328,9 @@ def test_link_cli_on_the_quick_study(run_cli, quick_study, tmp_path):
         "link", "--run", runs / "vsfa-s0", "--control", runs / "control-s0", "--out", out, check=True
     )
     assert (
-        "vsfa - control shift_harmful:" in proc.stdout and "spearman(shift, p_refuse): pooled" in proc.stdout
+        "vsfa - control shift_harmful:" in proc.stdout
+        and "spearman(shift, p_refuse): pooled" in proc.stdout
+        and "vsfa - control asr_change [neutral]:" in proc.stdout
     )
     assert "note: one run per arm" in proc.stdout
     rep = json.loads(out.read_text())
