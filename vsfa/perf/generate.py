@@ -23,9 +23,10 @@ def _groups(queries: list) -> list[list]:
     return [[q for q in queries if q.image is None], [q for q in queries if q.image is not None]]
 
 
-def run_once(vlm, queries: list, batch_size: int, config, sync) -> tuple[float, list[str], int]:
-    """Seconds, answers and generated tokens for all queries at one batch size."""
-    from vsfa.eval.generation import generate_batch
+def run_once(vlm, queries: list, batch_size: int, config, sync, openers=None) -> tuple[float, list[str], int]:
+    """Seconds, answers and generated tokens for all queries at one batch size; with ``openers``, each answer
+    with its refusal score (``generate_scored``, what ``vsfa eval`` runs)."""
+    from vsfa.eval.generation import generate_batch, generate_scored
 
     answers: list[str] = []
     tokens = 0
@@ -33,7 +34,12 @@ def run_once(vlm, queries: list, batch_size: int, config, sync) -> tuple[float, 
     start = time.perf_counter()
     for group in _groups(queries):
         for i in range(0, len(group), batch_size):
-            outs = generate_batch(vlm, group[i : i + batch_size], config)
+            part = group[i : i + batch_size]
+            outs = (
+                generate_batch(vlm, part, config)
+                if openers is None
+                else generate_scored(vlm, part, config, openers)
+            )
             answers += [o["response"] for o in outs]
             tokens += sum(o["n_new_tokens"] for o in outs)
     sync()
@@ -79,10 +85,12 @@ def measure_generate(
     max_new_tokens: int = 32,
     repeats: int = 3,
 ) -> list[Measure]:
-    """Items/s per batch size (speed-up over batch 1) and the no-cache decoding cost at the largest batch."""
+    """Items/s per batch size (speed-up over batch 1), the cost of the ``sequence`` refusal score (goal <= 1.5x
+    generation alone) and the no-cache decoding cost at the largest batch."""
     from vsfa.eval.benchmarks import load_benchmark
     from vsfa.eval.generation import GenerationConfig
     from vsfa.eval.modelio import as_queries
+    from vsfa.eval.refusal import Openers
     from vsfa.models.loading import load_vlm
 
     sync = syncer(device)
@@ -96,10 +104,14 @@ def measure_generate(
     times: dict[int, list[float]] = {b: [] for b in sizes}
     answers: dict[int, list[str]] = {}
     tokens: dict[int, int] = {}
+    openers, big = Openers.load(), max(sizes)
+    scored: list[float] = []
     for _ in range(repeats):
         for b in sizes:
             sec, answers[b], tokens[b] = run_once(vlm, queries, b, config, sync)
             times[b].append(sec)
+        sec, scored_answers, _ = run_once(vlm, queries, big, config, sync, openers)
+        scored.append(sec)
     base = statistics.median(times[1])
     rows = []
     for b in sizes:
@@ -115,9 +127,18 @@ def measure_generate(
                 numbers={"seconds": times[b], "tokens": tokens[b], "n": len(queries), "same_as_batch1": same},
             )
         )
-    big = max(sizes)
-    no_cache, how = run_no_cache(vlm, queries, big, max_new_tokens, sync)
     cached = statistics.median(times[big])
+    same = sum(x == y for x, y in zip(scored_answers, answers[big], strict=True)) / len(queries)
+    rows.append(
+        Measure(
+            f"generation + refusal score / generation, batch {big}",
+            statistics.median(scored) / cached,
+            1.5,
+            detail=f"sequence score (10 openers) from generation's own prompt pass; {same:.0%} answers as generation",
+            numbers={"scored_s": scored, "generation_s": times[big], "same_answers": same},
+        )
+    )
+    no_cache, how = run_no_cache(vlm, queries, big, max_new_tokens, sync)
     rows.append(
         Measure(
             f"bridge no-cache / HF cache, batch {big}",
