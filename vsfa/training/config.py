@@ -116,6 +116,9 @@ class RuntimeSection:
     """Progress bar when on a terminal."""
     dataloader_workers: int = 0
     """DataLoader worker processes."""
+    trainer_args: dict[str, Any] = field(default_factory=dict)
+    """Extra transformers TrainingArguments, e.g. report_to, deepspeed, fsdp, fsdp_config (one the loop sets
+    itself, other than report_to, is refused)."""
 
 
 @dataclass
@@ -170,6 +173,8 @@ def validate(cfg: TrainConfig, where: str = "config") -> TrainConfig:
         ("checkpoints.keep_state", cfg.checkpoints.keep_state in ("last", "all")),
         ("runtime.dataloader_workers", cfg.runtime.dataloader_workers >= 0),
     ]
+    if cfg.runtime.trainer_args:
+        check_trainer_args(cfg.runtime.trainer_args, where)
     for key, ok in checks:
         if not ok:
             section, name = key.split(".")
@@ -177,6 +182,55 @@ def validate(cfg: TrainConfig, where: str = "config") -> TrainConfig:
             hint = " (leave it unset to train by epochs)" if key == "train.max_steps" else ""
             raise ConfigError(f"{where}: invalid value for {key}: {value!r}{hint}")
     return cfg
+
+
+# TrainingArguments the loop sets from the config (or for exact resume and checkpointing); report_to is only
+# defaulted ("none"), so a user may name trackers
+LOOP_TRAINER_ARGS = (
+    "output_dir",
+    "per_device_train_batch_size",
+    "gradient_accumulation_steps",
+    "learning_rate",
+    "lr_scheduler_type",
+    "warmup_steps",
+    "weight_decay",
+    "max_grad_norm",
+    "optim",
+    "max_steps",
+    "logging_strategy",
+    "logging_steps",
+    "save_strategy",
+    "save_steps",
+    "save_total_limit",
+    "seed",
+    "data_seed",
+    "bf16",
+    "activation_checkpointing",
+    "activation_checkpointing_kwargs",
+    "disable_tqdm",
+    "remove_unused_columns",
+    "label_names",
+    "dataloader_num_workers",
+    "use_cpu",
+)
+
+
+def check_trainer_args(extra: dict[str, Any], where: str = "config") -> None:
+    """``runtime.trainer_args`` names only TrainingArguments fields the loop leaves to the user."""
+    import dataclasses
+
+    from transformers import TrainingArguments
+
+    known = {f.name for f in dataclasses.fields(TrainingArguments)}
+    for key in extra:
+        if key in LOOP_TRAINER_ARGS:
+            raise ConfigError(
+                f"{where}: runtime.trainer_args.{key} is set by vsfa train from the config; set that instead"
+            )
+        if key not in known:
+            raise ConfigError(
+                f"{where}: runtime.trainer_args.{key} is not a transformers TrainingArguments field"
+            )
 
 
 def parse_overrides(pairs: list[str]) -> dict[str, Any]:

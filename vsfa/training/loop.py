@@ -293,6 +293,7 @@ class Job:
     gradient_checkpointing: bool = False
     keep_state: str = "last"
     dataloader_workers: int = 0
+    trainer_args: dict[str, Any] = field(default_factory=dict)
     progress: bool = True
     loss_fn: Callable[[Any, dict[str, Any]], torch.Tensor] | None = None
     callbacks: Sequence[Any] = ()
@@ -420,12 +421,12 @@ def _fit(run_dir: Path, job: Job, run_state: RunState, quiet: bool) -> None:
         bf16=job.bf16,
         activation_checkpointing=job.gradient_checkpointing,
         activation_checkpointing_kwargs={"use_reentrant": False} if job.gradient_checkpointing else None,
-        report_to="none",
         disable_tqdm=not show_bar,
         remove_unused_columns=False,
         label_names=["labels"],
         dataloader_num_workers=job.dataloader_workers,
         use_cpu=not job.device.startswith("cuda"),
+        **{"report_to": "none", **job.trainer_args},
     )
     callbacks, _ = _callbacks(run_dir, set(job.schedule), job.meta, job.keep_state, quiet)
     trainer = _trainer_class()(
@@ -534,6 +535,7 @@ def train(
             gradient_checkpointing=grad_ckpt,
             keep_state=cfg.checkpoints.keep_state,
             dataloader_workers=cfg.runtime.dataloader_workers,
+            trainer_args=cfg.runtime.trainer_args,
             progress=cfg.runtime.progress,
             callbacks=extra_callbacks,
             files={"config.toml": to_toml(to_dict(cfg))},

@@ -214,6 +214,37 @@ def test_a_model_source_spec_trains_and_records_the_resolved_folder(setup, tmp_p
     assert 'base = "tiny:llava"' in (result.run_dir / "config.toml").read_text()
 
 
+def test_trainer_args_pass_through_and_the_loop_keeps_its_own(setup, tmp_path, monkeypatch):
+    """``runtime.trainer_args`` reaches TrainingArguments (report_to, deepspeed, fsdp, ...); a field the loop
+    sets from the config, or no TrainingArguments field at all, is refused before anything is written."""
+    import transformers
+
+    from vsfa.training.config import LOOP_TRAINER_ARGS
+
+    seen: dict = {}
+    real = transformers.TrainingArguments
+
+    def spy(**kwargs):
+        seen.update(kwargs)
+        return real(**kwargs)
+
+    over = {"out": str(tmp_path / "run"), "train.max_steps": 1}
+    cfg = load_config(setup[2], {**over, "runtime.trainer_args": {"logging_first_step": True}})
+    with monkeypatch.context() as patched:
+        patched.setattr(transformers, "TrainingArguments", spy)
+        train(cfg, quiet=True)
+    assert seen["logging_first_step"] is True and seen["report_to"] == "none"
+    own = set(seen) - {"report_to", "logging_first_step"}
+    assert own == set(LOOP_TRAINER_ARGS)  # what the check refuses is exactly what the loop sets
+    for key, match in (
+        ("learning_rate", "is set by vsfa train"),
+        ("lr_typo", "is not a transformers TrainingArguments"),
+    ):
+        with pytest.raises(ConfigError, match=rf"runtime.trainer_args.{key} {match}"):
+            load_config(setup[2], {"out": str(tmp_path / "x"), "runtime.trainer_args": {key: 1}})
+    assert not (tmp_path / "x").exists()
+
+
 def test_bad_input_is_refused_before_writing(run, setup, tmp_path, tiny_model):
     root, data, cfg_file = setup
 
