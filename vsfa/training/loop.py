@@ -65,7 +65,7 @@ from vsfa.training.checkpoints import (
     step_dir,
     write_checkpoint,
 )
-from vsfa.training.collate import EncodedDataset, PaddingCollator, encode_records
+from vsfa.training.collate import PaddingCollator, RecordDataset
 from vsfa.training.config import OptimSection, TrainConfig, identity
 from vsfa.training.schedule import checkpoint_steps, total_steps
 
@@ -493,9 +493,9 @@ def train(
             vlm = load_vlm(
                 base, dtype=dtype, device=device, attn_implementation=cfg.model.attn_implementation or None
             )
-        items = encode_records(vlm, data.conversations, data.images, cfg.data.train_on)
+        dataset = RecordDataset(vlm, data.conversations, data.images, cfg.data.train_on)
         steps = total_steps(
-            len(items),
+            len(dataset),
             cfg.train.batch_size,
             cfg.train.grad_accum,
             _world_size(),
@@ -523,7 +523,7 @@ def train(
         )
         return Job(
             model=model,
-            dataset=EncodedDataset(items),
+            dataset=dataset,
             collator=PaddingCollator(vlm.tokenizer.pad_token_id),
             steps=steps,
             schedule=checkpoint_steps(steps, cfg.checkpoints),
@@ -540,10 +540,10 @@ def train(
             callbacks=extra_callbacks,
             files={"config.toml": to_toml(to_dict(cfg))},
             run_info={
-                "n_records": len(items),
-                "max_seq_len": max(int(it["input_ids"].shape[0]) for it in items),
+                "n_records": len(dataset),
+                "max_seq_len": max(dataset.lengths()),
             },
-            describe=f"{len(items)} records",
+            describe=f"{len(dataset)} records",
         )
 
     return run_loop(Path(cfg.out), ident, build, quiet=quiet)
