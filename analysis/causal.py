@@ -109,9 +109,9 @@ class SteerConfig:
     generation: dict[str, Any] = field(default_factory=dict)
     """Other GenerationConfig fields, e.g. refusal_mode=first_token, openers_refuse=FILE."""
     device: str = "cpu"
-    """torch device."""
+    """torch device (cpu, cuda, cuda:1, ...) | auto: spread over the GPUs (accelerate device_map)."""
     dtype: str | None = None
-    """float32 | bfloat16 | float16 (default: the device's)."""
+    """float32 | bfloat16 | float16 | int8 | nf4 (bitsandbytes weights, CUDA) (default: the device's)."""
     n_boot: int = 1000
     """Bootstrap resamples."""
     seed: int = 0

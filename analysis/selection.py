@@ -98,9 +98,9 @@ class SelectConfig:
     batch_size: int = 16
     """Forward batch size."""
     device: str = "cpu"
-    """torch device."""
+    """torch device (cpu, cuda, cuda:1, ...) | auto: spread over the GPUs (accelerate device_map)."""
     dtype: str | None = None
-    """float32 | bfloat16 | float16 (default: the device's)."""
+    """float32 | bfloat16 | float16 | int8 | nf4 (bitsandbytes weights, CUDA) (default: the device's)."""
     seed: int = 0
     """Seed."""
 

@@ -87,7 +87,7 @@ class ModelSpec:
 
     def key(self) -> str:
         """Content key of the model as it runs: weights, adapter, tokenizer/template files, dtype, merge."""
-        from vsfa.models.loading import resolve_dtype
+        from vsfa.models.loading import QUANTIZED, resolve_dtype
 
         folder = Path(self.path)
         if not folder.is_dir():
@@ -97,7 +97,7 @@ class ModelSpec:
             "model": model_fingerprint(folder),
             "tokenizer": tok,
             "adapter": model_fingerprint(self.adapter) if self.adapter else None,
-            "dtype": str(resolve_dtype(self.dtype, self.device)),
+            "dtype": self.dtype if self.dtype in QUANTIZED else str(resolve_dtype(self.dtype, self.device)),
             "merge": bool(self.adapter and self.merge),
         }
         return sha256_json(spec)
@@ -519,9 +519,9 @@ class CaptureConfig:
     batch_size: int = 16
     """Forward batch size."""
     device: str = "cpu"
-    """torch device."""
+    """torch device (cpu, cuda, cuda:1, ...) | auto: spread over the GPUs (accelerate device_map)."""
     dtype: str | None = None
-    """float32 | bfloat16 | float16 (default: the device's)."""
+    """float32 | bfloat16 | float16 | int8 | nf4 (bitsandbytes weights, CUDA) (default: the device's)."""
     backend: str = "torch"
     """torch (fast) | bridge | auto"""
 

@@ -93,9 +93,9 @@ class DirectionsConfig:
     batch_size: int = 16
     """Forward batch size."""
     device: str = "cpu"
-    """torch device."""
+    """torch device (cpu, cuda, cuda:1, ...) | auto: spread over the GPUs (accelerate device_map)."""
     dtype: str | None = None
-    """float32 | bfloat16 | float16 (default: the device's)."""
+    """float32 | bfloat16 | float16 | int8 | nf4 (bitsandbytes weights, CUDA) (default: the device's)."""
     backend: str = "torch"
     """torch (fast) | bridge | auto"""
     C: float = 1.0
@@ -154,9 +154,9 @@ class CompareOptions:
     batch_size: int = 16
     """Forward batch size."""
     device: str = "cpu"
-    """torch device."""
+    """torch device (cpu, cuda, cuda:1, ...) | auto: spread over the GPUs (accelerate device_map)."""
     dtype: str | None = None
-    """float32 | bfloat16 | float16 (default: the device's)."""
+    """float32 | bfloat16 | float16 | int8 | nf4 (bitsandbytes weights, CUDA) (default: the device's)."""
     backend: str = "torch"
     """torch (fast) | bridge | auto"""
     n_boot: int = 2000

@@ -44,7 +44,11 @@ def test_batched_cv_equals_the_per_layer_loop():
     groups = np.arange(300) % 15
     for strength in (0.0, 1.5, 3.0, 8.0):
         u = rng.standard_normal(64)
-        x = rng.standard_normal((300, 8)) @ mix + rng.standard_normal((300, 64)) + np.outer(y, u) * strength / 8
+        x = (
+            rng.standard_normal((300, 8)) @ mix
+            + rng.standard_normal((300, 64))
+            + np.outer(y, u) * strength / 8
+        )
         stacks.append(x)
     many = grouped_cv_many(np.stack(stacks), y, groups)
     for x, got in zip(stacks, many, strict=True):

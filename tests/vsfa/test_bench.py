@@ -23,7 +23,9 @@ def test_bench_quick_table_and_json(tmp_path, capsys, tiny_model, monkeypatch):
     names = [r["name"] for r in rows]
     assert "generation batch 1 (KV cache)" in names and "generation batch 4 (KV cache)" in names
     scored = next(r for r in rows if r["name"].startswith("generation + refusal score"))
-    assert scored["goal"] == 1.5 and scored["numbers"]["same_answers"] == 1.0  # the score leaves answers alone
+    assert (
+        scored["goal"] == 1.5 and scored["numbers"]["same_answers"] == 1.0
+    )  # the score leaves answers alone
     for r in rows:
         assert {"name", "value", "goal", "unit", "status", "detail", "numbers"} <= set(r)
         assert r["status"] in ("pass", "FAIL", "info", "not measured")

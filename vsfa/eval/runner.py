@@ -601,9 +601,9 @@ class EvalConfig:
     retry_backoff: float = 1.0
     """Server backend: seconds before the first retry (doubled for each further one)."""
     device: str = "cpu"
-    """torch device."""
+    """torch device (cpu, cuda, cuda:1, ...) | auto: spread over the GPUs (accelerate device_map)."""
     dtype: str | None = None
-    """float32 | bfloat16 | float16 (default: the device's)."""
+    """float32 | bfloat16 | float16 | int8 | nf4 (bitsandbytes weights, CUDA) (default: the device's)."""
     overwrite: bool = False
     """Replace complete results of another model in --out."""
     allow_incomplete: bool = False

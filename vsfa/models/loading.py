@@ -28,6 +28,10 @@ _DTYPES = {
     "bf16": torch.bfloat16,
 }
 _DTYPES |= {"float16": torch.float16, "fp16": torch.float16}
+# bitsandbytes weights (CUDA only): 8-bit, or 4-bit NF4; both compute in bfloat16
+QUANTIZED = ("int8", "nf4")
+# ``device="auto"``: accelerate's device_map="auto" spreads the model over the GPUs (and CPU RAM)
+MAPPED = "auto"
 
 Message = dict[str, Any]
 
@@ -189,7 +193,10 @@ def _count_images(message: Message) -> int:
 
 
 def check_device(device: str) -> None:
-    """``device`` names a torch device this machine has (``cpu``, ``cuda``, ``cuda:1``, ``mps``...)."""
+    """``device`` names a torch device this machine has (``cpu``, ``cuda``, ``cuda:1``, ``mps``...), or is
+    ``auto`` (spread over the GPUs with accelerate's ``device_map="auto"``)."""
+    if device == MAPPED:
+        return
     try:
         dev = torch.device(device)
     except (RuntimeError, TypeError):
@@ -204,14 +211,39 @@ def check_device(device: str) -> None:
 
 
 def resolve_dtype(dtype: str | torch.dtype | None, device: str) -> torch.dtype:
-    """Default: float32 on CPU, bfloat16 on CUDA."""
+    """Default: float32 on CPU, bfloat16 on CUDA; the compute dtype (bfloat16) of 8/4-bit weights."""
     if isinstance(dtype, torch.dtype):
         return dtype
+    if dtype in QUANTIZED:
+        return torch.bfloat16
     if dtype is None or dtype == "auto":
-        return torch.bfloat16 if str(device).startswith("cuda") else torch.float32
+        on_gpu = str(device).startswith("cuda") or (device == MAPPED and torch.cuda.is_available())
+        return torch.bfloat16 if on_gpu else torch.float32
     if dtype not in _DTYPES:
         raise ModelLoadError(f"unknown dtype {dtype!r}; choose one of: {', '.join(_DTYPES)}")
     return _DTYPES[dtype]
+
+
+def quantization_config(dtype: str, family: Family):
+    """bitsandbytes settings of an ``int8`` / ``nf4`` dtype (the vision tower and projector stay in bfloat16);
+    a ModelLoadError where there is no CUDA GPU or no bitsandbytes."""
+    if not torch.cuda.is_available():
+        raise ModelLoadError(f"dtype {dtype!r}: 8/4-bit weights (bitsandbytes) need a CUDA GPU")
+    try:
+        import bitsandbytes  # noqa: F401
+    except ImportError:
+        raise ModelLoadError(f"dtype {dtype!r} needs bitsandbytes (pip install bitsandbytes)") from None
+    from transformers import BitsAndBytesConfig
+
+    keep = [family.projector_path.rsplit(".", 1)[-1], "vision_tower", "visual", "lm_head"]
+    if dtype == "int8":
+        return BitsAndBytesConfig(load_in_8bit=True, llm_int8_skip_modules=keep)
+    return BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type="nf4",
+        bnb_4bit_compute_dtype=torch.bfloat16,
+        llm_int8_skip_modules=keep,
+    )
 
 
 def _check_model_folder(path: str) -> Path:
@@ -364,14 +396,26 @@ def load_vlm(
     kwargs: dict[str, Any] = {"dtype": torch_dtype}
     if attn_implementation:
         kwargs["attn_implementation"] = attn_implementation
+    if merge and adapter is not None and dtype in QUANTIZED:
+        raise ModelLoadError(
+            f"{adapter}: an adapter cannot be merged into {dtype} weights (attach it instead)"
+        )
+    placed = device == MAPPED or dtype in QUANTIZED  # from_pretrained puts the weights; .to() would undo it
+    if dtype in QUANTIZED:
+        kwargs["quantization_config"] = quantization_config(str(dtype), family)
+    if placed:
+        kwargs["device_map"] = "auto" if device == MAPPED else device
     try:
         model = family.model_class().from_pretrained(folder, **kwargs)
     except Exception as e:
         raise ModelLoadError(
             f"{folder}: cannot load weights ({type(e).__name__}: {str(e).splitlines()[0]})"
         ) from None
-    model.to(device).eval()
-    info: dict[str, Any] = {"dtype": str(torch_dtype).removeprefix("torch."), "device": device}
+    (model if placed else model.to(device)).eval()
+    info: dict[str, Any] = {
+        "dtype": str(dtype if dtype in QUANTIZED else torch_dtype).removeprefix("torch."),
+        "device": device,
+    }
     adapter_path = None
     if adapter is not None:
         from peft import PeftModel
@@ -385,7 +429,7 @@ def load_vlm(
             raise ModelLoadError(
                 f"{adapter_path}: adapter does not fit the base model {folder} ({first})"
             ) from None
-        model.to(device).eval()
+        (model if placed else model.to(device)).eval()
         if merge:
             model = model.merge_and_unload()
     return LoadedVLM(

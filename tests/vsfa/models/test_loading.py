@@ -71,6 +71,28 @@ def test_adapter_attached_and_merged_agree(tiny_model, tmp_path):
     assert report.max_rel_err <= 1e-4
 
 
+def test_device_map_and_quantized_loading(tiny_model, tmp_path):
+    """``device="auto"`` loads through accelerate's device map (here all on the CPU) with the same outputs;
+    8/4-bit weights need CUDA and bitsandbytes, say so in one line, and key the capture cache apart."""
+    from probes.capture import ModelSpec
+
+    base = tiny_model("llava")
+    adapter, _ = _save_adapter(base, tmp_path)
+    plain, mapped = load_vlm(base, adapter=adapter), load_vlm(base, adapter=adapter, device="auto")
+    assert mapped.info["device"] == "auto" and mapped.device.type == "cpu"
+    batch = check_batch(plain)
+    with torch.no_grad():
+        assert torch.equal(plain.model(**batch).logits, mapped.model(**batch).logits)
+    if not torch.cuda.is_available():
+        for dtype in ("int8", "nf4"):
+            with pytest.raises(ModelLoadError, match=f"dtype '{dtype}': 8/4-bit weights .* need a CUDA GPU"):
+                load_vlm(base, dtype=dtype)
+    with pytest.raises(ModelLoadError, match="cannot be merged into nf4 weights"):
+        load_vlm(base, adapter=adapter, merge=True, dtype="nf4")
+    keys = {d: ModelSpec(str(base), dtype=d).key() for d in ("bfloat16", "int8", "nf4")}
+    assert len(set(keys.values())) == 3
+
+
 def test_adapter_for_another_base_is_refused(tiny_model, tmp_path):
     base = tiny_model("llava")
     adapter, _ = _save_adapter(base, tmp_path)
