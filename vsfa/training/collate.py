@@ -78,27 +78,40 @@ class PaddingCollator:
 
 
 class RecordDataset(torch.utils.data.Dataset):
-    """Training records, each checked and tokenised once up front; a record with images is encoded again when
-    it is drawn, so host memory holds token ids only, not every record's ``pixel_values`` (about 13 GB for 10k
-    images at 336 px, on every process). Encoding is deterministic: items equal :func:`encode_records`'."""
+    """Training records, each checked and tokenised once up front. The per-image tensors (``pixel_values``, ...)
+    are kept while they fit ``pixel_budget`` bytes (default 1 GiB); a record past it is encoded again when it is
+    drawn, so host memory stays bounded on large image sets (10k images at 336 px are about 13 GB, on every
+    process) without slowing small runs. Encoding is deterministic: items equal :func:`encode_records`'."""
 
     def __init__(
-        self, vlm, conversations: Sequence[list[dict]], images: Sequence[Sequence], train_on: str = "last"
+        self,
+        vlm,
+        conversations: Sequence[list[dict]],
+        images: Sequence[Sequence],
+        train_on: str = "last",
+        pixel_budget: int = 1 << 30,
     ):
         self.vlm, self.conversations, self.images, self.train_on = vlm, conversations, images, train_on
-        self.tokens = []
+        self.items: list[dict[str, torch.Tensor]] = []
+        self.kept_bytes = 0
         for i, (conv, imgs) in enumerate(zip(conversations, images, strict=True)):
             item = encode_record(vlm, conv, imgs, train_on, index=i)
-            self.tokens.append({k: v for k, v in item.items() if k in PER_TOKEN})
+            extra = sum(v.numel() * v.element_size() for k, v in item.items() if k not in PER_TOKEN)
+            if extra and self.kept_bytes + extra > pixel_budget:
+                item = {k: v for k, v in item.items() if k in PER_TOKEN}  # re-encoded when drawn
+            else:
+                self.kept_bytes += extra
+            self.items.append(item)
 
     def __len__(self) -> int:
-        return len(self.tokens)
+        return len(self.items)
 
     def lengths(self) -> list[int]:
         """Tokens per record."""
-        return [int(t["input_ids"].shape[0]) for t in self.tokens]
+        return [int(t["input_ids"].shape[0]) for t in self.items]
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
-        if not self.images[i]:
-            return self.tokens[i]
+        item = self.items[i]
+        if not self.images[i] or any(k not in PER_TOKEN for k in item):
+            return item
         return encode_record(self.vlm, self.conversations[i], self.images[i], self.train_on, index=i)

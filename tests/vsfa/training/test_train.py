@@ -155,22 +155,27 @@ def test_loss_only_on_assistant_tokens(tiny_model, setup):
     assert torch.allclose(out.loss.detach(), manual, atol=1e-5)
 
 
-def test_records_keep_token_ids_only_and_encode_images_when_drawn(tiny_model, setup):
-    """The training set holds no ``pixel_values`` between draws, and a drawn record equals the eager encoding."""
+def test_records_past_the_pixel_budget_are_encoded_when_drawn(tiny_model, setup):
+    """Image tensors are kept up to the budget; past it only token ids stay in memory, and a drawn record
+    equals the eager encoding either way."""
     from vsfa.data.dataset import load_data
     from vsfa.models.loading import load_vlm
-    from vsfa.training.collate import RecordDataset, encode_records
+    from vsfa.training.collate import PER_TOKEN, RecordDataset, encode_records
 
     vlm = load_vlm(tiny_model("llava"))
     data = load_data(setup[1] / "mixed")
-    assert any(data.images) and not all(data.images)  # image and text-only records
-    dataset = RecordDataset(vlm, data.conversations, data.images)
-    assert all(set(t) <= {"input_ids", "attention_mask", "labels"} for t in dataset.tokens)
+    n_images = sum(bool(i) for i in data.images)
+    assert 2 < n_images < len(data.images)  # image and text-only records
     eager = encode_records(vlm, data.conversations, data.images)
-    assert len(dataset) == len(eager) and dataset.lengths() == [len(e["input_ids"]) for e in eager]
-    for i in range(len(dataset)):
-        got = dataset[i]
-        assert set(got) == set(eager[i]) and all(torch.equal(got[k], eager[i][k]) for k in got)
+    first_image = next(i for i, imgs in enumerate(data.images) if imgs)
+    one = eager[first_image]["pixel_values"].numel() * 4  # bytes of one record's image tensor (float32)
+    for budget, kept in ((1 << 30, n_images), (2 * one, 2), (0, 0)):
+        dataset = RecordDataset(vlm, data.conversations, data.images, pixel_budget=budget)
+        assert sum(any(k not in PER_TOKEN for k in it) for it in dataset.items) == kept
+        assert dataset.lengths() == [len(e["input_ids"]) for e in eager]
+        for i in range(len(dataset)):
+            got = dataset[i]
+            assert set(got) == set(eager[i]) and all(torch.equal(got[k], eager[i][k]) for k in got)
 
 
 def test_kill_9_then_rerun_equals_uninterrupted(run, setup):
