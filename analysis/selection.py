@@ -35,6 +35,7 @@ excluded layers is taken and flagged (``fallback: true``). Output: ``selection.j
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 from dataclasses import asdict, dataclass, field
@@ -52,7 +53,7 @@ from vsfa.config import json_ready
 from vsfa.errors import ConfigError, DataError
 from vsfa.eval.modelio import Query, encode_queries
 from vsfa.eval.refusal import Openers, first_token_ids, last_logits, readout_direction
-from vsfa.io import write_json_atomic
+from vsfa.io import model_fingerprint, sha256_file, sha256_json, write_json_atomic
 from vsfa.progress import progress
 
 logger = logging.getLogger(__name__)
@@ -312,6 +313,24 @@ def select(cfg: SelectConfig) -> dict[str, Any]:
     dset = load_directions(cfg.directions)
     texts, ids = selection_requests(cfg.requests, cfg.max_items)
     openers = Openers.load(cfg.openers_refuse, cfg.openers_comply)
+    settings = {
+        k: v
+        for k, v in json_ready(asdict(cfg)).items()
+        if k not in ("model", "directions", "requests", "out")
+    }
+    inputs = {  # what the scores depend on, by content: a finished selection.json made from them is reused
+        "model": model_fingerprint(cfg.model),
+        "vectors": sha256_file(Path(cfg.directions).with_suffix(".safetensors")),
+        "items": ids,
+        "texts": sha256_json(texts),
+        "openers": openers.sha256,
+        "settings": settings,
+    }
+    if Path(cfg.out).is_file():
+        previous = json.loads(Path(cfg.out).read_text())
+        if previous.get("inputs") == inputs:
+            logger.info("%s: same inputs, reused", cfg.out)
+            return {**previous, "path": str(cfg.out)}
     vlm = load_vlm(cfg.model, device=cfg.device, dtype=cfg.dtype)
     dset.check_fits(vlm.d_model, vlm.n_layers, where=f"{cfg.model} ")
     try:
@@ -337,11 +356,8 @@ def select(cfg: SelectConfig) -> dict[str, Any]:
         "along the direction, on selection requests",
         **decision,
         "candidates": candidates,
-        "settings": {
-            k: v
-            for k, v in json_ready(asdict(cfg)).items()
-            if k not in ("model", "directions", "requests", "out")
-        },
+        "settings": settings,
+        "inputs": inputs,
     }
     write_json_atomic(cfg.out, report)
     report["path"] = str(cfg.out)

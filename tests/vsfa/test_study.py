@@ -425,3 +425,23 @@ def test_every_preset_splits_its_requests_by_pair(preset, tmp_path):
     assert record["contrast"]["selection"] and not set(record["contrast"]["selection"]) & set(
         record["contrast"]["evaluation"]
     )
+
+
+def test_a_rerun_reuses_the_selection_and_a_changed_input_recomputes_it(quick_study, monkeypatch):
+    """The causal selection (the study's slowest stage) is reused when model, vectors, items, openers and
+    settings are unchanged, as after a rerun of the study; any change scores the candidates again."""
+    import analysis.selection as selection
+    import vsfa.models.loading as loading
+    from analysis.selection import SelectConfig
+
+    saved = json.loads((quick_study / "selection.json").read_text())
+    fields = {k: saved[k] for k in ("model", "directions", "requests")}
+    cfg = SelectConfig(**fields, **saved["settings"], out=quick_study / "selection.json")
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("the model was loaded")
+
+    monkeypatch.setattr(loading, "load_vlm", no_model)
+    assert selection.select(cfg)["chosen"] == saved["chosen"]
+    with pytest.raises(AssertionError, match="the model was loaded"):
+        selection.select(SelectConfig(**{**fields, **saved["settings"], "alpha": 2.0}, out=cfg.out))
