@@ -111,11 +111,11 @@ def generate_batch(
     config: GenerationConfig,
     hook_context: HookContext = None,
     batch: Any = None,
-    past_key_values: Any = None,
+    prompt_cache: Any = None,
 ) -> list[dict[str, Any]]:
     """Generate for one batch of queries (all text-only or all with images); returns response dicts.
 
-    ``batch``: the queries already encoded; ``past_key_values``: a cache of all but the last prompt token of
+    ``batch``: the queries already encoded; ``prompt_cache``: a KV cache of all but the last prompt token of
     ``batch`` (HF ``generate`` runs the rest, so the prompt is not run again)."""
     batch = batch if batch is not None else encode_queries(vlm, queries, config.system_prompt)
     tok = vlm.tokenizer
@@ -130,8 +130,8 @@ def generate_batch(
     else:
         kwargs |= {"temperature": None, "top_p": None, "top_k": None}
     inputs = dict(batch)
-    if past_key_values is not None:  # the images are in the cache: the uncached last token is text
-        kwargs[cache_argument(vlm)] = past_key_values
+    if prompt_cache is not None:  # the images are in the cache: the uncached last token is text
+        kwargs[cache_argument(vlm)] = prompt_cache
         inputs = {k: v for k, v in inputs.items() if k not in _IMAGE_INPUTS}
     with torch.no_grad(), model_call_context(hook_context):
         out = vlm.model.generate(**inputs, **kwargs)

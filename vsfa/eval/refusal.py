@@ -14,7 +14,8 @@ The prompts are encoded once and run through the model once (image included) wit
 prompt's last logits score each opener's first token, and the rest of each opener's tokens (as the chat
 template tokenizes the start of an answer) runs as a short continuation on that cache, which is cut back to
 the prompt afterwards. So the score costs one prompt forward plus a few decoding-sized steps, not one full
-forward per opener; an already encoded batch can be passed in. ``prompt_cache=False`` keeps the former path
+forward per opener; an already encoded batch can be passed in, and ``vsfa eval`` shares the prompt forward with
+generation (:func:`vsfa.eval.generation.generate_scored`, from :func:`prompt_pass`). ``prompt_cache=False`` keeps the former path
 (the opener appended to the left-padded batch, one full forward per opener), which gives the same numbers. ``mode="first_token"`` uses only the first token of each
 opener (one forward pass, cheaper; a first token shared by a refusal and a compliance opener is left out,
 since it says nothing either way). Every model call runs inside ``hook_context()`` when given, so
