@@ -300,10 +300,11 @@ def _per_item_change(run: RunData, what: str, label: str) -> np.ndarray:
 Changes = dict[str, dict[str, dict[str, np.ndarray]]]  # arm -> base -> measure -> [runs, items]
 
 
-def _changes(runs: list[RunData], cfg: LinkConfig) -> Changes:
-    """Per arm, base and measure: the ``[runs, items]`` matrix of per-item changes from the base to the final step."""
+def _changes(runs: list[RunData], cfg: LinkConfig, specs: tuple = MEASURE_SPECS) -> Changes:
+    """Per arm, base and measure of ``specs``: the ``[runs, items]`` matrix of per-item changes from the base to
+    the final step."""
     measures = [
-        (name, what, getattr(cfg, label) if what == "shift" else label) for name, what, label in MEASURE_SPECS
+        (name, what, getattr(cfg, label) if what == "shift" else label) for name, what, label in specs
     ]
     groups: dict[tuple[str, str], list[RunData]] = defaultdict(list)
     for r in runs:
@@ -388,7 +389,8 @@ def arm_comparisons(changes: Changes, runs: list[RunData], cfg: LinkConfig) -> l
     return out
 
 
-EVAL_MEASURES = tuple(name for name, what, _ in MEASURE_SPECS if what != "shift")
+EVAL_SPECS = tuple(spec for spec in MEASURE_SPECS if spec[1] != "shift")
+EVAL_MEASURES = tuple(name for name, _, _ in EVAL_SPECS)
 
 
 def arms_by_variant(runs: list[RunData], cfg: LinkConfig) -> dict[str, dict[str, Any]]:
@@ -400,11 +402,7 @@ def arms_by_variant(runs: list[RunData], cfg: LinkConfig) -> dict[str, dict[str,
     out = {}
     for v in variants:
         only = [replace(r, evals={s: ev[ev["variant"] == v] for s, ev in r.evals.items()}) for r in runs]
-        changes = _changes(only, cfg)
-        for by_base in changes.values():
-            for mats in by_base.values():
-                for name in [m for m in mats if m not in EVAL_MEASURES]:
-                    del mats[name]
+        changes = _changes(only, cfg, EVAL_SPECS)
         out[v] = {"arm_levels": arm_levels(changes, only, cfg), "arms": arm_comparisons(changes, only, cfg)}
     return out
 
