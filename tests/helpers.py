@@ -31,3 +31,12 @@ def lora_checkpoint(base: Path, out: Path, layers: str | None = None, step: int 
     manifest = {"step": step, "base_model": str(base), "base_model_fingerprint": model_fingerprint(base)}
     (out / "manifest.json").write_text(json.dumps(manifest))
     return out
+
+
+def reply(handler, payload: bytes, code: int = 200) -> None:
+    """Send ``payload`` as a JSON response from a stub server's ``BaseHTTPRequestHandler``."""
+    handler.send_response(code)
+    handler.send_header("Content-Type", "application/json")
+    handler.send_header("Content-Length", str(len(payload)))
+    handler.end_headers()
+    handler.wfile.write(payload)

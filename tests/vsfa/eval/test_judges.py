@@ -9,6 +9,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
+from tests.helpers import reply
 from vsfa.errors import ConfigError
 from vsfa.eval.endpoint import EndpointConfig, EndpointError
 from vsfa.eval.judges import make_judge
@@ -90,11 +91,7 @@ class _Stub:
                     payload = json.dumps(
                         {"choices": [{"message": {"content": stub.answer(text, has_image)}}]}
                     ).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
+                reply(self, payload)
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"

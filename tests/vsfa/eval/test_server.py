@@ -17,6 +17,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
+from tests.helpers import reply
 from tests.vsfa.eval.test_runner import _cli, _make_run
 from vsfa.errors import ConfigError
 from vsfa.eval.endpoint import ChatClient, EndpointConfig, EndpointError
@@ -88,12 +89,7 @@ class AdapterServer:
                         stub.in_flight -= 1
 
             def _send(self, code: int, obj) -> None:
-                payload = json.dumps(obj).encode()
-                self.send_response(code)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
+                reply(self, json.dumps(obj).encode(), code)
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
