@@ -293,6 +293,8 @@ def main(argv: list[str] | None = None) -> None:
         where = f"{e.filename}: " if e.filename else ""
         print(f"error: {where}{(e.strerror or type(e).__name__).lower()}", file=sys.stderr)
         sys.exit(2)
+    finally:
+        _ref("vsfa.distributed:shutdown")()
 
 
 if __name__ == "__main__":

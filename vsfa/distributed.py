@@ -28,6 +28,7 @@ __all__ = [
     "my_share",
     "rank",
     "raise_any",
+    "shutdown",
     "world",
 ]
 
@@ -104,6 +105,20 @@ def raise_any(error: BaseException | None) -> None:
     for r, msg in enumerate(msgs):
         if msg is not None:
             raise VsfaError(f"process {r} of {world()} failed: {msg}")
+
+
+def shutdown() -> None:
+    """Leave the process group, if this process joined one (call once, at exit).
+
+    A gloo group still alive when the interpreter exits can abort the process ("terminate called without an
+    active exception", exit -6) after its work is done; destroying it first ends every process cleanly.
+    """
+    if world() == 1:
+        return
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 @contextlib.contextmanager
