@@ -31,6 +31,11 @@ Eligible: outside the excluded layers, ``accuracy >= min_accuracy``, ``kl_harmle
 subtraction`` and ``score`` above ``random_score``. The chosen candidate is the best
 eligible one; every rejected candidate carries its reason. When none is eligible the best candidate outside the
 excluded layers is taken and flagged (``fallback: true``). Output: ``selection.json``.
+
+Only candidates that pass the checks needing no forward pass (layer outside the readout zone and at or above
+``first_trained_layer``, accuracy) are scored; the others are listed with their reason and ``scored: false``
+(``score_all`` scores them too, for a full layer profile). The choice is the same either way: no skipped
+candidate can be eligible, and when none is eligible the skipped ones are scored before the fallback is taken.
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -92,6 +98,8 @@ class SelectConfig:
     """Adapters train this layer and above: a direction below it cannot move."""
     n_random: int = 2
     """Norm-matched random directions per hook."""
+    score_all: bool = False
+    """Score every candidate; by default those the layer and accuracy checks reject are listed unscored."""
     openers_refuse: Path | None = None
     """Refusal opener list (default: shipped)."""
     openers_comply: Path | None = None
@@ -218,14 +226,22 @@ def _cos(a: torch.Tensor, b: torch.Tensor) -> float:
     return float(torch.nn.functional.cosine_similarity(a.float().cpu(), b.float().cpu(), dim=0))
 
 
-def _reason(c: dict[str, Any], cfg: SelectConfig, excluded: set[int]) -> str | None:
-    """Why a candidate is not eligible (None: eligible)."""
+def _static_reason(c: dict[str, Any], cfg: SelectConfig, excluded: set[int]) -> str | None:
+    """Why a candidate is not eligible whatever its causal scores (None: it may be)."""
     if c["layer"] in excluded:
         return f"layer {c['layer']} is in the last {cfg.exclude_last:.0%} of layers (readout zone)"
     if c["layer"] < cfg.first_trained_layer:
         return f"no adapter at or below layer {c['layer']}: its shift is zero by construction"
     if not c["accuracy"] >= cfg.min_accuracy:
         return f"held-out persona accuracy {c['accuracy']:.2f} < {cfg.min_accuracy}"
+    return None
+
+
+def _reason(c: dict[str, Any], cfg: SelectConfig, excluded: set[int]) -> str | None:
+    """Why a candidate is not eligible (None: eligible)."""
+    static = _static_reason(c, cfg, excluded)
+    if static is not None or not c["scored"]:
+        return static or "not scored"
     if not c["kl_harmless"] <= cfg.max_kl:
         return f"KL on harmless requests {c['kl_harmless']:.3f} > {cfg.max_kl}"
     if not (c["addition"] > 0 > c["subtraction"]):
@@ -238,10 +254,29 @@ def _reason(c: dict[str, Any], cfg: SelectConfig, excluded: set[int]) -> str | N
     return None
 
 
+def _key(c: dict[str, Any]) -> tuple[str, str, str]:
+    return c["hook"], c["position"], c["method"]
+
+
+def _order(c: dict[str, Any]) -> tuple[bool, float]:
+    """Sort key: scored candidates first, best score first."""
+    score = c.get("score", math.nan)
+    return not c["scored"], -score if math.isfinite(score) else math.inf
+
+
 def score_candidates(
-    vlm, dset: DirectionSet, texts: dict[str, list[str]], openers: Openers, cfg: SelectConfig
+    vlm,
+    dset: DirectionSet,
+    texts: dict[str, list[str]],
+    openers: Openers,
+    cfg: SelectConfig,
+    skip: Callable[[dict[str, Any]], bool] | None = None,
 ) -> tuple[list[dict[str, Any]], torch.Tensor]:
-    """Every candidate's causal scores on the selection texts (see the module docstring), best first."""
+    """Every candidate with its causal scores on the selection texts (see the module docstring), best first.
+
+    Candidates for which ``skip`` (given the layer, accuracy and readout cosine) is true are listed with
+    ``scored: false`` and no causal scores, after the scored ones.
+    """
     scorer = _Scorer(vlm, texts, openers, cfg.batch_size)
     readout = readout_direction(vlm, openers).float()
     r_unit = readout / readout.norm()
@@ -252,37 +287,54 @@ def score_candidates(
             f"select: {dset.meta.get('path')}: no position {unknown[0]!r} (has {dset.positions})"
         )
     rows = {(r["hook"], r["position"]): r for r in dset.table}
+    out, vectors = [], {}
+    for position in positions:
+        for hook in dset.hooks:
+            for method in cfg.methods:
+                d: Direction = dset.sized(hook, position, method)
+                original = d.vector.float().cpu()
+                c = {"hook": hook, "layer": d.layer, "position": position, "method": method}
+                c["accuracy"] = _accuracy(rows.get((hook, position), {}), method)
+                c["readout_cos"] = _cos(original, readout)
+                c["class_gap"] = float(original.norm())
+                c["scored"] = not (skip is not None and skip(c))
+                vectors[_key(c)] = original
+                out.append(c)
     random_cache: dict[tuple[str, float], float] = {}
-    out = []
-    grid = [(p, h, m) for p in positions for h in dset.hooks for m in cfg.methods]
-    for position, hook, method in progress(grid, "select candidates", unit="candidate"):
-        d: Direction = dset.sized(hook, position, method)
-        original = d.vector.float().cpu()
+    for c in progress([c for c in out if c["scored"]], "select candidates", unit="candidate"):
+        original = vectors[_key(c)]
         v = original - (original @ r_unit) * r_unit if cfg.orthogonalise else original
-        push = _push(scorer, hook, v, cfg.alpha)
-        key = (hook, round(float(v.norm()), 6))
+        c.update(_push(scorer, c["hook"], v, cfg.alpha))
+        key = (c["hook"], round(float(v.norm()), 6))
         if key not in random_cache:  # norm-matched random directions at this hook
             rand = [
-                _push(scorer, hook, r, cfg.alpha)["score"] for r in random_like(v, cfg.n_random, cfg.seed + 1)
+                _push(scorer, c["hook"], r, cfg.alpha)["score"]
+                for r in random_like(v, cfg.n_random, cfg.seed + 1)
             ]
             random_cache[key] = float(max(map(abs, rand))) if rand else 0.0
-        ablation, _ = scorer.change("harmful", ablation_hooks(v, vlm.n_layers))
-        out.append(
-            {
-                "hook": hook,
-                "layer": d.layer,
-                "position": position,
-                "method": method,
-                **push,
-                "ablation": ablation,
-                "accuracy": _accuracy(rows.get((hook, position), {}), method),
-                "readout_cos": _cos(original, readout),
-                "random_score": random_cache[key],
-                "class_gap": float(original.norm()),
-            }
-        )
-    out.sort(key=lambda c: -c["score"] if math.isfinite(c["score"]) else math.inf)
+        c["ablation"], _ = scorer.change("harmful", ablation_hooks(v, vlm.n_layers))
+        c["random_score"] = random_cache[key]
+    out.sort(key=_order)
     return out, readout
+
+
+def needed_candidates(
+    vlm, dset: DirectionSet, texts: dict[str, list[str]], openers: Openers, cfg: SelectConfig
+) -> list[dict[str, Any]]:
+    """The candidates with causal scores where the choice needs them (all of them with ``cfg.score_all``).
+
+    Those the static checks reject are left unscored, unless none of the others is eligible: then all are
+    scored, so that the fallback (best outside the readout zone) is the one :func:`choose` takes from a full run.
+    """
+    excluded = excluded_layers(vlm.n_layers, cfg.exclude_last)
+    skip = None if cfg.score_all else (lambda c: _static_reason(c, cfg, excluded) is not None)
+    candidates, _ = score_candidates(vlm, dset, texts, openers, cfg, skip)
+    if all(c["scored"] for c in candidates) or any(_reason(c, cfg, excluded) is None for c in candidates):
+        return candidates
+    logger.info("no candidate passed every check: scoring the skipped ones for the fallback")
+    done = {_key(c): c for c in candidates if c["scored"]}
+    rest, _ = score_candidates(vlm, dset, texts, openers, cfg, lambda c: _key(c) in done)
+    return sorted((done.get(_key(c), c) for c in rest), key=_order)
 
 
 def choose(candidates: list[dict[str, Any]], cfg: SelectConfig, n_layers: int) -> dict[str, Any]:
@@ -294,8 +346,8 @@ def choose(candidates: list[dict[str, Any]], cfg: SelectConfig, n_layers: int) -
     eligible = [c for c in candidates if c["eligible"]]
     fallback = not eligible
     movable = [c for c in candidates if c["layer"] not in excluded and c["layer"] >= cfg.first_trained_layer]
-    pool = eligible or movable or candidates
-    chosen = max(pool, key=lambda c: c["score"] if math.isfinite(c["score"]) else -math.inf)
+    pool = [c for c in eligible or movable or candidates if c["scored"]]
+    chosen = min(pool, key=_order)
     note = (
         f"best score among {len(eligible)} eligible of {len(candidates)} candidates"
         if not fallback
@@ -338,7 +390,7 @@ def select(cfg: SelectConfig) -> dict[str, Any]:
     except DataError as e:
         raise ConfigError(f"select: needs a first-token refusal readout: {e}") from None
     with torch.no_grad():
-        candidates, _ = score_candidates(vlm, dset, texts, openers, cfg)
+        candidates = needed_candidates(vlm, dset, texts, openers, cfg)
     decision = choose(candidates, cfg, vlm.n_layers)
     c = decision["chosen"]
     logger.info(

@@ -213,7 +213,15 @@ def planted(tmp_path_factory):
         for orth in (True, False):
             cfg = SelectConfig(methods=["dom"], n_random=1, orthogonalise=orth)
             scored[orth], _ = score_candidates(vlm, dset, SELECTION_TEXTS, openers, cfg)
-    return {"vlm": vlm, "dset": dset, "v": v, "r_unit": r_unit, "readout": readout, "scored": scored}
+    return {
+        "vlm": vlm,
+        "dset": dset,
+        "openers": openers,
+        "v": v,
+        "r_unit": r_unit,
+        "readout": readout,
+        "scored": scored,
+    }
 
 
 def _cos(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -273,3 +281,24 @@ def test_choose_picks_the_planted_layer(planted):
     assert decision["fallback"] is False
     assert decision["chosen"]["layer"] == PLANTED and decision["chosen"]["eligible"]
     assert decision["excluded_layers"] == [6, 7]
+
+
+def test_static_rejects_are_not_scored_and_the_choice_is_unchanged(planted):
+    """Candidates in the readout zone (layers 6 and 7) are listed unscored with their reason; the planted layer is
+    still chosen, with the scores a full run gives it."""
+    from analysis.selection import SelectConfig, choose, needed_candidates
+
+    vlm, dset = planted["vlm"], planted["dset"]
+    openers = planted["openers"]
+    decisions = {}
+    for full in (False, True):
+        cfg = SelectConfig(methods=["dom"], n_random=1, orthogonalise=True, max_kl=10.0, min_accuracy=0.0)
+        cfg.score_all = full
+        with torch.no_grad():
+            cands = needed_candidates(vlm, dset, SELECTION_TEXTS, openers, cfg)
+        decisions[full] = choose(cands, cfg, N_LAYERS)
+        skipped = sorted(c["layer"] for c in cands if not c["scored"])
+        assert skipped == ([] if full else [6, 7])
+        assert all("readout zone" in c["reason"] for c in cands if not c["scored"])
+    assert decisions[False]["chosen"] == decisions[True]["chosen"]
+    assert decisions[False]["chosen"]["layer"] == PLANTED

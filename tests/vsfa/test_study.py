@@ -393,7 +393,8 @@ def test_selection_lists_every_candidate_with_its_evidence(quick_study):
     assert got == expected
     keys = {"score", "addition", "subtraction", "ablation", "kl_harmless", "accuracy", "readout_cos"}
     keys |= {"random_score", "reason"}
-    assert all(keys <= set(c) for c in selection["candidates"])
+    assert all(keys <= set(c) for c in selection["candidates"] if c["scored"])
+    assert all(c["reason"] and not c["eligible"] for c in selection["candidates"] if not c["scored"])
     last = max(c["layer"] for c in selection["candidates"])
     assert all("readout zone" in c["reason"] for c in selection["candidates"] if c["layer"] == last)
     chosen = selection["chosen"]
@@ -445,3 +446,18 @@ def test_a_rerun_reuses_the_selection_and_a_changed_input_recomputes_it(quick_st
     assert selection.select(cfg)["chosen"] == saved["chosen"]
     with pytest.raises(AssertionError, match="the model was loaded"):
         selection.select(SelectConfig(**{**fields, **saved["settings"], "alpha": 2.0}, out=cfg.out))
+
+
+def test_selection_scores_skipped_candidates_before_a_fallback(quick_study, tmp_path):
+    """In the quick study no candidate passes the static checks (a 2-layer random model): the skipped ones are
+    scored before the fallback is taken, so the choice and every score equal a run that scores all of them."""
+    from analysis.selection import SelectConfig, select
+
+    saved = json.loads((quick_study / "selection.json").read_text())
+    fields = {k: saved[k] for k in ("model", "directions", "requests")}
+    full = select(
+        SelectConfig(**fields, **{**saved["settings"], "score_all": True}, out=tmp_path / "all.json")
+    )
+    assert saved["fallback"] and full["fallback"]
+    assert all(c["scored"] for c in saved["candidates"])
+    assert full["chosen"] == saved["chosen"] and full["candidates"] == saved["candidates"]
