@@ -70,9 +70,9 @@ class SafetyTuneConfig:
 
     seed: int = 0
     data_preset: str = "default"
-    harmful_per_category: int | None = None  # None: the preset's value
-    harmless_per_category: int | None = 48
-    steps: int = 150
+    harmful_per_category: int | None = 16  # None: the preset's value
+    harmless_per_category: int | None = 96
+    steps: int = 200
     batch: int = 8
     lr: float = 5e-4
     warmup: int = 10
