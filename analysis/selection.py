@@ -271,11 +271,13 @@ def score_candidates(
     openers: Openers,
     cfg: SelectConfig,
     skip: Callable[[dict[str, Any]], bool] | None = None,
+    eligible: Callable[[dict[str, Any]], bool] | None = None,
 ) -> tuple[list[dict[str, Any]], torch.Tensor]:
     """Every candidate with its causal scores on the selection texts (see the module docstring), best first.
 
     Candidates for which ``skip`` (given the layer, accuracy and readout cosine) is true are listed with
-    ``scored: false`` and no causal scores, after the scored ones.
+    ``scored: false`` and no causal scores, after the scored ones; if ``eligible`` holds for none of the scored
+    ones, the skipped ones are scored too (with the same prompt passes and random directions).
     """
     scorer = _Scorer(vlm, texts, openers, cfg.batch_size)
     readout = readout_direction(vlm, openers).float()
@@ -301,21 +303,39 @@ def score_candidates(
                 vectors[_key(c)] = original
                 out.append(c)
     random_cache: dict[tuple[str, float], float] = {}
-    for c in progress([c for c in out if c["scored"]], "select candidates", unit="candidate"):
-        original = vectors[_key(c)]
-        v = original - (original @ r_unit) * r_unit if cfg.orthogonalise else original
-        c.update(_push(scorer, c["hook"], v, cfg.alpha))
-        key = (c["hook"], round(float(v.norm()), 6))
-        if key not in random_cache:  # norm-matched random directions at this hook
-            rand = [
-                _push(scorer, c["hook"], r, cfg.alpha)["score"]
-                for r in random_like(v, cfg.n_random, cfg.seed + 1)
-            ]
-            random_cache[key] = float(max(map(abs, rand))) if rand else 0.0
-        c["ablation"], _ = scorer.change("harmful", ablation_hooks(v, vlm.n_layers))
-        c["random_score"] = random_cache[key]
+    todo = [c for c in out if c["scored"]]
+    for c in progress(todo, "select candidates", unit="candidate"):
+        _score_into(c, vectors[_key(c)], scorer, r_unit, random_cache, cfg, vlm.n_layers)
+    if eligible is not None and len(todo) < len(out) and not any(eligible(c) for c in todo):
+        logger.info("no candidate passed every check: scoring the skipped ones for the fallback")
+        for c in progress([c for c in out if not c["scored"]], "select skipped", unit="candidate"):
+            c["scored"] = True
+            _score_into(c, vectors[_key(c)], scorer, r_unit, random_cache, cfg, vlm.n_layers)
     out.sort(key=_order)
     return out, readout
+
+
+def _score_into(
+    c: dict[str, Any],
+    original: torch.Tensor,
+    scorer: _Scorer,
+    r_unit: torch.Tensor,
+    random_cache: dict[tuple[str, float], float],
+    cfg: SelectConfig,
+    n_layers: int,
+) -> None:
+    """Add one candidate's causal scores (push, ablation, the random directions' score at its hook) to ``c``."""
+    v = original - (original @ r_unit) * r_unit if cfg.orthogonalise else original
+    c.update(_push(scorer, c["hook"], v, cfg.alpha))
+    key = (c["hook"], round(float(v.norm()), 6))
+    if key not in random_cache:  # norm-matched random directions at this hook
+        rand = [
+            _push(scorer, c["hook"], r, cfg.alpha)["score"]
+            for r in random_like(v, cfg.n_random, cfg.seed + 1)
+        ]
+        random_cache[key] = float(max(map(abs, rand))) if rand else 0.0
+    c["ablation"], _ = scorer.change("harmful", ablation_hooks(v, n_layers))
+    c["random_score"] = random_cache[key]
 
 
 def needed_candidates(
@@ -328,13 +348,10 @@ def needed_candidates(
     """
     excluded = excluded_layers(vlm.n_layers, cfg.exclude_last)
     skip = None if cfg.score_all else (lambda c: _static_reason(c, cfg, excluded) is not None)
-    candidates, _ = score_candidates(vlm, dset, texts, openers, cfg, skip)
-    if all(c["scored"] for c in candidates) or any(_reason(c, cfg, excluded) is None for c in candidates):
-        return candidates
-    logger.info("no candidate passed every check: scoring the skipped ones for the fallback")
-    done = {_key(c): c for c in candidates if c["scored"]}
-    rest, _ = score_candidates(vlm, dset, texts, openers, cfg, lambda c: _key(c) in done)
-    return sorted((done.get(_key(c), c) for c in rest), key=_order)
+    candidates, _ = score_candidates(
+        vlm, dset, texts, openers, cfg, skip, eligible=lambda c: _reason(c, cfg, excluded) is None
+    )
+    return candidates
 
 
 def choose(candidates: list[dict[str, Any]], cfg: SelectConfig, n_layers: int) -> dict[str, Any]:
