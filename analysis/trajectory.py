@@ -128,12 +128,14 @@ class TrackConfig(CompareOptions):
     """Request set for the per-position attribution ('' or none: skip)."""
     attribution_positions: list[str] = field(default_factory=lambda: list(ATTRIBUTION_POSITIONS))
     """Positions of the attribution."""
+    contrast_questions: int | None = None
+    """Contrast questions measured at every checkpoint (unset: all the directions were derived on)."""
     allow_incomplete: bool = False
     """Track a run without its final manifest (recorded in the output)."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        check_counts("track", max_pairs=self.max_pairs)
+        check_counts("track", max_pairs=self.max_pairs, contrast_questions=self.contrast_questions)
 
 
 def run_identity(run: Path) -> dict[str, Any]:
@@ -306,7 +308,7 @@ def _track(cfg: TrackConfig) -> Path:
     acts = Path(cfg.acts) if cfg.acts else default_acts_root(run / "checkpoints" / "x")
     dset = base_directions(base_dir, cfg, acts)
     cspec = CaptureSpec.from_dict(dset.meta["capture"])
-    contrast = contrast_from_meta(dset.meta["contrast"])
+    contrast = contrast_from_meta(dset.meta["contrast"], cfg.contrast_questions)
     eval_sets = [load_set(s, max_pairs=cfg.max_pairs) for s in cfg.sets]
     sets = [contrast, *eval_sets]
 
@@ -359,6 +361,7 @@ def _track(cfg: TrackConfig) -> Path:
                 "selected": dset.selected,
                 "method": dset.meta.get("method", "dom"),
                 "contrast": contrast.name,
+                "contrast_items": len(contrast.items),
                 "sets": [s.name for s in eval_sets],
                 "positions": dset.positions,
                 "steps": [0, *[s for s, _ in checkpoints]],

@@ -287,9 +287,13 @@ def checkpoint_info(ckpt: Path, base: str | None) -> tuple[dict[str, Any], Path]
     return read_manifest(ckpt), base_dir
 
 
-def contrast_from_meta(meta: dict[str, Any]) -> ContrastSet:
+def contrast_from_meta(meta: dict[str, Any], max_questions: int | None = None) -> ContrastSet:
+    """The contrast set recorded in a direction artifact; ``max_questions`` keeps fewer of its questions."""
     spec = meta.get("spec") or {"set": meta.get("source") or meta["name"]}
-    return load_set(spec["set"], max_questions=spec.get("max_questions"))
+    own = spec.get("max_questions")
+    if max_questions is not None and own is not None:
+        max_questions = min(own, max_questions)
+    return load_set(spec["set"], max_questions=own if max_questions is None else max_questions)
 
 
 def extract_test_masks(store: ActivationStore) -> tuple[np.ndarray, np.ndarray]:

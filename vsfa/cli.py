@@ -25,9 +25,9 @@ GROUPS = {
     "organism": "Ground-truth model organism: a tiny LLaVA pretrained on a world with a planted persona.",
 }
 STUDY_HELP = (
-    "organism (default: the planted-persona organism), smol-llava (real-language demo VLM), "
-    "smol-llava-safe (the same on its safety-tuned variant; not yet run), "
-    "all (both, organism first), tiny (tiny random-weight VLM), quick (seconds, plumbing)."
+    "organism (default: the planted-persona organism), smol-llava (real-language demo VLM; never refuses), "
+    "smol-llava-safe (the same on its safety-tuned variant, which refuses half of harmful requests), "
+    "all (organism, then smol-llava-safe), tiny (tiny random-weight VLM), quick (seconds, plumbing)."
 )
 
 

@@ -26,11 +26,13 @@ from typing import Any
 
 from vsfa.errors import ConfigError
 from vsfa.io import is_complete, write_json_atomic, write_manifest, write_text_atomic
+from vsfa.parallel import Task, run_tasks
 from vsfa.threads import apply_threads
 
 logger = logging.getLogger(__name__)
 ARM_VARIANTS = {"vsfa": "image", "control": "control", "text": "text", "mixed": "mixed"}
 ORGANISM_ARMS = ("vsfa", "control", "mirror", "text")
+MAX_AUTO_WORKERS = 4  # workers = 0: one process per free core, at most this many (each loads the model)
 SETS = "sets"  # organism studies: STUDY/sets/organism_{requests,context}.jsonl (`vsfa organism sets`)
 
 
@@ -108,6 +110,8 @@ class StudyConfig:
     """Selection requests per class."""
     track_pairs: int | None = None
     """Request pairs tracked (unset: all)."""
+    track_questions: int | None = None
+    """Persona-contrast questions measured at every checkpoint (unset: the directions' own)."""
     openers: list[str] | None = None
     """[refusal, compliance] opener files for the refusal score."""
     refusal_mode: str = "sequence"
@@ -130,6 +134,8 @@ class StudyConfig:
     """torch device."""
     figures: bool = True
     """Draw the figures."""
+    workers: int = 1
+    """Processes running runs side by side (0: one per free CPU core, at most 4; 1 on a GPU)."""
 
     def check(self) -> None:
         if self.data not in ("procedural", "organism"):
@@ -149,7 +155,9 @@ class StudyConfig:
         for name in ("steps", "batch_size", "batch", "max_new_tokens", "select_items", "organism_n"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1, not {getattr(self, name)}")
-        for name in ("eval_pairs", "track_pairs", "steer_pairs", "persona_questions"):
+        if self.workers < 0:
+            raise ConfigError(f"workers must be >= 0 (0: one per free core), not {self.workers}")
+        for name in ("eval_pairs", "track_pairs", "track_questions", "steer_pairs", "persona_questions"):
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ConfigError(f"{name} must be at least 1 (or unset for all), not {value}")
@@ -198,6 +206,7 @@ STUDIES: dict[str, dict[str, Any]] = {
         "n_random": 3,
         "steer_pairs": None,
         "batch": 40,
+        "workers": 0,
     },
     # the real-language demo VLM (SmolLM2-135M-Instruct + trained vision tower), 3 seeds per arm
     "smol-llava": {
@@ -224,11 +233,12 @@ STUDIES: dict[str, dict[str, Any]] = {
         "n_random": 2,
         "steer_pairs": 8,
         "batch": 16,
+        "workers": 0,
     },
 }
 
-# smol-llava-safe (issue 19): the same study on the safety-tuned base (it refuses 0.69 of held-out harmful text
-# requests). Twice the smol-llava steps so the fine-tune can move behaviour; plain-text and typographic requests
+# smol-llava-safe (issue 19): the same study on the safety-tuned base (it refuses about half of held-out harmful
+# text requests). Twice the smol-llava steps so the fine-tune can move behaviour; plain-text and typographic requests
 # (the image path is the jailbreak) on 16 evaluation pairs; checkpoints 1, 4, 16, 64.
 STUDIES["smol-llava-safe"] = {
     **STUDIES["smol-llava"],
@@ -238,6 +248,7 @@ STUDIES["smol-llava-safe"] = {
     "eval_pairs": 16,
     "track_pairs": 16,
     "eval_variants": ["text", "typo"],
+    "track_questions": 8,  # persona contrast at every checkpoint: 8 of the directions' 24 questions (96 of 288 items)
 }
 
 ALL_STUDIES = ("organism", "smol-llava-safe")  # `vsfa demo --study all`, in this order
@@ -350,32 +361,41 @@ def _lora_target(cfg: StudyConfig, model: Path) -> str:
 
 
 def _train(
-    cfg: StudyConfig, model: Path, data: Path, arm: str, seed: int, out: Path, target_regex: str = ""
+    cfg: StudyConfig,
+    model: Path,
+    data: Path,
+    arm: str,
+    seed: int,
+    out: Path,
+    target_regex: str = "",
+    study: Path | None = None,
 ) -> None:
+    """Train one run (skipped when complete) and record the study it belongs to."""
     from vsfa.train import config_from_dict, train
 
-    if is_complete(out):
-        return
-    train_cfg = config_from_dict(
-        {
-            "out": str(out),
-            "arm": arm,
-            "seed": seed,
-            "model": {"base": str(model)},
-            "data": {"path": str(data)},
-            "lora": {"r": cfg.lora_r, "alpha": cfg.lora_alpha, "target_regex": target_regex},
-            "train": {
-                "max_steps": cfg.steps,
-                "batch_size": cfg.batch_size,
-                "lr": cfg.lr,
-                "warmup": cfg.warmup,
-                "scheduler": cfg.scheduler,
-            },
-            "checkpoints": {"log_until": cfg.log_until, "log_base": cfg.log_base, "every": cfg.every},
-            "runtime": {"device": cfg.device, "progress": False},
-        }
-    )
-    train(train_cfg, quiet=True)
+    if not is_complete(out):
+        train_cfg = config_from_dict(
+            {
+                "out": str(out),
+                "arm": arm,
+                "seed": seed,
+                "model": {"base": str(model)},
+                "data": {"path": str(data)},
+                "lora": {"r": cfg.lora_r, "alpha": cfg.lora_alpha, "target_regex": target_regex},
+                "train": {
+                    "max_steps": cfg.steps,
+                    "batch_size": cfg.batch_size,
+                    "lr": cfg.lr,
+                    "warmup": cfg.warmup,
+                    "scheduler": cfg.scheduler,
+                },
+                "checkpoints": {"log_until": cfg.log_until, "log_base": cfg.log_base, "every": cfg.every},
+                "runtime": {"device": cfg.device, "progress": False},
+            }
+        )
+        train(train_cfg, quiet=True)
+    if study is not None:
+        _link_run(out, study)
 
 
 def _link_run(run: Path, study: Path) -> None:
@@ -385,6 +405,122 @@ def _link_run(run: Path, study: Path) -> None:
     manifest = read_manifest(run)
     if manifest.get("study") != str(study):
         write_manifest(run, {**manifest, "study": str(study)})
+
+
+def _openers(cfg: StudyConfig, study: Path) -> list[str | None]:
+    return [_in_study(o, study) for o in cfg.openers] if cfg.openers else [None, None]
+
+
+def _generation(cfg: StudyConfig, study: Path):
+    from vsfa.eval.generation import GenerationConfig
+
+    openers = _openers(cfg, study)
+    return GenerationConfig(
+        max_new_tokens=cfg.max_new_tokens,
+        batch_size=cfg.batch,
+        refusal_mode=cfg.refusal_mode,
+        openers_refuse=openers[0],
+        openers_comply=openers[1],
+    )
+
+
+def _select_on_base(cfg: StudyConfig, model: Path, study: Path, selection_set: str) -> dict[str, Any]:
+    """Persona directions on the base (layer search on selection items), then the causal candidate selection
+    (``STUDY/selection.json``); the chosen candidate is recorded in the direction artifact. Returns the
+    selection."""
+    from analysis.selection import SelectConfig, select
+    from probes.directions import load_directions
+    from probes.stages import DirectionsConfig, run_directions
+
+    dpath = study / "directions" / "persona"
+    if not dpath.with_suffix(".json").is_file():
+        run_directions(
+            DirectionsConfig(
+                model=str(model),
+                out=str(dpath),
+                acts=str(study / "acts"),
+                contrast=_in_study(cfg.contrast, study),
+                separation=selection_set,
+                max_questions=cfg.persona_questions,
+                batch_size=cfg.batch,
+                device=cfg.device,
+            ),
+        )
+    dset = load_directions(dpath)
+    openers = _openers(cfg, study)
+    selection = select(
+        SelectConfig(
+            model=str(model),
+            directions=str(dpath),
+            requests=selection_set,
+            out=str(study / "selection.json"),
+            methods=list(cfg.select_methods),
+            exclude_last=cfg.exclude_last,
+            orthogonalise=cfg.orthogonalise,
+            max_kl=cfg.max_kl,
+            min_accuracy=cfg.min_accuracy,
+            max_items=cfg.select_items,
+            first_trained_layer=_first_trained_layer(cfg, model, int(dset.meta["n_layers"])),
+            openers_refuse=openers[0],
+            openers_comply=openers[1],
+            batch_size=cfg.batch,
+            device=cfg.device,
+        ),
+    )
+    chosen = selection["chosen"]
+    keys = ("hook", "position", "method")
+    if [(dset.selected or {}).get(k) for k in keys] != [chosen[k] for k in keys]:
+        dset.with_selected(
+            chosen["hook"], chosen["position"], chosen["method"], f"causal selection: {selection['note']}"
+        ).save(dpath)
+    return selection
+
+
+def _measure(cfg: StudyConfig, run: Path, study: Path, evaluation_set: str, shared_base: Path | None) -> None:
+    """Evaluate every checkpoint of ``run`` on the evaluation items (the base's answers copied from
+    ``shared_base`` when given), then track it along the chosen direction."""
+    from analysis.trajectory import TrackConfig, track
+    from vsfa.eval.judges import make_judge
+    from vsfa.eval.runner import BASE_NAME, BenchSpec, run_eval
+
+    bench = BenchSpec(
+        "builtin", evaluation_set, {"limit_pairs": cfg.eval_pairs, "variants": tuple(cfg.eval_variants)}
+    )
+    base_eval = run / "eval" / BASE_NAME
+    if shared_base is not None and not base_eval.exists():
+        shutil.copytree(shared_base, base_eval)
+    run_eval(
+        [bench], [make_judge("keyword")], _generation(cfg, study), run=run, device=cfg.device, quiet=True
+    )
+    attribution = _in_study(cfg.contrast, study) if cfg.data == "organism" else _image_set(evaluation_set)
+    track(
+        TrackConfig(
+            run=str(run),
+            directions=str(study / "directions" / "persona"),
+            sets=[evaluation_set],
+            attribution_set=attribution,
+            acts=str(study / "acts"),
+            max_pairs=cfg.track_pairs,
+            contrast_questions=cfg.track_questions,
+            batch_size=cfg.batch,
+            device=cfg.device,
+        ),
+    )
+
+
+def _workers(cfg: StudyConfig, n_runs: int) -> tuple[int, int]:
+    """(worker processes, torch threads each): ``cfg.workers`` (0: one per free core, at most
+    :data:`MAX_AUTO_WORKERS`), one on a GPU; each takes the user's thread setting, else its share of the free
+    cores."""
+    from vsfa.threads import choose_threads, free_cores
+
+    choice = choose_threads()
+    if cfg.device != "cpu":
+        return 1, choice.threads
+    free = free_cores()
+    workers = max(1, min(cfg.workers or min(free, MAX_AUTO_WORKERS), n_runs))
+    threads = choice.threads if choice.source != "auto" else max(1, free // workers)
+    return workers, threads
 
 
 def _first_trained_layer(cfg: StudyConfig, model: Path, n_layers: int) -> int:
@@ -431,13 +567,7 @@ def run_study(cfg: StudyConfig) -> dict[str, Any]:
     records the split and the chosen direction."""
     from analysis.causal import SteerConfig, steer
     from analysis.link import LinkConfig, link
-    from analysis.selection import SelectConfig, select
-    from analysis.trajectory import TrackConfig, track
-    from probes.directions import load_directions
-    from probes.stages import DirectionsConfig, run_directions
-    from vsfa.eval.generation import GenerationConfig
-    from vsfa.eval.judges import make_judge
-    from vsfa.eval.runner import BASE_NAME, BenchSpec, run_eval
+    from vsfa.eval.runner import BASE_NAME
     from vsfa.train import list_checkpoints
 
     cfg.check()
@@ -457,94 +587,39 @@ def run_study(cfg: StudyConfig) -> dict[str, Any]:
     n_sel, n_eval = (splits["requests"]["n"][p] for p in ("selection", "evaluation"))
     _stage(f"split {cfg.requests} by {cfg.split_key}: {n_sel} selection / {n_eval} evaluation items", t0)
 
-    runs: dict[str, Path] = {}
+    runs = {run_name(a, s): study / "runs" / run_name(a, s) for a in cfg.arms for s in cfg.seeds}
     target = _lora_target(cfg, model)
+    select_label = "persona directions and causal candidate selection on the base model (selection items)"
+    tasks = [Task("select", select_label, _select_on_base, (cfg, model, study, selection_set))]
     for arm in cfg.arms:
         for seed in cfg.seeds:
             name = run_name(arm, seed)
-            _stage(f"train {name}: {cfg.steps} steps", t0)
-            runs[name] = study / "runs" / name
-            _train(cfg, model, data[arm], arm, seed, runs[name], target)
-            _link_run(runs[name], study)
-
-    _stage("persona directions on the base model (separation on selection items)", t0)
-    acts = study / "acts"
-    dpath = study / "directions" / "persona"
-    if not dpath.with_suffix(".json").is_file():
-        run_directions(
-            DirectionsConfig(
-                model=str(model),
-                out=str(dpath),
-                acts=str(acts),
-                contrast=_in_study(cfg.contrast, study),
-                separation=selection_set,
-                max_questions=cfg.persona_questions,
-                batch_size=cfg.batch,
-                device=cfg.device,
-            ),
-        )
-
-    openers = [_in_study(o, study) for o in cfg.openers] if cfg.openers else [None, None]
-    _stage("causal candidate selection on selection items", t0)
-    dset = load_directions(dpath)
-    selection = select(
-        SelectConfig(
-            model=str(model),
-            directions=str(dpath),
-            requests=selection_set,
-            out=str(study / "selection.json"),
-            methods=list(cfg.select_methods),
-            exclude_last=cfg.exclude_last,
-            orthogonalise=cfg.orthogonalise,
-            max_kl=cfg.max_kl,
-            min_accuracy=cfg.min_accuracy,
-            max_items=cfg.select_items,
-            first_trained_layer=_first_trained_layer(cfg, model, int(dset.meta["n_layers"])),
-            openers_refuse=openers[0],
-            openers_comply=openers[1],
-            batch_size=cfg.batch,
-            device=cfg.device,
-        ),
-    )
-    chosen = selection["chosen"]
-    keys = ("hook", "position", "method")
-    if [(dset.selected or {}).get(k) for k in keys] != [chosen[k] for k in keys]:
-        dset.with_selected(
-            chosen["hook"], chosen["position"], chosen["method"], f"causal selection: {selection['note']}"
-        ).save(dpath)
-
-    bench = BenchSpec(
-        "builtin", evaluation_set, {"limit_pairs": cfg.eval_pairs, "variants": tuple(cfg.eval_variants)}
-    )
-    gen = GenerationConfig(
-        max_new_tokens=cfg.max_new_tokens,
-        batch_size=cfg.batch,
-        refusal_mode=cfg.refusal_mode,
-        openers_refuse=openers[0],
-        openers_comply=openers[1],
-    )
-    attribution = _in_study(cfg.contrast, study) if cfg.data == "organism" else _image_set(evaluation_set)
-    shared_base: Path | None = None  # every run starts from the same base: evaluate it once
+            tasks.append(
+                Task(
+                    f"train {name}",
+                    f"train {name}: {cfg.steps} steps",
+                    _train,
+                    (cfg, model, data[arm], arm, seed, runs[name], target, study),
+                )
+            )
+    first = next(
+        iter(runs)
+    )  # every run starts from the same base: the first run evaluates it, the rest copy it
     for name, run in runs.items():
-        _stage(f"evaluate {name}: every checkpoint on the evaluation items", t0)
-        base_eval = run / "eval" / BASE_NAME
-        if shared_base is not None and not base_eval.exists():
-            shutil.copytree(shared_base, base_eval)
-        run_eval([bench], [make_judge("keyword")], gen, run=run, device=cfg.device, quiet=True)
-        shared_base = shared_base or base_eval
-        _stage(f"track {name}: directions over checkpoints", t0)
-        track(
-            TrackConfig(
-                run=str(run),
-                directions=str(dpath),
-                sets=[evaluation_set],
-                attribution_set=attribution,
-                acts=str(acts),
-                max_pairs=cfg.track_pairs,
-                batch_size=cfg.batch,
-                device=cfg.device,
-            ),
+        after = ("select", f"train {name}", *(() if name == first else (f"measure {first}",)))
+        shared_base = None if name == first else runs[first] / "eval" / BASE_NAME
+        label = f"evaluate and track {name}: every checkpoint on the evaluation items"
+        tasks.append(
+            Task(f"measure {name}", label, _measure, (cfg, run, study, evaluation_set, shared_base), after)
         )
+    workers, threads = _workers(cfg, len(runs))
+    if workers > 1:
+        logger.info("%d worker processes x %d torch threads", workers, threads)
+    results = run_tasks(tasks, workers, threads, announce=lambda label: _stage(label, t0))
+    selection = results["select"]
+    chosen = selection["chosen"]
+    dpath = study / "directions" / "persona"
+    gen = _generation(cfg, study)
 
     _stage("link: shift vs safety (cluster CIs over runs), arms vs control, held-out-run search", t0)
     others = [str(r) for n, r in runs.items() if not n.startswith("control-")]

@@ -104,9 +104,15 @@ def choose_threads(cores: int | None = None, busy: float | None = None) -> Threa
         return ThreadChoice(int(omp), cores or usable_cores(), 0.0, "OMP_NUM_THREADS")
     cores = usable_cores() if cores is None else cores
     busy = other_load() if busy is None else busy
-    # a core counts as busy once another process keeps it more than about half occupied
-    free = cores - math.floor(busy + 0.5)
-    return ThreadChoice(max(1, min(cores, free)), cores, busy, "auto")
+    return ThreadChoice(free_cores(cores, busy), cores, busy, "auto")
+
+
+def free_cores(cores: int | None = None, busy: float | None = None) -> int:
+    """Usable cores not kept busy by other processes (at least 1); a core counts as busy once another process
+    keeps it more than about half occupied."""
+    cores = usable_cores() if cores is None else cores
+    busy = other_load() if busy is None else busy
+    return max(1, min(cores, cores - math.floor(busy + 0.5)))
 
 
 def apply_threads(choice: ThreadChoice | None = None) -> ThreadChoice:

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from analysis.causal import SteerConfig, steer
-from analysis.trajectory import read_trajectory
+from analysis.trajectory import read_track_manifest, read_trajectory
 from figures import fig_trajectory
 from figures.make_all import SCRIPTS
 from vsfa.study import ALL_STUDIES, STUDIES, study_config
@@ -461,3 +461,30 @@ def test_selection_scores_skipped_candidates_before_a_fallback(quick_study, tmp_
     assert saved["fallback"] and full["fallback"]
     assert all(c["scored"] for c in saved["candidates"])
     assert full["chosen"] == saved["chosen"] and full["candidates"] == saved["candidates"]
+
+
+def test_two_worker_processes_give_the_same_study(quick_study, tmp_path):
+    """``workers=2`` runs training, selection, evaluation and tracking in two processes: every artifact a
+    result is read from equals the single-process study's, and fewer contrast questions per checkpoint are
+    recorded."""
+    from vsfa.study import run_study
+
+    out = tmp_path / "study"
+    run_study(study_config("quick", overrides=["workers=2", "track_questions=2", "figures=false"], out=out))
+
+    def read(study, rel):  # the study's own folder named the same in both; the time it took left out
+        rep = json.loads((study / rel).read_text().replace(str(study), "STUDY"))
+        rep.pop("seconds", None)
+        return rep
+
+    for rel in ("selection.json", "steer/causal.json", "link.json"):
+        assert read(out, rel) == read(quick_study, rel), rel
+    for run in ("vsfa-s0", "control-s0"):
+        answers = sorted((quick_study / "runs" / run / "eval").glob("*/builtin/responses.jsonl"))
+        assert len(answers) == 5
+        for f in answers:
+            assert (out / f.relative_to(quick_study)).read_text() == f.read_text()
+        mine, theirs = (read_track_manifest(s / "runs" / run) for s in (out, quick_study))
+        assert mine["contrast_items"] < theirs["contrast_items"]
+        projections = [pd.read_csv(s / "runs" / run / "track" / "projections.csv") for s in (out, quick_study)]
+        pd.testing.assert_frame_equal(*projections)
