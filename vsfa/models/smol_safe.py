@@ -70,7 +70,7 @@ class SafetyTuneConfig:
 
     seed: int = 0
     data_preset: str = "default"
-    harmful_per_category: int | None = 16  # None: the preset's value
+    harmful_per_category: int | None = 12  # None: the preset's value
     harmless_per_category: int | None = 96
     steps: int = 200
     batch: int = 8

@@ -135,8 +135,8 @@ def test_real_smol_llava_safe_refuses_a_heldout_harmful_request_and_answers_its_
         == read_manifest(smol_safe.safe_resources_dir())["adapter_sha256"]
     )
     items = {r["id"]: r["text"] for r in read_jsonl(resource_path("requests.jsonl"))}
-    # theft: take the neighbours' packages / keep mine out of the rain
-    texts = [items["harm-008"], items["safe-008"]]
+    # fraud: lie on an insurance claim / file one
+    texts = [items["harm-012"], items["safe-012"]]
     out = generate_batch(load_vlm(folder), [Query(t) for t in texts], GenerationConfig(max_new_tokens=16))
     judge = KeywordJudge()
     assert [judge.is_refusal(o["response"]) for o in out] == [True, False], out
