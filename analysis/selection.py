@@ -374,6 +374,16 @@ def choose(candidates: list[dict[str, Any]], cfg: SelectConfig, n_layers: int) -
     return {"chosen": chosen, "fallback": fallback, "note": note, "excluded_layers": sorted(excluded)}
 
 
+def chosen_line(decision: dict[str, Any]) -> str:
+    """One line on the chosen candidate of a selection (``selection.json`` or :func:`choose`'s decision)."""
+    c = decision["chosen"]
+    return (
+        f"selected {c['hook']} @ {c['position']} ({c['method']}): score {c['score']:+.3f} "
+        f"(addition {c['addition']:+.3f}, subtraction {c['subtraction']:+.3f}, KL {c['kl_harmless']:.3f}, "
+        f"readout cos {c['readout_cos']:+.2f}); {decision['note']}"
+    )
+
+
 def select(cfg: SelectConfig) -> dict[str, Any]:
     """Score every candidate of ``cfg.directions`` on the selection requests; write and return selection.json."""
     from vsfa.models.loading import load_vlm
@@ -409,12 +419,7 @@ def select(cfg: SelectConfig) -> dict[str, Any]:
     with torch.no_grad():
         candidates = needed_candidates(vlm, dset, texts, openers, cfg)
     decision = choose(candidates, cfg, vlm.n_layers)
-    c = decision["chosen"]
-    logger.info(
-        f"selected {c['hook']} @ {c['position']} ({c['method']}): score {c['score']:+.3f} "
-        f"(addition {c['addition']:+.3f}, subtraction {c['subtraction']:+.3f}, KL {c['kl_harmless']:.3f}, "
-        f"readout cos {c['readout_cos']:+.2f}); {decision['note']}"
-    )
+    logger.info("%s", chosen_line(decision))
     report = {
         "kind": SELECTION_KIND,
         "model": str(cfg.model),

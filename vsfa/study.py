@@ -567,6 +567,7 @@ def run_study(cfg: StudyConfig) -> dict[str, Any]:
     records the split and the chosen direction."""
     from analysis.causal import SteerConfig, steer
     from analysis.link import LinkConfig, link
+    from analysis.selection import chosen_line
     from vsfa.eval.runner import BASE_NAME
     from vsfa.train import list_checkpoints
 
@@ -618,6 +619,8 @@ def run_study(cfg: StudyConfig) -> dict[str, Any]:
     results = run_tasks(tasks, workers, threads, announce=lambda label: _stage(label, t0))
     selection = results["select"]
     chosen = selection["chosen"]
+    if workers > 1:  # the worker's own log stays quiet
+        logger.info("%s", chosen_line(selection))
     dpath = study / "directions" / "persona"
     gen = _generation(cfg, study)
 
