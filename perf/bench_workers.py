@@ -3,7 +3,9 @@
 ``vsfa demo`` runs training, the base's direction selection, and each run's evaluation and tracking as tasks
 (:mod:`vsfa.parallel`). The baseline is ``workers=1``: one process with every free core as torch threads, as
 before. Reported: both wall times, their ratio, and whether every result equals the baseline's (selection,
-link, steering: the JSON files with the study's own folder name replaced).
+link, steering: the JSON files with the study's own folder name replaced), else the largest difference of a
+number and any other field that differs. With one thread per worker against two in one process, sums may round
+differently in the last digits.
 
     python perf/bench_workers.py --study organism --json perf/results/workers.json
 
@@ -39,6 +41,24 @@ def _results(study: Path) -> dict:
     return out
 
 
+def _differences(a, b, path: str = "") -> tuple[float, list[str]]:
+    """(largest absolute difference of numbers at the same place, places whose non-numbers differ)."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        parts = [_differences(a[k], b[k], f"{path}.{k}") for k in a.keys() & b.keys()]
+        other = [f"{path}.{k}" for k in a.keys() ^ b.keys()]
+    elif isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
+        parts, other = (
+            [_differences(x, y, f"{path}[{i}]") for i, (x, y) in enumerate(zip(a, b, strict=True))],
+            [],
+        )
+    elif isinstance(a, (int, float)) and isinstance(b, (int, float)) and not isinstance(a, bool):
+        gap = abs(a - b)
+        return (0.0 if gap != gap else gap), []  # NaN at both places counts as equal
+    else:
+        return 0.0, ([] if a == b else [path])
+    return max([0.0, *(p[0] for p in parts)]), other + [x for p in parts for x in p[1]]
+
+
 def main() -> None:
     from vsfa.study import run_study, study_config
     from vsfa.threads import choose_threads, free_cores
@@ -65,6 +85,12 @@ def main() -> None:
         "seconds": {f"workers={k}": round(v, 1) for k, v in seconds.items()},
         "ratio_one_over_workers": round(seconds[1] / seconds[args.workers], 3),
         "same_results": {rel: results[1][rel] == results[args.workers][rel] for rel in RESULTS},
+        "largest_difference": {
+            rel: _differences(results[1][rel], results[args.workers][rel])[0] for rel in RESULTS
+        },
+        "other_differences": {
+            rel: _differences(results[1][rel], results[args.workers][rel])[1] for rel in RESULTS
+        },
         "load_after": os.getloadavg()[0],
     }
     print(json.dumps(result, indent=2))

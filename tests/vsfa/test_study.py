@@ -13,6 +13,7 @@ from analysis.causal import SteerConfig, steer
 from analysis.trajectory import read_track_manifest, read_trajectory
 from figures import fig_trajectory
 from figures.make_all import SCRIPTS
+from vsfa.errors import ConfigError
 from vsfa.study import ALL_STUDIES, STUDIES, study_config
 from vsfa.train import list_checkpoints
 
@@ -209,6 +210,12 @@ def test_presets_and_bad_settings(run_cli, tmp_path):
     assert proc.returncode == 2 and "stepz" in proc.stderr and not (tmp_path / "y").exists()
     proc = run_cli("demo", "--study", "quick", "--set", "arms=['control']", "--out", tmp_path / "z")
     assert proc.returncode == 2 and "needs the vsfa arm" in proc.stderr
+    for bad, said in (
+        ("workers=-1", "workers must be >= 0"),
+        ("track_questions=0", "track_questions must be"),
+    ):
+        with pytest.raises(ConfigError, match=said):
+            study_config("quick", overrides=[bad])
 
 
 def test_analysis_commands_refuse_bad_input(run_cli, tmp_path, quick_study):
@@ -486,5 +493,7 @@ def test_two_worker_processes_give_the_same_study(quick_study, tmp_path):
             assert (out / f.relative_to(quick_study)).read_text() == f.read_text()
         mine, theirs = (read_track_manifest(s / "runs" / run) for s in (out, quick_study))
         assert mine["contrast_items"] < theirs["contrast_items"]
-        projections = [pd.read_csv(s / "runs" / run / "track" / "projections.csv") for s in (out, quick_study)]
+        projections = [
+            pd.read_csv(s / "runs" / run / "track" / "projections.csv") for s in (out, quick_study)
+        ]
         pd.testing.assert_frame_equal(*projections)
