@@ -22,12 +22,15 @@ import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from vsfa.errors import ConfigError
 from vsfa.io import is_complete, write_json_atomic, write_manifest, write_text_atomic
 from vsfa.parallel import Task, run_tasks
 from vsfa.threads import apply_threads
+
+if TYPE_CHECKING:
+    from vsfa.eval.generation import GenerationConfig
 
 logger = logging.getLogger(__name__)
 ARM_VARIANTS = {"vsfa": "image", "control": "control", "text": "text", "mixed": "mixed"}
@@ -411,7 +414,8 @@ def _openers(cfg: StudyConfig, study: Path) -> list[str | None]:
     return [_in_study(o, study) for o in cfg.openers] if cfg.openers else [None, None]
 
 
-def _generation(cfg: StudyConfig, study: Path):
+def _generation(cfg: StudyConfig, study: Path) -> GenerationConfig:
+    """The evaluation's generation settings (greedy answers, the refusal score with the study's openers)."""
     from vsfa.eval.generation import GenerationConfig
 
     openers = _openers(cfg, study)
