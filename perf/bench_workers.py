@@ -78,6 +78,7 @@ def main() -> None:
             run_study(cfg)
             seconds[workers] = time.perf_counter() - t0
             results[workers] = _results(out)
+    differences = {rel: _differences(results[1][rel], results[args.workers][rel]) for rel in RESULTS}
     result = {
         "study": args.study,
         **start,
@@ -85,12 +86,8 @@ def main() -> None:
         "seconds": {f"workers={k}": round(v, 1) for k, v in seconds.items()},
         "ratio_one_over_workers": round(seconds[1] / seconds[args.workers], 3),
         "same_results": {rel: results[1][rel] == results[args.workers][rel] for rel in RESULTS},
-        "largest_difference": {
-            rel: _differences(results[1][rel], results[args.workers][rel])[0] for rel in RESULTS
-        },
-        "other_differences": {
-            rel: _differences(results[1][rel], results[args.workers][rel])[1] for rel in RESULTS
-        },
+        "largest_difference": {rel: diff[0] for rel, diff in differences.items()},
+        "other_differences": {rel: diff[1] for rel, diff in differences.items()},
         "load_after": os.getloadavg()[0],
     }
     print(json.dumps(result, indent=2))

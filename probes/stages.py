@@ -290,10 +290,8 @@ def checkpoint_info(ckpt: Path, base: str | None) -> tuple[dict[str, Any], Path]
 def contrast_from_meta(meta: dict[str, Any], max_questions: int | None = None) -> ContrastSet:
     """The contrast set recorded in a direction artifact; ``max_questions`` keeps fewer of its questions."""
     spec = meta.get("spec") or {"set": meta.get("source") or meta["name"]}
-    own = spec.get("max_questions")
-    if max_questions is not None and own is not None:
-        max_questions = min(own, max_questions)
-    return load_set(spec["set"], max_questions=own if max_questions is None else max_questions)
+    limits = [n for n in (spec.get("max_questions"), max_questions) if n is not None]
+    return load_set(spec["set"], max_questions=min(limits, default=None))
 
 
 def extract_test_masks(store: ActivationStore) -> tuple[np.ndarray, np.ndarray]:

@@ -43,19 +43,17 @@ def _init_worker(threads: int, level: int) -> None:
 
 
 def _check(tasks: list[Task]) -> None:
-    keys = [t.key for t in tasks]
-    seen: set[str] = set()
-    for t in tasks:
-        missing = [a for a in t.after if a not in keys]
-        if missing:
-            raise ConfigError(f"task {t.key!r} waits for unknown task {missing[0]!r}")
-        if t.key in seen:
-            raise ConfigError(f"task {t.key!r} given twice")
-        seen.add(t.key)
+    """Keys are unique and list order is a valid order (the single-worker path runs the tasks as given)."""
+    keys = {t.key for t in tasks}
     done: set[str] = set()
-    for t in tasks:  # list order must be a valid order: the single-worker path runs it as given
-        if not set(t.after) <= done:
-            raise ConfigError(f"task {t.key!r} comes before a task it waits for")
+    for t in tasks:
+        if t.key in done:
+            raise ConfigError(f"task {t.key!r} given twice")
+        for a in t.after:
+            if a not in keys:
+                raise ConfigError(f"task {t.key!r} waits for unknown task {a!r}")
+            if a not in done:
+                raise ConfigError(f"task {t.key!r} comes before a task it waits for")
         done.add(t.key)
 
 

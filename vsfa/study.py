@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 from vsfa.errors import ConfigError
 from vsfa.io import is_complete, write_json_atomic, write_manifest, write_text_atomic
 from vsfa.parallel import Task, run_tasks
-from vsfa.threads import apply_threads
+from vsfa.threads import ThreadChoice, apply_threads
 
 if TYPE_CHECKING:
     from vsfa.eval.generation import GenerationConfig
@@ -410,6 +410,11 @@ def _link_run(run: Path, study: Path) -> None:
         write_manifest(run, {**manifest, "study": str(study)})
 
 
+def _directions_path(study: Path) -> Path:
+    """The study's persona directions (``.json`` + ``.safetensors`` beside this stem)."""
+    return study / "directions" / "persona"
+
+
 def _openers(cfg: StudyConfig, study: Path) -> list[str | None]:
     return [_in_study(o, study) for o in cfg.openers] if cfg.openers else [None, None]
 
@@ -436,7 +441,7 @@ def _select_on_base(cfg: StudyConfig, model: Path, study: Path, selection_set: s
     from probes.directions import load_directions
     from probes.stages import DirectionsConfig, run_directions
 
-    dpath = study / "directions" / "persona"
+    dpath = _directions_path(study)
     if not dpath.with_suffix(".json").is_file():
         run_directions(
             DirectionsConfig(
@@ -500,7 +505,7 @@ def _measure(cfg: StudyConfig, run: Path, study: Path, evaluation_set: str, shar
     track(
         TrackConfig(
             run=str(run),
-            directions=str(study / "directions" / "persona"),
+            directions=str(_directions_path(study)),
             sets=[evaluation_set],
             attribution_set=attribution,
             acts=str(study / "acts"),
@@ -512,16 +517,15 @@ def _measure(cfg: StudyConfig, run: Path, study: Path, evaluation_set: str, shar
     )
 
 
-def _workers(cfg: StudyConfig, n_runs: int) -> tuple[int, int]:
-    """(worker processes, torch threads each): ``cfg.workers`` (0: one per free core, at most
-    :data:`MAX_AUTO_WORKERS`), one on a GPU; each takes the user's thread setting, else its share of the free
-    cores."""
-    from vsfa.threads import choose_threads, free_cores
+def _workers(cfg: StudyConfig, n_runs: int, choice: ThreadChoice) -> tuple[int, int]:
+    """(worker processes, torch threads each) given this process's thread ``choice``: ``cfg.workers`` (0: one per
+    free core, at most :data:`MAX_AUTO_WORKERS`), one on a GPU; each takes the user's thread setting, else its
+    share of the free cores."""
+    from vsfa.threads import free_cores
 
-    choice = choose_threads()
     if cfg.device != "cpu":
         return 1, choice.threads
-    free = free_cores()
+    free = choice.threads if choice.source == "auto" else free_cores()  # auto: the free cores already
     workers = max(1, min(cfg.workers or min(free, MAX_AUTO_WORKERS), n_runs))
     threads = choice.threads if choice.source != "auto" else max(1, free // workers)
     return workers, threads
@@ -576,7 +580,8 @@ def run_study(cfg: StudyConfig) -> dict[str, Any]:
     from vsfa.train import list_checkpoints
 
     cfg.check()
-    apply_threads()  # torch threads from the cores free now (VSFA_THREADS / OMP_NUM_THREADS override)
+    # torch threads from the cores free now (VSFA_THREADS / OMP_NUM_THREADS override); workers share them
+    choice = apply_threads()
     t0 = time.perf_counter()
     study = Path(cfg.out).resolve()  # recorded paths stay valid from any working folder
     study.mkdir(parents=True, exist_ok=True)
@@ -607,9 +612,8 @@ def run_study(cfg: StudyConfig) -> dict[str, Any]:
                     (cfg, model, data[arm], arm, seed, runs[name], target, study),
                 )
             )
-    first = next(
-        iter(runs)
-    )  # every run starts from the same base: the first run evaluates it, the rest copy it
+    # every run starts from the same base: the first run evaluates it, the rest copy its answers
+    first = next(iter(runs))
     for name, run in runs.items():
         after = ("select", f"train {name}", *(() if name == first else (f"measure {first}",)))
         shared_base = None if name == first else runs[first] / "eval" / BASE_NAME
@@ -617,7 +621,7 @@ def run_study(cfg: StudyConfig) -> dict[str, Any]:
         tasks.append(
             Task(f"measure {name}", label, _measure, (cfg, run, study, evaluation_set, shared_base), after)
         )
-    workers, threads = _workers(cfg, len(runs))
+    workers, threads = _workers(cfg, len(runs), choice)
     if workers > 1:
         logger.info("%d worker processes x %d torch threads", workers, threads)
     results = run_tasks(tasks, workers, threads, announce=lambda label: _stage(label, t0))
@@ -625,7 +629,7 @@ def run_study(cfg: StudyConfig) -> dict[str, Any]:
     chosen = selection["chosen"]
     if workers > 1:  # the worker's own log stays quiet
         logger.info("%s", chosen_line(selection))
-    dpath = study / "directions" / "persona"
+    dpath = _directions_path(study)
     gen = _generation(cfg, study)
 
     _stage("link: shift vs safety (cluster CIs over runs), arms vs control, held-out-run search", t0)
